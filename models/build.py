@@ -1,0 +1,656 @@
+"""Rebuild models/ from the MediaPipe registry packages and check the result.
+
+    python models/build.py            # what `make models` runs
+
+Steps:
+  1. fetch the mediapipe wheel (pip) and the @mediapipe/face_mesh tarball (npm) into
+     build/model-src/, checking their sha256 against the pinned values below;
+  2. convert face_landmark.tflite and face_detection_short_range.tflite to ONNX with our own
+     converter (models/tflite_to_onnx.py) and wrap them into the contract models;
+  3. parse the canonical face mesh out of the npm package's packed assets;
+  4. verify against the original TFLite models (ai-edge-litert) on real photos, time the ONNX
+     models, and write models/tflite_reference.npz (for the tests) and models/MODEL_CARD.md.
+
+Needs the `build` extra (tflite, onnx, ai-edge-litert) plus scikit-image and matplotlib for the
+sample photos; pip and npm must be able to reach their registries (or a local mirror).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import re
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # allow `python models/build.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+from models import verify as V  # noqa: E402
+from models.tflite_to_onnx import IR_VERSION, OPSET, convert  # noqa: E402
+
+MODELS_DIR = REPO / "models"
+SRC_DIR = REPO / "build" / "model-src"
+
+LANDMARK_ONNX = MODELS_DIR / "face_landmark.onnx"
+DETECTOR_ONNX = MODELS_DIR / "face_detector.onnx"
+TOPOLOGY_NPZ = MODELS_DIR / "face_mesh_topology.npz"
+REFERENCE_NPZ = MODELS_DIR / "tflite_reference.npz"
+MODEL_CARD = MODELS_DIR / "MODEL_CARD.md"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A pinned package archive from a registry."""
+
+    registry: str  # "PyPI" or "npm"
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    fetch_cmd: tuple[str, ...]
+
+
+WHEEL = Archive(
+    "PyPI", "mediapipe", "0.10.21",
+    "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
+    "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
+    # Pin the platform so the same wheel is fetched on any machine.
+    (sys.executable, "-m", "pip", "download", "--no-deps", "mediapipe==0.10.21",
+     "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--only-binary=:all:", "-d", "."),
+)
+NPM_PACKAGE = Archive(
+    "npm", "@mediapipe/face_mesh", "0.4.1657299874",
+    "mediapipe-face_mesh-0.4.1657299874.tgz",
+    "c08a7e0742a326285da666cf81d77c8b6f3a181a2ee948cadaf166008e0d3bc7",
+    ("npm", "pack", "--silent", "@mediapipe/face_mesh@0.4.1657299874"),
+)
+LANDMARK_TFLITE = "mediapipe/modules/face_landmark/face_landmark.tflite"
+DETECTOR_TFLITE = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
+PACKED_DATA = "package/face_mesh_solution_packed_assets.data"
+PACKED_LOADER = "package/face_mesh_solution_packed_assets_loader.js"
+GEOMETRY_PB = "/third_party/mediapipe/modules/face_geometry/data/geometry_pipeline_metadata_landmarks.binarypb"
+
+NUM_LANDMARKS = 468
+NUM_TRIANGLES = 898
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---- 1. sources -------------------------------------------------------------------------------
+
+
+def fetch(archive: Archive) -> bytes:
+    """The archive's bytes, downloaded with its registry client unless already cached."""
+    SRC_DIR.mkdir(parents=True, exist_ok=True)
+    path = SRC_DIR / archive.filename
+    if not path.exists() or sha256(path.read_bytes()) != archive.sha256:
+        print(f"fetching {archive.package}=={archive.version} from {archive.registry}")
+        subprocess.run(archive.fetch_cmd, cwd=SRC_DIR, check=True)
+    data = path.read_bytes()
+    if sha256(data) != archive.sha256:
+        raise SystemExit(f"{archive.filename}: sha256 {sha256(data)} != pinned {archive.sha256}")
+    return data
+
+
+def npm_member(tgz: bytes, name: str) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(tgz), mode="r:gz") as tar:
+        member = tar.extractfile(name)
+        if member is None:
+            raise SystemExit(f"{name} missing from the npm package")
+        return member.read()
+
+
+def packed_asset(loader_js: bytes, data: bytes, filename: str) -> bytes:
+    """One file out of an emscripten packed .data bundle, using the loader's file table."""
+    match = re.search(rb"loadPackage\((\{.*?\})\);", loader_js, re.S)
+    if match is None:
+        raise SystemExit("no file table in the packed-assets loader")
+    table = json.loads(match.group(1))
+    if table["remote_package_size"] != len(data):
+        raise SystemExit("packed assets size does not match the loader's file table")
+    for entry in table["files"]:
+        if entry["filename"] == filename:
+            return data[entry["start"] : entry["end"]]
+    raise SystemExit(f"{filename} not in the packed assets")
+
+
+# ---- 2. protobuf wire format --------------------------------------------------------------------
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def proto_fields(buf: bytes) -> dict[int, list[int | bytes]]:
+    """Decode one protobuf message into {field number: [raw values]}.
+
+    Varints come back as ints, fixed32/fixed64 and length-delimited fields as bytes; the
+    caller knows the schema and interprets them (see `repeated`).
+    """
+    fields: dict[int, list[int | bytes]] = {}
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        fields.setdefault(number, []).append(value)
+    if pos != len(buf):
+        raise ValueError("truncated message")
+    return fields
+
+
+def repeated(values: list[int | bytes], kind: str) -> list[float] | list[int]:
+    """A repeated scalar field, packed or not ('float' = fixed32 float, 'varint' = uint32)."""
+    out: list = []
+    for v in values:
+        if kind == "float":
+            # Unpacked: one 4-byte value per entry; packed: one blob of n*4 bytes.
+            out.extend(struct.unpack(f"<{len(v) // 4}f", v))
+        elif isinstance(v, int):
+            out.append(v)
+        else:  # packed varints
+            pos = 0
+            while pos < len(v):
+                n, pos = _varint(v, pos)
+                out.append(n)
+    return out
+
+
+def parse_topology(binarypb: bytes) -> dict[str, np.ndarray]:
+    """Canonical mesh and Procrustes basis from a GeometryPipelineMetadata message.
+
+    Field numbers from mediapipe's geometry_pipeline_metadata.proto / mesh_3d.proto (checked
+    against the descriptor in the wheel): GeometryPipelineMetadata{canonical_mesh = 1,
+    procrustes_landmark_basis = 2, input_source = 3}; Mesh3d{vertex_type = 1,
+    primitive_type = 2, vertex_buffer = 3 (x, y, z, u, v per vertex), index_buffer = 4};
+    WeightedLandmarkRef{landmark_id = 1, weight = 2}. The file is proto2, so its repeated
+    fields are stored unpacked; `repeated` reads both encodings.
+    """
+    meta = proto_fields(binarypb)
+    mesh = proto_fields(meta[1][0])
+    if mesh.get(1, [0])[0] != 0 or mesh.get(2, [0])[0] != 0:
+        raise SystemExit("expected a VERTEX_PT / TRIANGLE mesh")
+    vertex = np.array(repeated(mesh[3], "float"), np.float32).reshape(-1, 5)
+    triangles = np.array(repeated(mesh[4], "varint"), np.int32).reshape(-1, 3)
+    basis = [proto_fields(m) for m in meta.get(2, [])]
+    ids = np.array([b.get(1, [0])[0] for b in basis], np.int32)
+    weights = np.array([struct.unpack("<f", b[2][0])[0] if 2 in b else 0.0 for b in basis], np.float32)
+    topo = {
+        "vertices": np.ascontiguousarray(vertex[:, :3]),
+        "uvs": np.ascontiguousarray(vertex[:, 3:]),
+        "triangles": triangles,
+        "procrustes_ids": ids,
+        "procrustes_weights": weights,
+    }
+    if len(topo["vertices"]) != NUM_LANDMARKS or len(triangles) != NUM_TRIANGLES:
+        raise SystemExit(f"unexpected mesh size {len(topo['vertices'])} vertices, {len(triangles)} triangles")
+    if triangles.min() < 0 or triangles.max() >= NUM_LANDMARKS:
+        raise SystemExit("triangle index out of range")
+    if ids.size == 0 or ids.max() >= NUM_LANDMARKS:
+        raise SystemExit("bad Procrustes landmark ids")
+    uvs = topo["uvs"]
+    if uvs.min() < 0 or uvs.max() > 1:
+        raise SystemExit("UVs outside [0, 1]")
+    # The model card says V points down (forehead above chin): keep that claim checked.
+    if not uvs[10, 1] < uvs[152, 1]:
+        raise SystemExit("UV orientation changed: forehead (10) is no longer above the chin (152)")
+    return topo
+
+
+# ---- 3. contract models -----------------------------------------------------------------------
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+
+
+def _finish(model: onnx.ModelProto, doc: str) -> onnx.ModelProto:
+    model.doc_string = doc
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def build_landmark_model(tflite_bytes: bytes) -> onnx.ModelProto:
+    """[N,3,224,224] RGB [0,1] -> landmarks [N,468,3] (224-px units), face_score [N,1]."""
+    model = convert(tflite_bytes, "face_landmark")
+    g = model.graph
+    core_in = g.input[0].name  # [N,3,192,192] after conversion
+    mesh_out, flag_out = (o.name for o in g.output)  # conv2d_21 [N,1,1,1404], conv2d_31 [N,1,1,1]
+    native, size = V.LANDMARK_NATIVE, V.LANDMARK_INPUT
+
+    pre = [
+        # sizes = [N, 3, 192, 192]: the batch size is only known at run time.
+        helper.make_node("Shape", ["input"], ["pre/shape"], name="pre/Shape"),
+        helper.make_node("Slice", ["pre/shape", "pre/zero", "pre/two"], ["pre/batch_channels"], name="pre/Slice"),
+        helper.make_node("Concat", ["pre/batch_channels", "pre/hw"], ["pre/sizes"], name="pre/Concat", axis=0),
+        # Plain bilinear (no antialias) with half-pixel centres: for this mild 224->192
+        # downscale (factor 0.857) every output pixel still sees its nearest input pixels.
+        helper.make_node(
+            "Resize", ["input", "", "", "pre/sizes"], [core_in], name="pre/Resize",
+            mode="linear", coordinate_transformation_mode="half_pixel",
+        ),
+    ]
+    post = [
+        helper.make_node("Reshape", [mesh_out, "post/mesh_shape"], ["post/mesh_192"], name="post/Reshape_mesh"),
+        # The model predicts in 192-px units of its input; the contract is 224-px units.
+        helper.make_node("Mul", ["post/mesh_192", "post/scale"], ["landmarks"], name="post/Mul_scale"),
+        helper.make_node("Reshape", [flag_out, "post/flag_shape"], ["post/flag_logit"], name="post/Reshape_flag"),
+        helper.make_node("Sigmoid", ["post/flag_logit"], ["face_score"], name="post/Sigmoid"),
+    ]
+    inits = [
+        helper.make_tensor("pre/zero", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("pre/two", TensorProto.INT64, [1], [2]),
+        helper.make_tensor("pre/hw", TensorProto.INT64, [2], [native, native]),
+        helper.make_tensor("post/mesh_shape", TensorProto.INT64, [3], [-1, NUM_LANDMARKS, 3]),
+        helper.make_tensor("post/scale", TensorProto.FLOAT, [], [size / native]),
+        helper.make_tensor("post/flag_shape", TensorProto.INT64, [2], [-1, 1]),
+    ]
+    nodes = pre + list(g.node) + post
+    graph = helper.make_graph(
+        nodes, "face_landmark",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [
+            helper.make_tensor_value_info("landmarks", TensorProto.FLOAT, ["N", NUM_LANDMARKS, 3]),
+            helper.make_tensor_value_info("face_score", TensorProto.FLOAT, ["N", 1]),
+        ],
+        inits + list(g.initializer),
+    )
+    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=model.producer_name)
+    return _finish(out, (
+        "MediaPipe Face Mesh landmark model (face_landmark.tflite, mediapipe 0.10.21), converted by "
+        "models/build.py. input: [N,3,224,224] RGB in [0,1], a face crop. landmarks: [N,468,3] "
+        "x right, y down in 224-px units of the crop, z (depth) on the same scale as x. "
+        "face_score: [N,1] face presence probability."
+    ))
+
+
+def build_detector_model(tflite_bytes: bytes) -> onnx.ModelProto:
+    """[N,3,128,128] RGB [0,1] -> regressors [N,896,16], scores [N,896,1] (logits)."""
+    model = convert(tflite_bytes, "face_detector")
+    g = model.graph
+    core_in = g.input[0].name
+    _rename(g, core_in, "pre/input_pm1")
+    _rename(g, "classificators", "scores")
+    size = V.DETECTOR_INPUT
+    pre = [
+        # BlazeFace was trained on [-1, 1] input.
+        helper.make_node("Mul", ["input", "pre/two"], ["pre/input_x2"], name="pre/Mul"),
+        helper.make_node("Sub", ["pre/input_x2", "pre/one"], ["pre/input_pm1"], name="pre/Sub"),
+    ]
+    inits = [
+        helper.make_tensor("pre/two", TensorProto.FLOAT, [], [2.0]),
+        helper.make_tensor("pre/one", TensorProto.FLOAT, [], [1.0]),
+    ]
+    num_anchors = sum(grid * grid * per_cell for grid, per_cell in V.ANCHOR_GRIDS)
+    graph = helper.make_graph(
+        pre + list(g.node), "face_detector",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [
+            helper.make_tensor_value_info("regressors", TensorProto.FLOAT, ["N", num_anchors, 16]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", num_anchors, 1]),
+        ],
+        inits + list(g.initializer),
+    )
+    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=model.producer_name)
+    return _finish(out, (
+        "MediaPipe BlazeFace short-range face detector (face_detection_short_range.tflite, mediapipe "
+        "0.10.21), converted by models/build.py. input: [N,3,128,128] RGB in [0,1]. regressors: "
+        "[N,896,16] box (dx, dy, w, h) and 6 keypoints (x, y) in 128-px units relative to the anchor "
+        "centre; scores: [N,896,1] raw logits. Anchors: see models/MODEL_CARD.md."
+    ))
+
+
+# ---- 4. verification and timing -----------------------------------------------------------------
+
+
+def _session(path_or_bytes, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 2  # warnings and up: a clean model logs nothing
+    src = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+
+def _tflite_runner(tflite_bytes: bytes, threads: int = 1):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=tflite_bytes, num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    outs = {d["name"]: d["index"] for d in interp.get_output_details()}
+
+    def run(x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
+        interp.set_tensor(inp, x_nhwc[None].astype(np.float32))
+        interp.invoke()
+        return {name: interp.get_tensor(i)[0].copy() for name, i in outs.items()}
+
+    return run
+
+
+def verify(landmark_tflite: bytes, detector_tflite: bytes) -> dict:
+    """Compare ONNX and TFLite on the sample photos; write the reference file for the tests."""
+    lm_tfl = _tflite_runner(landmark_tflite)
+    det_tfl = _tflite_runner(detector_tflite)
+    lm_onnx = _session(LANDMARK_ONNX)
+    det_onnx = _session(DETECTOR_ONNX)
+    scale = V.LANDMARK_INPUT / V.LANDMARK_NATIVE
+
+    lm_names, lm_crops = zip(*V.landmark_samples())
+    ref_mesh, ref_logit = [], []
+    for crop in lm_crops:
+        # TFLite sees the same 224->192 bilinear resize the ONNX graph does, here in float64.
+        out = lm_tfl(V.resize_bilinear(crop, V.LANDMARK_NATIVE, V.LANDMARK_NATIVE))
+        ref_mesh.append(out["conv2d_21"].reshape(NUM_LANDMARKS, 3) * scale)
+        ref_logit.append(float(out["conv2d_31"].ravel()[0]))
+    ref_mesh_arr = np.stack(ref_mesh).astype(np.float32)
+    ref_score = 1.0 / (1.0 + np.exp(-np.array(ref_logit, np.float64)))
+
+    batch = V.to_nchw(list(lm_crops))
+    mesh, score = lm_onnx.run(None, {"input": batch})  # batch of 3
+    single = np.concatenate([lm_onnx.run(None, {"input": batch[i : i + 1]})[0] for i in range(len(batch))])
+    lm_diff = float(np.abs(mesh - ref_mesh_arr).max())
+
+    det_names, det_imgs = zip(*V.detector_samples())
+    ref_reg, ref_cls = [], []
+    for img in det_imgs:
+        out = det_tfl(img * 2.0 - 1.0)
+        ref_reg.append(out["regressors"])
+        ref_cls.append(out["classificators"])
+    ref_reg_arr, ref_cls_arr = np.stack(ref_reg), np.stack(ref_cls)
+    reg, cls = det_onnx.run(None, {"input": V.to_nchw(list(det_imgs))})
+
+    np.savez_compressed(
+        REFERENCE_NPZ,
+        landmark_samples=np.array(lm_names),
+        landmarks=ref_mesh_arr,
+        face_score=ref_score.astype(np.float32),
+        detector_samples=np.array(det_names),
+        regressors=ref_reg_arr.astype(np.float32),
+        scores=ref_cls_arr.astype(np.float32),
+    )
+    return {
+        "landmark_max_abs_px224": lm_diff,
+        "landmark_max_abs_px192": lm_diff / scale,
+        "landmark_batch_vs_single": float(np.abs(mesh - single).max()),
+        "face_score_max_abs": float(np.abs(score[:, 0] - ref_score).max()),
+        "face_scores": dict(zip(lm_names, (float(s) for s in score[:, 0]))),
+        "detector_regressors_max_abs": float(np.abs(reg - ref_reg_arr).max()),
+        "detector_scores_max_abs": float(np.abs(cls - ref_cls_arr).max()),
+        "detector_best": {
+            name: V.best_face_box(reg[i], cls[i])[0] for i, name in enumerate(det_names)
+        },
+    }
+
+
+def _median_ms(fn, repeats: int, rounds: int = 3) -> float:
+    """Best of `rounds` medians: the median damps outliers, the best round damps background load."""
+    for _ in range(5):
+        fn()
+    medians = []
+    for _ in range(rounds):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        medians.append(float(np.median(times)))
+    return 1000.0 * min(medians)
+
+
+def benchmark(landmark_tflite: bytes, detector_tflite: bytes, repeats: int = 50) -> dict[str, float]:
+    """Median latency, onnxruntime CPU with 1 intra-op thread (TFLite 1 thread for comparison)."""
+    rng = np.random.default_rng(0)
+    lm, det = _session(LANDMARK_ONNX), _session(DETECTOR_ONNX)
+    x1 = rng.random((1, 3, 224, 224), np.float32)
+    x3 = rng.random((3, 3, 224, 224), np.float32)
+    d1 = rng.random((1, 3, 128, 128), np.float32)
+    d3 = rng.random((3, 3, 128, 128), np.float32)
+    lm_tfl = _tflite_runner(landmark_tflite)
+    det_tfl = _tflite_runner(detector_tflite)
+    return {
+        "landmark_b1": _median_ms(lambda: lm.run(None, {"input": x1}), repeats),
+        "landmark_b3": _median_ms(lambda: lm.run(None, {"input": x3}), repeats),
+        "detector_b1": _median_ms(lambda: det.run(None, {"input": d1}), repeats),
+        "detector_b3": _median_ms(lambda: det.run(None, {"input": d3}), repeats),
+        "landmark_tflite_b1": _median_ms(lambda: lm_tfl(x1[0, :, :192, :192].transpose(1, 2, 0)), repeats),
+        "detector_tflite_b1": _median_ms(lambda: det_tfl(d1[0].transpose(1, 2, 0)), repeats),
+    }
+
+
+# ---- 5. model card ------------------------------------------------------------------------------
+
+
+def write_model_card(
+    sources: dict[str, str], checks: dict, timing: dict[str, float], topo: dict[str, np.ndarray], repeats: int
+) -> None:
+    built = {p.name: sha256(p.read_bytes()) for p in (LANDMARK_ONNX, DETECTOR_ONNX, TOPOLOGY_NPZ, REFERENCE_NPZ)}
+    sizes = {p.name: p.stat().st_size for p in (LANDMARK_ONNX, DETECTOR_ONNX, TOPOLOGY_NPZ, REFERENCE_NPZ)}
+    import os
+    import platform
+
+    import onnxruntime
+
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+
+    def row(name: str) -> str:
+        return f"| `{name}` | {sizes[name] / 1e6:.2f} MB | `{built[name]}` |"
+
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in checks["face_scores"].items())
+    det_best = ", ".join(f"{k} {v:.3f}" for k, v in checks["detector_best"].items())
+    text = f"""# Face models
+
+Generated by `models/build.py` (`make models`); do not edit by hand, rebuild instead.
+
+Runtime needs only onnxruntime and numpy: no mediapipe, TensorFlow or TFLite.
+
+## Sources
+
+| Registry | Package | Version | Archive | sha256 |
+|---|---|---|---|---|
+| PyPI | `{WHEEL.package}` | {WHEEL.version} | `{WHEEL.filename}` | `{WHEEL.sha256}` |
+| npm | `{NPM_PACKAGE.package}` | {NPM_PACKAGE.version} | `{NPM_PACKAGE.filename}` | `{NPM_PACKAGE.sha256}` |
+
+Extracted files:
+
+| File | From | sha256 |
+|---|---|---|
+| `{LANDMARK_TFLITE}` | wheel | `{sources['face_landmark.tflite']}` |
+| `{DETECTOR_TFLITE}` | wheel | `{sources['face_detection_short_range.tflite']}` |
+| `{PACKED_DATA}` | npm | `{sources['face_mesh_solution_packed_assets.data']}` |
+| `{GEOMETRY_PB}` (inside the .data, offsets from `{PACKED_LOADER}`) | npm | `{sources['geometry_pipeline_metadata_landmarks.binarypb']}` |
+
+## License
+
+The models and the canonical face mesh are from Google's MediaPipe, licensed under the Apache
+License 2.0 (Copyright The MediaPipe Authors). The files here are derived works (format
+conversion, fp16 weights widened to fp32, pre/post-processing added to the graph); they remain
+under Apache-2.0, and redistribution must keep the license text and this notice of changes. See
+<https://github.com/google-ai-edge/mediapipe/blob/master/LICENSE>.
+
+## Built files
+
+| File | Size | sha256 |
+|---|---|---|
+{row(LANDMARK_ONNX.name)}
+{row(DETECTOR_ONNX.name)}
+{row(TOPOLOGY_NPZ.name)}
+{row(REFERENCE_NPZ.name)}
+
+ONNX opset {OPSET}, IR version {IR_VERSION}, fp32 weights, dynamic batch `N`.
+
+## `face_landmark.onnx` (the contract model)
+
+- input `input`: float32 `[N, 3, 224, 224]`, RGB in [0, 1], a square face crop (about 1.5x
+  the detected face box, rotated so the eyes are level, as MediaPipe does).
+- output `landmarks`: float32 `[N, 468, 3]`, in 224-px units of the crop: x right, y down,
+  z depth on the same scale as x (relative to the face centre; smaller is closer to the camera).
+  Same vertex order as the topology below.
+- output `face_score`: float32 `[N, 1]`, sigmoid of the face-presence logit (0..1).
+- Inside the graph: bilinear Resize 224 -> 192 (half-pixel centres, no antialias), the original
+  network (192x192 in [0,1]), landmarks x 224/192.
+
+## `face_detector.onnx` (BlazeFace short range)
+
+- input `input`: float32 `[N, 3, 128, 128]`, RGB in [0, 1] (mapped to [-1, 1] in the graph);
+  letterbox the photo to a square first.
+- output `regressors`: float32 `[N, 896, 16]`: per anchor, box centre offset (dx, dy), box
+  width and height, then 6 keypoints (x, y) as offsets: all in 128-px input units, offsets
+  relative to the anchor centre. Keypoints: right eye, left eye, nose tip, mouth centre,
+  right ear tragion, left ear tragion (subject's left/right).
+- output `scores`: float32 `[N, 896, 1]`: raw logits (TFLite `classificators`); the
+  probability is `sigmoid(clip(score, -100, 100))`, MediaPipe keeps detections above 0.5 and
+  merges overlaps with weighted NMS (min IoU 0.3).
+- Anchors (MediaPipe `SsdAnchorsCalculator` for the short-range model): input 128x128, 4 layers,
+  strides [8, 16, 16, 16], anchor offset 0.5, fixed anchor size 1.0 (aspect ratio 1.0 plus
+  one interpolated scale, so 2 anchors per cell per layer). Layers with equal stride share a
+  grid: anchors 0..511 are the 16x16 grid (stride 8), 2 per cell; anchors 512..895 are the
+  8x8 grid (stride 16), 6 per cell. Order: row (y) major, then column (x), then anchor.
+  Anchor centre = ((col + 0.5) / grid, (row + 0.5) / grid) in [0, 1]; decoded box centre =
+  anchor centre x 128 + (dx, dy), size = (w, h); keypoint k = anchor centre x 128 +
+  (regressors[4 + 2k], regressors[5 + 2k]). `models/verify.py:anchor_centres()` builds them.
+
+## `face_mesh_topology.npz`
+
+From `geometry_pipeline_metadata_landmarks.binarypb` (protobuf `GeometryPipelineMetadata`:
+`canonical_mesh = 1` (Mesh3d: vertex_buffer x, y, z, u, v per vertex; index_buffer),
+`procrustes_landmark_basis = 2`, `input_source = 3`; proto2, repeated fields unpacked).
+
+- `vertices` float32 [468, 3]: canonical face model, centimetres, y up, +z towards the viewer,
+  +x towards the subject's left (image right in a frontal photo)
+  (extent x {np.ptp(topo['vertices'][:, 0]):.1f}, y {np.ptp(topo['vertices'][:, 1]):.1f}, z {np.ptp(topo['vertices'][:, 2]):.1f}).
+- `uvs` float32 [468, 2]: as stored, in [0, 1]. **V points down (origin top-left)**: forehead
+  (vertex 10) v = {topo['uvs'][10, 1]:.3f}, chin (vertex 152) v = {topo['uvs'][152, 1]:.3f};
+  u grows with x. So they are already in glTF's convention: use `(u, v)` as is (flip to
+  `1 - v` only for OpenGL/OBJ-style consumers). The layout is roughly a frontal view of the
+  face, like the landmarks in image coordinates.
+- `triangles` int32 [898, 3]: indices into the 468 vertices (the same order as the landmark
+  model output), counter-clockwise seen from the front in the canonical (y-up) frame.
+- `procrustes_ids` int32 [{len(topo['procrustes_ids'])}], `procrustes_weights` float32: the weighted landmark subset
+  MediaPipe uses to fit the canonical model to detected landmarks.
+
+## Verification (ONNX vs the original TFLite, run with ai-edge-litert)
+
+Real photos: `skimage.data.astronaut()`, matplotlib's `grace_hopper.jpg` (face crops in
+`models/verify.py`), `skimage.data.coffee()` (non-face). TFLite gets the same 224->192 bilinear
+resize, computed in float64.
+
+| Check | Max abs difference |
+|---|---|
+| landmarks, 224-px units (3 crops, batch 3) | {checks['landmark_max_abs_px224']:.2e} px |
+| landmarks, 192-px units | {checks['landmark_max_abs_px192']:.2e} px |
+| batch 3 vs batch 1 (ONNX) | {checks['landmark_batch_vs_single']:.2e} px |
+| face_score | {checks['face_score_max_abs']:.2e} |
+| detector regressors (3 letterboxed photos) | {checks['detector_regressors_max_abs']:.2e} (128-px units) |
+| detector scores | {checks['detector_scores_max_abs']:.2e} (logits) |
+
+face_score: {scores}. Best detector probability: {det_best}.
+`models/tflite_reference.npz` keeps these TFLite outputs; `tests/test_models.py` checks the ONNX
+models against them.
+
+## Latency
+
+onnxruntime {onnxruntime.__version__} CPU, 1 intra-op thread, default graph optimizations; best of 3
+medians of {repeats} runs each, on the build machine ({machine}; shared and noisy, re-measure on the
+target):
+
+| Model | Batch 1 | Batch 3 |
+|---|---|---|
+| face_landmark.onnx | {timing['landmark_b1']:.2f} ms | {timing['landmark_b3']:.2f} ms ({timing['landmark_b3'] / 3:.2f} ms/image) |
+| face_detector.onnx | {timing['detector_b1']:.2f} ms | {timing['detector_b3']:.2f} ms ({timing['detector_b3'] / 3:.2f} ms/image) |
+
+For comparison, the TFLite originals (ai-edge-litert, XNNPACK, 1 thread, batch 1): landmark
+{timing['landmark_tflite_b1']:.2f} ms, detector {timing['detector_tflite_b1']:.2f} ms.
+
+## Rebuild
+
+    make models        # = .venv/bin/python models/build.py
+
+Downloads the two archives into `build/model-src/` (pip / npm, sha256-pinned), converts,
+verifies and rewrites the files above and this card. The ONNX and npz outputs are
+deterministic; the latency numbers are not.
+"""
+    MODEL_CARD.write_text(text)
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=50, help="timing runs per measurement")
+    args = parser.parse_args()
+
+    wheel = fetch(WHEEL)
+    tgz = fetch(NPM_PACKAGE)
+    with zipfile.ZipFile(io.BytesIO(wheel)) as zf:
+        landmark_tflite = zf.read(LANDMARK_TFLITE)
+        detector_tflite = zf.read(DETECTOR_TFLITE)
+    packed = npm_member(tgz, PACKED_DATA)
+    geometry_pb = packed_asset(npm_member(tgz, PACKED_LOADER), packed, GEOMETRY_PB)
+    sources = {
+        "face_landmark.tflite": sha256(landmark_tflite),
+        "face_detection_short_range.tflite": sha256(detector_tflite),
+        "face_mesh_solution_packed_assets.data": sha256(packed),
+        "geometry_pipeline_metadata_landmarks.binarypb": sha256(geometry_pb),
+    }
+    for name, digest in sources.items():
+        print(f"{digest}  {name}")
+
+    onnx.save(build_landmark_model(landmark_tflite), LANDMARK_ONNX)
+    onnx.save(build_detector_model(detector_tflite), DETECTOR_ONNX)
+    topo = parse_topology(geometry_pb)
+    np.savez_compressed(TOPOLOGY_NPZ, **topo)
+
+    checks = verify(landmark_tflite, detector_tflite)
+    print(json.dumps(checks, indent=2))
+    # Fail the build rather than commit a model that disagrees with the original.
+    if checks["landmark_max_abs_px224"] > 1e-2 or checks["detector_regressors_max_abs"] > 1e-2 or checks["detector_scores_max_abs"] > 1e-2:
+        raise SystemExit("ONNX and TFLite disagree")
+
+    timing = benchmark(landmark_tflite, detector_tflite, args.repeats)
+    print(json.dumps(timing, indent=2))
+    write_model_card(sources, checks, timing, topo, args.repeats)
+    print(f"wrote {MODEL_CARD.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Shared helpers for checking the converted models (used by models/build.py and the tests).
+
+Everything here is plain numpy so that the reference inputs are reproducible bit for bit
+enough (float64 resampling) on any machine: the sample photos ship with scikit-image and
+matplotlib.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+LANDMARK_INPUT = 224  # contract crop size
+LANDMARK_NATIVE = 192  # what face_landmark.tflite takes
+DETECTOR_INPUT = 128
+
+# Square face crops (x0, y0, size) in the sample photos, found once with the ONNX detector
+# (box centre, 1.5x the larger box side, as mediapipe does before the landmark model) and
+# checked by eye. No rotation: both faces are close to upright.
+FACE_CROPS: dict[str, tuple[int, int, int]] = {
+    "astronaut": (156, 59, 139),
+    "grace_hopper": (123, 97, 289),
+}
+# A crop with no face in it (coffee cup and saucer).
+NON_FACE_CROP: tuple[str, tuple[int, int, int]] = ("coffee", (180, 40, 300))
+
+# BlazeFace short-range anchors (mediapipe SsdAnchorsCalculator options for
+# face_detection_short_range): 4 layers, strides [8, 16, 16, 16], anchor offset 0.5, fixed
+# anchor size 1.0, 2 anchors per cell and layer; layers with the same stride share a grid,
+# so 16x16 cells x 2 anchors (512) followed by 8x8 cells x 6 anchors (384).
+ANCHOR_GRIDS: tuple[tuple[int, int], ...] = ((16, 2), (8, 6))
+
+
+@lru_cache(maxsize=None)
+def sample_image(name: str) -> np.ndarray:
+    """An RGB uint8 photo that ships with scikit-image or matplotlib."""
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        import matplotlib.image
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            img = matplotlib.image.imread(f, format="jpg")
+    else:
+        import skimage.data
+
+        img = getattr(skimage.data, name)()
+    img = np.ascontiguousarray(img[..., :3], dtype=np.uint8)
+    img.setflags(write=False)
+    return img
+
+
+def resize_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize of an HxWxC image, half-pixel centres, no antialiasing (as ONNX Resize linear)."""
+    img = np.asarray(img, np.float64)
+    in_h, in_w = img.shape[:2]
+
+    def taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        src = np.clip(src, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+
+    y0, y1, wy = taps(out_h, in_h)
+    x0, x1, wx = taps(out_w, in_w)
+    rows = img[y0] * (1 - wy)[:, None, None] + img[y1] * wy[:, None, None]
+    return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+
+
+def square_crop(img: np.ndarray, x0: int, y0: int, size: int, out: int) -> np.ndarray:
+    """Crop a square (zero padding outside the image) and resize it to out x out, as float [0, 1] HWC."""
+    h, w = img.shape[:2]
+    canvas = np.zeros((size, size, img.shape[2]), np.float64)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + size, w), min(y0 + size, h)
+    canvas[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = img[sy0:sy1, sx0:sx1]
+    return resize_bilinear(canvas / 255.0, out, out)
+
+
+def letterbox(img: np.ndarray, out: int) -> tuple[np.ndarray, float, int, int]:
+    """Pad to a centred square, resize to out x out; returns (float [0, 1] HWC, scale, pad_x, pad_y)."""
+    h, w = img.shape[:2]
+    side = max(h, w)
+    pad_x, pad_y = (side - w) // 2, (side - h) // 2
+    return square_crop(img, -pad_x, -pad_y, side, out), side / out, pad_x, pad_y
+
+
+def to_nchw(batch_hwc: list[np.ndarray]) -> np.ndarray:
+    return np.stack(batch_hwc).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def landmark_samples() -> list[tuple[str, np.ndarray]]:
+    """The reference 224-px crops (HWC float [0, 1]): the two faces, then one non-face."""
+    crops = [(name, square_crop(sample_image(name), *box, LANDMARK_INPUT)) for name, box in FACE_CROPS.items()]
+    name, box = NON_FACE_CROP
+    crops.append((name, square_crop(sample_image(name), *box, LANDMARK_INPUT)))
+    return crops
+
+
+def detector_samples() -> list[tuple[str, np.ndarray]]:
+    """The reference detector inputs: whole photos letterboxed to 128 px (HWC float [0, 1])."""
+    return [(name, letterbox(sample_image(name), DETECTOR_INPUT)[0]) for name in ("astronaut", "grace_hopper", "coffee")]
+
+
+def anchor_centres() -> np.ndarray:
+    """[896, 2] anchor centres (x, y) in [0, 1] for BlazeFace short range, in output order."""
+    centres = []
+    for grid, per_cell in ANCHOR_GRIDS:
+        ys, xs = np.meshgrid((np.arange(grid) + 0.5) / grid, (np.arange(grid) + 0.5) / grid, indexing="ij")
+        cells = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(cells, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def best_face_box(regressors: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray]:
+    """Highest-scoring detection of one image: (probability, [cx, cy, w, h] in 128-px units)."""
+    k = int(np.argmax(scores[:, 0]))
+    centre = anchor_centres()[k] * DETECTOR_INPUT
+    box = regressors[k, :4].astype(np.float64).copy()
+    box[:2] += centre
+    prob = 1.0 / (1.0 + np.exp(-float(np.clip(scores[k, 0], -100, 100))))
+    return prob, box

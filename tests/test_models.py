@@ -1,0 +1,192 @@
+"""The committed face models: contracts, agreement with the original TFLite, topology.
+
+The TFLite outputs in models/tflite_reference.npz were recorded by models/build.py with
+ai-edge-litert on the same inputs (real photos shipped with scikit-image / matplotlib), so
+these tests need neither the mediapipe packages nor the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import models
+from models import verify as V
+from models.build import proto_fields, repeated
+from models.tflite_to_onnx import same_pads
+
+# Conversion agrees to ~2e-4 px; allow for float differences across CPUs / onnxruntime builds.
+LANDMARK_TOL_PX = 1e-2
+DETECTOR_TOL = 1e-2
+
+
+def _session(path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def landmark_session() -> ort.InferenceSession:
+    return _session(models.LANDMARK_MODEL_PATH)
+
+
+@pytest.fixture(scope="module")
+def detector_session() -> ort.InferenceSession:
+    return _session(models.DETECTOR_MODEL_PATH)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, np.ndarray]:
+    with np.load(models.MODELS_DIR / "tflite_reference.npz") as data:
+        return dict(data)
+
+
+@pytest.fixture(scope="module")
+def landmark_outputs(landmark_session) -> tuple[list[str], np.ndarray, np.ndarray]:
+    names, crops = zip(*V.landmark_samples())
+    mesh, score = landmark_session.run(None, {"input": V.to_nchw(list(crops))})
+    return list(names), mesh, score
+
+
+def _io(session: ort.InferenceSession) -> tuple[list, list]:
+    return (
+        [(i.name, i.shape, i.type) for i in session.get_inputs()],
+        [(o.name, o.shape, o.type) for o in session.get_outputs()],
+    )
+
+
+def test_models_load_without_warnings(capfd) -> None:
+    capfd.readouterr()
+    for path in (models.LANDMARK_MODEL_PATH, models.DETECTOR_MODEL_PATH):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 1  # info and up, so that warnings would show
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    err = capfd.readouterr().err
+    assert "[W:" not in err and "[E:" not in err, err
+
+
+def test_contracts(landmark_session, detector_session) -> None:
+    assert _io(landmark_session) == (
+        [("input", ["N", 3, 224, 224], "tensor(float)")],
+        [("landmarks", ["N", 468, 3], "tensor(float)"), ("face_score", ["N", 1], "tensor(float)")],
+    )
+    assert _io(detector_session) == (
+        [("input", ["N", 3, 128, 128], "tensor(float)")],
+        [("regressors", ["N", 896, 16], "tensor(float)"), ("scores", ["N", 896, 1], "tensor(float)")],
+    )
+    total = models.LANDMARK_MODEL_PATH.stat().st_size + models.DETECTOR_MODEL_PATH.stat().st_size
+    assert 1e6 < total < 10e6
+
+
+def test_landmarks_match_tflite(landmark_outputs, reference) -> None:
+    names, mesh, score = landmark_outputs
+    assert names == list(reference["landmark_samples"])
+    diff = np.abs(mesh - reference["landmarks"]).max()
+    assert diff < LANDMARK_TOL_PX, f"landmarks differ from TFLite by {diff:.3g} px"
+    assert np.abs(score[:, 0] - reference["face_score"]).max() < 1e-3
+
+
+def test_face_score_separates_faces(landmark_session, landmark_outputs) -> None:
+    names, mesh, score = landmark_outputs
+    scores = dict(zip(names, score[:, 0]))
+    for face in V.FACE_CROPS:
+        assert scores[face] > 0.9, scores
+        # Landmarks of a real face lie inside the crop.
+        assert mesh[names.index(face), :, :2].min() > 0 and mesh[names.index(face), :, :2].max() < 224
+    assert scores[V.NON_FACE_CROP[0]] < 0.5, scores
+    gray = np.full((1, 3, 224, 224), 0.5, np.float32)
+    assert landmark_session.run(None, {"input": gray})[1][0, 0] < 0.5
+
+
+def test_landmark_batch_matches_single(landmark_session, landmark_outputs) -> None:
+    names, mesh, _ = landmark_outputs
+    crop = V.to_nchw([V.landmark_samples()[1][1]])
+    single = landmark_session.run(None, {"input": crop})[0]
+    np.testing.assert_allclose(single[0], mesh[1], atol=1e-4)
+
+
+def test_detector_matches_tflite_and_finds_faces(detector_session, reference) -> None:
+    names, imgs = zip(*V.detector_samples())
+    assert list(names) == list(reference["detector_samples"])
+    reg, cls = detector_session.run(None, {"input": V.to_nchw(list(imgs))})
+    assert np.abs(reg - reference["regressors"]).max() < DETECTOR_TOL
+    assert np.abs(cls - reference["scores"]).max() < DETECTOR_TOL
+    for i, name in enumerate(names):
+        prob, box = V.best_face_box(reg[i], cls[i])
+        if name not in V.FACE_CROPS:
+            assert prob < 0.5, (name, prob)
+            continue
+        assert prob > 0.8, (name, prob)
+        # The decoded box centre (in photo pixels) lies in the middle of the known face crop.
+        _, scale, pad_x, pad_y = V.letterbox(V.sample_image(name), V.DETECTOR_INPUT)
+        cx, cy = box[0] * scale - pad_x, box[1] * scale - pad_y
+        x0, y0, size = V.FACE_CROPS[name]
+        assert abs(cx - (x0 + size / 2)) < size / 6 and abs(cy - (y0 + size / 2)) < size / 6, (name, cx, cy)
+
+
+def test_anchor_layout() -> None:
+    anchors = V.anchor_centres()
+    assert anchors.shape == (896, 2)
+    np.testing.assert_allclose(anchors[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(anchors[1], anchors[0])  # 2 anchors per cell on the 16x16 grid
+    np.testing.assert_allclose(anchors[512], [0.5 / 8, 0.5 / 8])
+    np.testing.assert_allclose(anchors[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_topology() -> None:
+    topo = models.load_topology()
+    assert topo is models.load_topology()  # cached
+    assert topo.vertices.shape == (468, 3) and topo.vertices.dtype == np.float32
+    assert topo.uvs.shape == (468, 2) and topo.uvs.dtype == np.float32
+    assert topo.triangles.shape == (898, 3) and topo.triangles.dtype == np.int32
+    assert topo.triangles.min() == 0 and topo.triangles.max() == 467
+    assert len(np.unique(topo.triangles)) == 468  # every vertex is used
+    assert topo.uvs.min() >= 0 and topo.uvs.max() <= 1
+    assert topo.uvs[10, 1] < topo.uvs[152, 1]  # V points down: forehead above chin
+    assert topo.procrustes_ids.shape == topo.procrustes_weights.shape and topo.procrustes_ids.max() < 468
+    assert np.all(topo.procrustes_weights > 0)
+    with pytest.raises(ValueError):
+        topo.vertices[0, 0] = 1.0  # shared arrays are read-only
+    # Triangles face the viewer (+z) in the canonical y-up frame: counter-clockwise from the front.
+    v = topo.vertices
+    normals = np.cross(v[topo.triangles[:, 1]] - v[topo.triangles[:, 0]], v[topo.triangles[:, 2]] - v[topo.triangles[:, 0]])
+    assert (normals[:, 2] > 0).mean() > 0.95
+
+
+def test_topology_vertex_order_matches_landmarks(landmark_outputs) -> None:
+    # Landmarks of a frontal face resemble the canonical mesh seen from the front
+    # (image y down = canonical -y), which only holds if the vertex orders agree.
+    _, mesh, _ = landmark_outputs
+    canon = models.load_topology().vertices
+    assert np.corrcoef(mesh[0, :, 0], canon[:, 0])[0, 1] > 0.95
+    assert np.corrcoef(mesh[0, :, 1], -canon[:, 1])[0, 1] > 0.95
+
+
+def test_model_card_hashes_match_files() -> None:
+    card = (models.MODELS_DIR / "MODEL_CARD.md").read_text()
+    for path in (models.LANDMARK_MODEL_PATH, models.DETECTOR_MODEL_PATH, models.TOPOLOGY_PATH):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert re.search(rf"`{re.escape(path.name)}` \|[^\n]*`{digest}`", card), f"stale hash for {path.name}"
+
+
+def test_same_padding_matches_tensorflow() -> None:
+    assert same_pads(128, 5, 2) == (1, 2)  # odd total: the extra pixel goes after
+    assert same_pads(64, 3, 2) == (0, 1)
+    assert same_pads(96, 3, 1) == (1, 1)
+    assert same_pads(3, 3, 1) == (1, 1)
+
+
+def test_protobuf_reader_packed_and_unpacked() -> None:
+    # field 3 as unpacked fixed32 floats, field 4 as a packed varint list [1, 300]
+    msg = bytes([0x1D]) + np.float32(1.5).tobytes() + bytes([0x1D]) + np.float32(-2.0).tobytes()
+    msg += bytes([0x22, 3, 0x01, 0xAC, 0x02])
+    fields = proto_fields(msg)
+    assert repeated(fields[3], "float") == [1.5, -2.0]
+    assert repeated(fields[4], "varint") == [1, 300]
+    packed_floats = bytes([0x1A, 8]) + np.array([0.25, 4.0], "<f4").tobytes()
+    assert repeated(proto_fields(packed_floats)[3], "float") == [0.25, 4.0]
