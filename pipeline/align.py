@@ -1,0 +1,65 @@
+"""Face crops for the landmark model: 1.5x the detected box, rotated so the eyes are level."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from pipeline.detect import Detection
+from pipeline.models import LANDMARK_INPUT_SIZE
+
+ROI_SCALE = 1.5
+
+
+def crop_transform(detection: Detection, size: int = LANDMARK_INPUT_SIZE) -> np.ndarray:
+    """The 2x3 affine that maps crop pixels to image pixels for ``detection``.
+
+    The crop is square, ``ROI_SCALE`` times the longer side of the box, centred on the box and
+    rotated by the angle of the line from the right eye to the left eye.
+    """
+    x0, y0, x1, y1 = detection.box
+    right_eye, left_eye = detection.keypoints[0], detection.keypoints[1]
+    angle = math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0])
+    side = ROI_SCALE * max(x1 - x0, y1 - y0)
+    k = side / size
+    cos, sin = math.cos(angle) * k, math.sin(angle) * k
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    half = size / 2
+    # image = centre + k * R(angle) @ (crop - half)
+    return np.array([
+        [cos, -sin, centre[0] - cos * half + sin * half],
+        [sin, cos, centre[1] - sin * half - cos * half],
+    ], np.float64)
+
+
+def extract_crop(image: np.ndarray, crop_to_image: np.ndarray, size: int = LANDMARK_INPUT_SIZE) -> np.ndarray:
+    """Sample the crop as [size,size,3] uint8 RGB (the model's input layout is made per batch).
+
+    warpAffine samples bilinearly, which aliases when the face is much larger than the crop, so
+    the region is first shrunk with INTER_AREA to about the crop's resolution.
+    """
+    scale = math.hypot(crop_to_image[0, 0], crop_to_image[1, 0])
+    affine = crop_to_image.copy()
+    source = image
+    if scale > 1.5:
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ affine.T
+        h, w = image.shape[:2]
+        x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, [w, h])
+        x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int), 0, [w, h])
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            new_w, new_h = max(1, round((x1 - x0) / scale)), max(1, round((y1 - y0) / scale))
+            source = cv2.resize(image[y0:y1, x0:x1], (new_w, new_h), interpolation=cv2.INTER_AREA)
+            shrink = np.array([new_w / (x1 - x0), new_h / (y1 - y0)])
+            affine[:, 2] -= (x0, y0)
+            affine = affine * shrink[:, None]
+    crop = cv2.warpAffine(source, affine, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return crop
+
+
+def crop_points_to_image(points: np.ndarray, crop_to_image: np.ndarray) -> np.ndarray:
+    """Landmarks [...,468,3] from crop pixels to image pixels; z is scaled like x and y."""
+    scale = math.hypot(crop_to_image[0, 0], crop_to_image[1, 0])
+    xy = points[..., :2] @ crop_to_image[:, :2].T + crop_to_image[:, 2]
+    return np.concatenate([xy, points[..., 2:3] * scale], axis=-1).astype(np.float32)

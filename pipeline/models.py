@@ -1,0 +1,85 @@
+"""ONNX sessions for the face detector and the landmark model, created once per process."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from models import DETECTOR_MODEL_PATH, LANDMARK_MODEL_PATH
+
+LANDMARK_INPUT_SIZE = 224
+DETECTOR_INPUT_SIZE = 128
+
+
+def _session(path: Path, providers: list[str] | None, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # One thread per session: the fleet scales by processes, and threads fight over 2 cores.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    wanted = providers or default_providers()
+    return ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+
+
+def default_providers() -> list[str]:
+    """CUDA first where this onnxruntime build has it, CPU always as the fallback."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+@dataclass
+class FaceModels:
+    """The detector and/or the landmark model; either may be absent in a worker that needs only one."""
+
+    detector: ort.InferenceSession | None
+    landmarks: ort.InferenceSession | None
+    landmark_path: Path
+
+    @classmethod
+    def load(
+        cls,
+        detector: bool = True,
+        landmarks: bool = True,
+        providers: list[str] | None = None,
+        threads: int = 1,
+        landmark_path: str | Path | None = None,
+    ) -> "FaceModels":
+        path = Path(landmark_path or os.environ.get("ONNX_MODEL_PATH") or LANDMARK_MODEL_PATH)
+        return cls(
+            detector=_session(DETECTOR_MODEL_PATH, providers, threads) if detector else None,
+            landmarks=_session(path, providers, threads) if landmarks else None,
+            landmark_path=path,
+        )
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers actually in use (onnxruntime-gpu silently falls back to CPU)."""
+        session = self.landmarks or self.detector
+        return session.get_providers() if session else []
+
+    def detect(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw detector outputs for ``batch`` [N,3,128,128] float32 RGB in [0,1]."""
+        if self.detector is None:
+            raise RuntimeError("this process did not load the face detector")
+        regressors, scores = self.detector.run(["regressors", "scores"], {"input": batch})
+        return regressors, scores
+
+    def predict_landmarks(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``landmarks`` [N,468,3] in 224-px crop units and ``face_score`` [N] for [N,3,224,224] crops."""
+        if self.landmarks is None:
+            raise RuntimeError("this process did not load the landmark model")
+        points, score = self.landmarks.run(["landmarks", "face_score"], {"input": batch})
+        return points, score.reshape(-1)
+
+    def describe(self) -> dict:
+        """What health reports about the model."""
+        info: dict = {"initialized": self.landmarks is not None, "path": str(self.landmark_path),
+                      "providers": self.providers}
+        if self.landmarks is not None:
+            inp, out = self.landmarks.get_inputs()[0], self.landmarks.get_outputs()[0]
+            info["inputShape"] = [d if isinstance(d, int) else 1 for d in inp.shape]
+            info["outputShape"] = [d if isinstance(d, int) else 1 for d in out.shape]
+        return info

@@ -1,0 +1,220 @@
+"""The three stages a job goes through, and ``run_pipeline`` that chains them in one process.
+
+Each stage's output can be saved to and loaded from one ``.npz`` file, so a queue only ever
+carries a job id and the worker of the next stage finds the file on the shared volume.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from models import load_topology
+from pipeline import VIEWS
+from pipeline.align import crop_points_to_image, crop_transform, extract_crop
+from pipeline.decode import check_dimensions, decode_image, read_header
+from pipeline.detect import detect_faces
+from pipeline.errors import PipelineError
+from pipeline.features import EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
+from pipeline.glb import GlbMesh, write_glb
+from pipeline.mesh import estimate_pose, to_canonical_frame
+from pipeline.models import FaceModels
+from pipeline.texture import bake_texture, encode_jpeg
+
+DECODE_MAX_SIDE = 1024
+# Below this face-presence probability the landmark model is fitting something that is not a face.
+MIN_FACE_SCORE = 0.5
+MODEL_VERSION = "mediapipe-face-mesh-0.10.21"
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = round(timings.get(stage, 0.0) + (time.perf_counter() - start) * 1000, 3)
+
+
+def _save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    # np.savez appends ".npz" to names without it; write to the exact path the caller gave.
+    with open(path, "wb") as fh:
+        np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+
+
+def _load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if k != "meta"}
+        meta = json.loads(data["meta"].tobytes())
+    return arrays, meta
+
+
+@dataclass
+class PreparedViews:
+    """Decoded photos and their face crops, one entry per view, front first."""
+
+    views: list[str]
+    images: list[np.ndarray]  # RGB uint8, longest side <= DECODE_MAX_SIDE
+    crops: np.ndarray  # [N,224,224,3] uint8
+    crop_to_image: np.ndarray  # [N,2,3]
+    warnings: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        arrays = {f"image_{v}": img for v, img in zip(self.views, self.images)}
+        _save_npz(path, {**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image},
+                  {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PreparedViews":
+        arrays, meta = _load_npz(path)
+        return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
+                   arrays["crop_to_image"], meta["warnings"], meta["timings_ms"])
+
+
+@dataclass
+class ViewLandmarks:
+    """Landmarks [N,468,3] in each view's image pixels and the model's face score per view."""
+
+    points: np.ndarray
+    face_scores: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        _save_npz(path, {"points": self.points, "face_scores": self.face_scores},
+                  {"timings_ms": self.timings_ms})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ViewLandmarks":
+        arrays, meta = _load_npz(path)
+        return cls(arrays["points"], arrays["face_scores"], meta["timings_ms"])
+
+
+@dataclass
+class AvatarResult:
+    """What a finished avatar is: the GLB, the contract's features and how long each stage took."""
+
+    glb: bytes
+    facial_features: dict
+    mesh_info: dict
+    timings_ms: dict[str, float]
+    warnings: list[str]
+
+    @property
+    def generation_ms(self) -> float:
+        return round(sum(self.timings_ms.values()), 3)
+
+    @property
+    def inference_ms(self) -> float:
+        return self.timings_ms.get("landmarks", 0.0)
+
+    def to_response_dict(self, filename: str | None = None) -> dict:
+        """The original contract's ``data`` body (without the id and URLs the service adds)."""
+        return {
+            "generationTime": self.generation_ms,
+            "inferenceTime": self.inference_ms,
+            "facialFeatures": self.facial_features,
+            "meshInfo": self.mesh_info,
+            "glbInfo": {"size": len(self.glb), "filename": filename},
+            "timings": self.timings_ms,
+            "warnings": self.warnings,
+        }
+
+
+def validate_upload(view: str, data: bytes):
+    """Header-only checks (format by content, dimensions); returns the parsed header."""
+    try:
+        header = read_header(data)
+        check_dimensions(header)
+    except PipelineError as err:
+        raise PipelineError(err.code, err.message, view) from None
+    return header
+
+
+def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedViews:
+    """Decode the photos, find the face in each and cut the aligned crops for the landmark model."""
+    missing = [v for v in VIEWS if v not in images]
+    if missing:
+        raise PipelineError("missing_view", f"missing photo(s): {', '.join(missing)}")
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    with _timed(timings, "decode"):
+        decoded = []
+        for view in VIEWS:
+            header = validate_upload(view, images[view])
+            try:
+                decoded.append(decode_image(images[view], max_side=DECODE_MAX_SIDE, header=header))
+            except PipelineError as err:
+                raise PipelineError(err.code, err.message, view) from None
+    with _timed(timings, "detect"):
+        found = detect_faces(models, decoded)
+    with _timed(timings, "crop"):
+        transforms, crops = [], []
+        for view, image, faces in zip(VIEWS, decoded, found):
+            if not faces:
+                raise PipelineError("no_face", "no face found", view)
+            if len(faces) > 1:
+                warnings.append(f"{view}: {len(faces)} faces found; the largest was used")
+            transforms.append(crop_transform(faces[0]))
+            crops.append(extract_crop(image, transforms[-1]))
+    return PreparedViews(list(VIEWS), decoded, np.stack(crops), np.stack(transforms), warnings, timings)
+
+
+def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmarks:
+    """One batched landmark-model run over every view's crop."""
+    timings: dict[str, float] = {}
+    with _timed(timings, "landmarks"):
+        batch = prepared.crops.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
+        crop_points, scores = models.predict_landmarks(np.ascontiguousarray(batch))
+        points = np.stack([crop_points_to_image(p, m) for p, m in zip(crop_points, prepared.crop_to_image)])
+    for view, score in zip(prepared.views, scores):
+        if score < MIN_FACE_SCORE:
+            raise PipelineError("no_face", "no face found", view)
+    return ViewLandmarks(points, scores, timings)
+
+
+def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks) -> AvatarResult:
+    """Mesh, texture, features and GLB from the views and their landmarks."""
+    topo = load_topology()
+    timings = {**prepared.timings_ms, **landmarks.timings_ms}
+    front = prepared.views.index("front")
+    front_points = landmarks.points[front]
+    with _timed(timings, "mesh"):
+        pose = estimate_pose(front_points, topo)
+        canonical_cm = to_canonical_frame(front_points, pose)
+        positions = (canonical_cm / 100.0).astype(np.float32)
+    with _timed(timings, "texture"):
+        texture = bake_texture(prepared.images[front], front_points[:, :2])
+        texture_jpeg = encode_jpeg(texture)
+    with _timed(timings, "features"):
+        lobes = {"front": (EAR_LOBE_RIGHT, EAR_LOBE_LEFT), "left": (EAR_LOBE_LEFT,), "right": (EAR_LOBE_RIGHT,)}
+        photos = [(img, pts[:, :2], lobes[v]) for v, img, pts in zip(prepared.views, prepared.images, landmarks.points)]
+        features = facial_features(canonical_cm, texture, photos)
+    with _timed(timings, "glb"):
+        yaw, pitch, roll = pose.yaw_pitch_roll_degrees()
+        glb = write_glb(GlbMesh(
+            positions=positions,
+            normals=None,
+            uvs=topo.uvs,
+            triangles=topo.triangles,
+            texture_jpeg=texture_jpeg,
+            name="avatar_head",
+            extras={"modelVersion": MODEL_VERSION, "units": "metres",
+                    "frontPose": {"yaw": yaw, "pitch": pitch, "roll": roll}},
+        ))
+    return AvatarResult(
+        glb=glb,
+        facial_features=features,
+        mesh_info={"vertexCount": int(len(positions)), "faceCount": int(len(topo.triangles))},
+        timings_ms=timings,
+        warnings=list(prepared.warnings),
+    )
+
+
+def run_pipeline(images: Mapping[str, bytes], models: FaceModels) -> AvatarResult:
+    """Photos to avatar in one process (the CLI, the benchmark and offline use)."""
+    prepared = prepare_views(images, models)
+    return build_avatar(prepared, infer_landmarks(prepared, models))

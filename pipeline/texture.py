@@ -1,0 +1,100 @@
+"""Bake the UV texture of the face mesh from a photo and its landmarks.
+
+The mesh's UV layout is fixed, so which triangle covers each texel (and where inside it) is
+computed once per process on a coarse grid. Per avatar the texel-to-photo map is then a weighted
+sum of three landmark positions, upsampled (the map is piecewise affine and continuous, so linear
+upsampling is nearly exact) and handed to ``cv2.remap``. Texels outside every triangle take the
+extrapolated map of the nearest triangle, which pads the UV islands so mipmaps show no seams.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from models import load_topology
+
+COARSE_GRID = 256
+TEXTURE_SIZE = 1024
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class TexelMap:
+    """For each coarse texel: the triangle it samples and its barycentric weights there."""
+
+    triangle: np.ndarray  # [G*G] int32
+    weights: np.ndarray  # [G*G,3] float32
+    inside: np.ndarray  # [G,G] bool: texel centre lies in some triangle
+
+
+def _barycentric(points: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates of ``points`` [K,2] in triangle ``tri`` [3,2] (may be outside)."""
+    a, b, c = tri
+    m = np.array([[b[0] - a[0], c[0] - a[0]], [b[1] - a[1], c[1] - a[1]]])
+    det = np.linalg.det(m)
+    if abs(det) < 1e-12:
+        return np.full((len(points), 3), 1 / 3)
+    vw = (points - a) @ np.linalg.inv(m).T
+    return np.column_stack([1 - vw.sum(1), vw])
+
+
+@lru_cache(maxsize=4)
+def texel_map(grid: int = COARSE_GRID) -> TexelMap:
+    """Rasterise the topology's UV triangles onto a ``grid`` square (texel centres)."""
+    topo = load_topology()
+    uv_px = topo.uvs.astype(np.float64) * grid - 0.5
+    triangle = np.full((grid, grid), -1, np.int32)
+    weights = np.zeros((grid, grid, 3), np.float64)
+    for t, tri in enumerate(topo.triangles):
+        corners = uv_px[tri]
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int), grid - 1)
+        if x1 < x0 or y1 < y0:
+            continue
+        ys, xs = np.mgrid[y0:y1 + 1, x0:x1 + 1]
+        pts = np.column_stack([xs.ravel(), ys.ravel()]).astype(np.float64)
+        bary = _barycentric(pts, corners)
+        hit = (bary >= -1e-9).all(1)
+        triangle[ys.ravel()[hit], xs.ravel()[hit]] = t
+        weights[ys.ravel()[hit], xs.ravel()[hit]] = bary[hit]
+    inside = triangle >= 0
+    # Every outside texel borrows the triangle of its nearest inside texel, extrapolated.
+    _, labels = cv2.distanceTransformWithLabels((~inside).astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    label_to_pixel = np.zeros((labels.max() + 1, 2), np.int64)
+    iy, ix = np.nonzero(inside)
+    label_to_pixel[labels[iy, ix]] = np.column_stack([iy, ix])
+    oy, ox = np.nonzero(~inside)
+    near = label_to_pixel[labels[oy, ox]]
+    triangle[oy, ox] = triangle[near[:, 0], near[:, 1]]
+    for t in np.unique(triangle[oy, ox]):
+        sel = triangle[oy, ox] == t
+        pts = np.column_stack([ox[sel], oy[sel]]).astype(np.float64)
+        weights[oy[sel], ox[sel]] = _barycentric(pts, uv_px[topo.triangles[t]])
+    return TexelMap(triangle.ravel(), weights.reshape(-1, 3).astype(np.float32), inside)
+
+
+def texel_to_image_map(image_xy: np.ndarray, size: int = TEXTURE_SIZE, grid: int = COARSE_GRID) -> np.ndarray:
+    """[size,size,2] float32 photo coordinates for every texel, from per-vertex photo positions [V,2]."""
+    tmap = texel_map(grid)
+    corners = image_xy[load_topology().triangles[tmap.triangle]]  # [G*G,3,2]
+    coarse = np.einsum("nk,nkc->nc", tmap.weights, corners).reshape(grid, grid, 2).astype(np.float32)
+    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def bake_texture(image: np.ndarray, image_xy: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """The UV texture [size,size,3] RGB uint8 sampled from ``image`` at the landmark positions."""
+    xy = texel_to_image_map(image_xy, size)
+    return cv2.remap(image, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def encode_jpeg(texture_rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """JPEG bytes for the GLB (glTF viewers decode JPEG natively; PNG would be ~5x larger)."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(texture_rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding of the texture failed")
+    return data.tobytes()

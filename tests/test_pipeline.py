@@ -1,0 +1,171 @@
+"""The offline pipeline on real photos: landmarks on the face, a valid GLB, clear errors."""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.photos import astronaut_rgb, avatar_views, encode_jpeg, grace_hopper_rgb
+from pipeline import PipelineError
+from pipeline.detect import detect_faces
+from pipeline.features import (EYE_LEFT_INNER, EYE_LEFT_OUTER, EYE_RIGHT_INNER, EYE_RIGHT_OUTER,
+                               MOUTH_LEFT, MOUTH_RIGHT)
+from pipeline.glb import read_glb_json
+from pipeline.models import FaceModels
+from pipeline.stages import build_avatar, infer_landmarks, prepare_views, run_pipeline
+
+NOSE_TIP = 1
+
+
+@pytest.fixture(scope="module")
+def models() -> FaceModels:
+    return FaceModels.load()
+
+
+@pytest.fixture(scope="module")
+def result(models):
+    return run_pipeline(avatar_views(1024), models)
+
+
+@pytest.mark.parametrize("photo", [astronaut_rgb, grace_hopper_rgb])
+def test_landmarks_land_on_the_face_in_anatomical_order(models, photo):
+    image = photo()
+    views = {v: encode_jpeg(image) for v in ("front", "left", "right")}
+    prepared = prepare_views(views, models)
+    points = infer_landmarks(prepared, models).points[0]
+    face = detect_faces(models, [prepared.images[0]])[0][0]
+    x0, y0, x1, y1 = face.box
+    key = points[[EYE_RIGHT_OUTER, EYE_RIGHT_INNER, EYE_LEFT_INNER, EYE_LEFT_OUTER,
+                  NOSE_TIP, MOUTH_RIGHT, MOUTH_LEFT]]
+    assert ((key[:, 0] > x0) & (key[:, 0] < x1) & (key[:, 1] > y0) & (key[:, 1] < y1)).all(), key
+    # The subject's right eye is on the image's left; corners run outer, inner, inner, outer.
+    assert np.all(np.diff(key[:4, 0]) > 0)
+    eye_y = key[:4, 1].mean()
+    assert eye_y < key[4, 1] < key[5:, 1].min()  # eyes above the nose tip, above the mouth
+    assert key[5, 0] < key[4, 0] < key[6, 0]  # nose tip between the mouth corners
+
+
+def test_glb_passes_the_khronos_validator_and_reloads(result, validate_gltf):
+    report = validate_gltf(result.glb)
+    assert report["issues"]["numErrors"] == 0, report["issues"]["messages"]
+    import trimesh
+
+    scene = trimesh.load(io.BytesIO(result.glb), file_type="glb")
+    mesh = next(iter(scene.geometry.values()))
+    assert len(mesh.vertices) == 468 and len(mesh.faces) == 898
+    assert mesh.visual.material.baseColorTexture is not None
+    gltf = read_glb_json(result.glb)
+    assert [img["mimeType"] for img in gltf["images"]] == ["image/jpeg"]
+
+
+def test_mesh_is_metric_upright_and_faces_plus_z(result):
+    import trimesh
+
+    mesh = next(iter(trimesh.load(io.BytesIO(result.glb), file_type="glb").geometry.values()))
+    v = mesh.vertices
+    width = v[:, 0].max() - v[:, 0].min()
+    assert 0.10 < width < 0.20  # an adult face is 12-16 cm wide
+    assert v[NOSE_TIP, 2] > np.median(v[:, 2])  # the nose points toward +Z
+    assert v[10, 1] > v[152, 1]  # forehead above chin: +Y is up
+
+
+def test_result_reports_contract_fields_and_stage_timings(result):
+    body = result.to_response_dict("avatar.glb")
+    assert body["meshInfo"] == {"vertexCount": 468, "faceCount": 898}
+    assert body["glbInfo"]["size"] == len(result.glb) > 50_000
+    features = body["facialFeatures"]
+    assert set(features["expressions"]) == {"smile", "frown", "raisedEyebrows", "squint"}
+    assert features["faceShape"] in {"oval", "round", "square", "heart", "oblong"}
+    assert set(features["accessories"]) == {"glasses", "earrings", "hat"}
+    for stage in ("decode", "detect", "crop", "landmarks", "mesh", "texture", "features", "glb"):
+        assert result.timings_ms[stage] >= 0
+    assert body["inferenceTime"] == result.timings_ms["landmarks"] > 0
+
+
+def test_astronaut_smiles_and_skin_tone_is_plausible(result):
+    features = result.facial_features
+    assert features["expressions"]["smile"] is True
+    assert features["expressions"]["frown"] is False
+    tone = features["skinTone"]
+    assert tone["r"] > tone["g"] > tone["b"] and tone["confidence"] > 0.5
+
+
+def test_stage_files_round_trip(models, tmp_path):
+    prepared = prepare_views(avatar_views(512), models)
+    prepared.save(tmp_path / "prepared.npz")
+    landmarks = infer_landmarks(prepared, models)
+    landmarks.save(tmp_path / "landmarks.npz")
+    from pipeline.stages import PreparedViews, ViewLandmarks
+
+    again = build_avatar(PreparedViews.load(tmp_path / "prepared.npz"), ViewLandmarks.load(tmp_path / "landmarks.npz"))
+    direct = build_avatar(prepared, landmarks)
+    assert again.mesh_info == direct.mesh_info and len(again.glb) == len(direct.glb)
+
+
+def _with_view(view: str, data: bytes) -> dict[str, bytes]:
+    views = avatar_views(512)
+    views[view] = data
+    return views
+
+
+@pytest.mark.parametrize("name, image", [
+    ("cat", lambda: __import__("skimage.data", fromlist=["chelsea"]).chelsea()),
+    ("wall", lambda: np.full((600, 800, 3), (180, 170, 160), np.uint8)),
+    ("coffee", lambda: __import__("skimage.data", fromlist=["coffee"]).coffee()),
+])
+def test_photo_without_a_face_names_the_view(models, name, image):
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(_with_view("left", encode_jpeg(image())), models)
+    assert err.value.code == "no_face"
+    assert err.value.message == "left: no face found"
+
+
+@pytest.mark.parametrize("data, code", [
+    (b"this is a text file, not a photo", "unsupported_format"),
+    (encode_jpeg(astronaut_rgb())[:4000], "invalid_image"),
+    (encode_jpeg(cv2.resize(astronaut_rgb(), (200, 200))), "image_too_small"),
+])
+def test_bad_image_bytes_give_a_clear_error(models, data, code):
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(_with_view("right", data), models)
+    assert err.value.code == code and err.value.message.startswith("right: ")
+
+
+def _encode_with_pil(image, fmt: str, **kw) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_awkward_but_valid_photos_still_make_an_avatar(models):
+    from PIL import Image
+
+    rgb = astronaut_rgb()
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    cmyk = _encode_with_pil(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=90)
+    png16 = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)[1].tobytes()
+    alpha = cv2.imencode(".png", np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                           np.full(rgb.shape[:2], 255, np.uint8)]))[1].tobytes()
+    # Stored lying on its side with EXIF orientation 6 ("rotate 90° clockwise to view").
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _encode_with_pil(Image.fromarray(np.rot90(rgb, 1).copy()), "JPEG", exif=exif.tobytes())
+    views = {"front": rotated, "left": encode_jpeg(grey[..., None].repeat(3, 2)), "right": cmyk}
+    assert run_pipeline(views, models).mesh_info["vertexCount"] == 468
+    views = {"front": png16, "left": alpha,
+             "right": cv2.imencode(".jpg", grey)[1].tobytes()}
+    assert run_pipeline(views, models).mesh_info["vertexCount"] == 468
+
+
+def test_several_faces_use_the_largest_with_a_warning(models):
+    big = cv2.resize(astronaut_rgb(), (600, 600))
+    small = cv2.resize(grace_hopper_rgb(), (256, 300))
+    canvas = np.full((700, 1000, 3), 90, np.uint8)
+    canvas[50:650, 0:600] = big
+    canvas[200:500, 700:956] = small
+    result = run_pipeline(_with_view("front", encode_jpeg(canvas)), models)
+    assert result.warnings == ["front: 2 faces found; the largest was used"]
