@@ -14,12 +14,12 @@ face sits at a fixed place whatever the photo's framing.
   (oblong, round, square, heart, else oval).
 - ``skinTone``: median RGB of cheek and forehead patches; confidence is the share of those texels
   that fall in a YCrCb skin range, reduced by the patches' colour spread.
-- ``glasses``: edge density on the nose bridge and under the eyes against the cheeks' (frames draw
-  strong edges where skin is smooth).
-- ``earrings``: small bright, high-contrast blobs below the ear lobes in the photos (side views
-  where given, which show the lobes best).
-- ``hat``: the top band of the forehead differs strongly in colour from the cheeks and has few
-  skin-coloured texels (a brim or crown covers it). Heavy fringes can trigger it too.
+- ``glasses``: horizontal-edge strength on the nose bridge and under the eyes against the cheeks'
+  (frames draw strong edges where skin is smooth).
+- ``earrings``: a small, compact highlight below an ear lobe in the photos (side views where
+  given, which show the lobes best).
+- ``hat``: a brim: one strong horizontal edge in a mostly non-skin band just above the forehead,
+  read in the eye-level face crop. A straight-cut dark fringe can look like one.
 
 Scores are in [0,1]; a feature is reported present when its score exceeds 0.5.
 """
@@ -107,13 +107,14 @@ def face_shape(points: np.ndarray) -> str:
     return "oval"
 
 
-def _uv_patch(texture: np.ndarray, vertex: int, radius_frac: float) -> np.ndarray:
-    """Texels [K,3] in a square patch around a vertex's UV position."""
-    size = texture.shape[0]
-    u, v = load_topology().uvs[vertex] * size
-    r = max(2, int(radius_frac * size))
-    x, y = int(u), int(v)
-    return texture[max(0, y - r):y + r, max(0, x - r):x + r].reshape(-1, 3)
+APPEARANCE_SIZE = 256  # appearance features read a fixed-size copy of the texture
+
+
+def _uv_patch(texture: np.ndarray, vertex: int, radius: int) -> np.ndarray:
+    """Texels [K,C] in a square patch of ``radius`` texels around a vertex's UV position."""
+    x, y = (load_topology().uvs[vertex] * texture.shape[0]).astype(int)
+    patch = texture[max(0, y - radius):y + radius, max(0, x - radius):x + radius]
+    return patch.reshape(-1, *texture.shape[2:])
 
 
 def _skin_fraction(rgb: np.ndarray) -> float:
@@ -122,9 +123,9 @@ def _skin_fraction(rgb: np.ndarray) -> float:
     return float(np.mean((cr >= 133) & (cr <= 180) & (cb >= 70) & (cb <= 130)))
 
 
-def skin_tone(texture: np.ndarray) -> dict:
+def skin_tone(appearance: np.ndarray) -> dict:
     """Median cheek/forehead colour with a confidence in [0,1]."""
-    texels = np.concatenate([_uv_patch(texture, v, 0.02)
+    texels = np.concatenate([_uv_patch(appearance, v, 5)
                              for v in (CHEEK_PATCH_RIGHT, CHEEK_PATCH_LEFT, FOREHEAD_PATCH)])
     median = np.median(texels, axis=0)
     spread = float(np.median(np.abs(texels - median)) / 64.0)
@@ -133,65 +134,81 @@ def skin_tone(texture: np.ndarray) -> dict:
     return {"r": r, "g": g, "b": b, "confidence": round(confidence, 3)}
 
 
-def _edge_density(gray: np.ndarray, vertex: int, radius_frac: float) -> float:
-    patch = _uv_patch(np.repeat(gray[..., None], 3, axis=2), vertex, radius_frac)[:, 0]
-    return float(np.mean(patch > 40))
+def glasses_score(appearance: np.ndarray) -> float:
+    """Horizontal edges where frames cross the nose bridge and under the eyes, against the cheeks'."""
+    gray = cv2.cvtColor(appearance, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    horizontal_edges = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+    level = lambda ids: float(np.mean([_uv_patch(horizontal_edges, v, 6).mean() for v in ids]))  # noqa: E731
+    frame = level((NOSE_BRIDGE, UNDER_EYE_RIGHT, UNDER_EYE_LEFT))
+    cheeks = level((CHEEK_PATCH_RIGHT, CHEEK_PATCH_LEFT))
+    return _sigmoid((frame - 2 * cheeks) / 12 - 2.0)
 
 
-def glasses_score(texture: np.ndarray) -> float:
-    gray = cv2.cvtColor(texture, cv2.COLOR_RGB2GRAY)
-    edges = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3),
-                          cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
-    edges = np.clip(edges / 4, 0, 255).astype(np.uint8)
-    frame = np.mean([_edge_density(edges, v, 0.025) for v in (NOSE_BRIDGE, UNDER_EYE_RIGHT, UNDER_EYE_LEFT)])
-    skin = np.mean([_edge_density(edges, v, 0.025) for v in (CHEEK_PATCH_RIGHT, CHEEK_PATCH_LEFT)])
-    return _sigmoid((frame - skin) * 12 - 2.0)
+def hat_score(crop: np.ndarray, crop_xy: np.ndarray) -> float:
+    """A brim: a strong horizontal edge in a mostly non-skin band just above the forehead.
 
-
-def hat_score(texture: np.ndarray) -> float:
-    band = np.concatenate([_uv_patch(texture, v, 0.015) for v in FOREHEAD_BAND]).astype(np.float32)
-    cheeks = np.concatenate([_uv_patch(texture, v, 0.02) for v in (CHEEK_PATCH_RIGHT, CHEEK_PATCH_LEFT)])
-    distance = float(np.linalg.norm(np.median(band, 0) - np.median(cheeks, 0).astype(np.float32)))
-    return _sigmoid((distance / 255) * 10 + (0.5 - _skin_fraction(band)) * 6 - 3.0)
+    Read in the eye-level face crop, so "above" is up the face whatever the head's roll.
+    """
+    top, chin = crop_xy[FOREHEAD_TOP], crop_xy[CHIN]
+    face_h = float(np.linalg.norm(chin - top))
+    x0, x1 = sorted((int(crop_xy[FOREHEAD_RIGHT, 0]), int(crop_xy[FOREHEAD_LEFT, 0])))
+    y1 = int(top[1] + 0.05 * face_h)
+    y0 = max(0, int(top[1] - 0.3 * face_h))
+    band = crop[y0:y1, max(0, x0):x1]
+    if band.shape[0] < 4 or band.shape[1] < 4:
+        return 0.0
+    gray = cv2.cvtColor(band, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    rows = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)).mean(axis=1)[1:-1]
+    brim = float(rows.max() / max(rows.mean(), 1e-3))
+    return _sigmoid((brim - 2.5) * 3 + (0.5 - _skin_fraction(band)) * 4)
 
 
 def earring_score(image: np.ndarray, image_xy: np.ndarray, lobes: tuple[int, ...]) -> float:
-    """Bright, contrasting small blobs just below the given ear-lobe landmarks of one photo."""
+    """A small, compact highlight (metal or stone) just below an ear lobe of one photo.
+
+    A collar or a lit background is bright too, but large and touching the patch border, so only
+    blobs inside the patch and smaller than a fifth of it count.
+    """
     face_w = float(np.linalg.norm(image_xy[CHEEK_RIGHT] - image_xy[CHEEK_LEFT]))
-    r = max(4, int(face_w * 0.08))
+    r = max(4, int(face_w * 0.06))
     h, w = image.shape[:2]
     best = 0.0
     for lobe in lobes:
         x, y = image_xy[lobe].astype(int)
         y += r  # earrings hang below the lobe
         patch = image[max(0, y - r):min(h, y + r), max(0, x - r):min(w, x + r)]
-        if patch.size == 0:
+        if min(patch.shape[:2], default=0) < 4:
             continue
-        gray = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        hsv = cv2.cvtColor(patch, cv2.COLOR_RGB2HSV)
-        highlight = (gray > np.percentile(gray, 50) + 70) | ((hsv[..., 1] > 150) & (hsv[..., 2] > 150))
-        frac = float(highlight.mean())
-        # Small but present: a lit background fills the whole patch, an earring only a spot of it.
-        best = max(best, frac if frac < 0.25 else 0.0)
-    return _sigmoid(best * 80 - 3.0)
+        gray = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
+        bright = (gray > np.median(gray) + 60).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(bright)
+        ph, pw = gray.shape
+        for x0, y0, bw, bh, area in stats[1:]:
+            inside = x0 > 0 and y0 > 0 and x0 + bw < pw and y0 + bh < ph
+            if inside and 3 <= area <= 0.2 * ph * pw:
+                best = max(best, area / (bw * bh))  # compact blobs fill their box
+    return _sigmoid(best * 8 - 5.0)
 
 
-def facial_features(points_canonical: np.ndarray, texture: np.ndarray,
+def facial_features(points_canonical: np.ndarray, texture: np.ndarray, front_crop: np.ndarray,
+                    front_crop_xy: np.ndarray,
                     photos: list[tuple[np.ndarray, np.ndarray, tuple[int, ...]]]) -> dict:
     """The contract's ``facialFeatures`` plus a ``scores`` map with each feature's score.
 
-    ``photos`` lists (image, landmarks in image px, ear-lobe landmark ids visible in it).
+    ``front_crop_xy`` are the front landmarks in the crop's pixels; ``photos`` lists (image,
+    landmarks in image px, ear-lobe landmark ids visible in it).
     """
+    appearance = cv2.resize(texture, (APPEARANCE_SIZE, APPEARANCE_SIZE), interpolation=cv2.INTER_AREA)
     scores = expression_scores(points_canonical)
     accessories = {
-        "glasses": glasses_score(texture),
+        "glasses": glasses_score(appearance),
         "earrings": max((earring_score(img, xy, lobes) for img, xy, lobes in photos), default=0.0),
-        "hat": hat_score(texture),
+        "hat": hat_score(front_crop, front_crop_xy),
     }
     return {
         "expressions": {k: v > 0.5 for k, v in scores.items()},
         "faceShape": face_shape(points_canonical),
-        "skinTone": skin_tone(texture),
+        "skinTone": skin_tone(appearance),
         "accessories": {k: v > 0.5 for k, v in accessories.items()},
         "scores": {k: round(v, 3) for k, v in {**scores, **accessories}.items()},
     }

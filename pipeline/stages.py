@@ -26,7 +26,9 @@ from pipeline.mesh import estimate_pose, to_canonical_frame
 from pipeline.models import FaceModels
 from pipeline.texture import bake_texture, encode_jpeg
 
-DECODE_MAX_SIDE = 1024
+# Longest side each photo is decoded to. The front is the texture's main source; the side views
+# only need to show the face well enough to fit, so they decode straight to half that.
+DECODE_MAX_SIDE = {"front": 1024, "left": 512, "right": 512}
 # Below this face-presence probability the landmark model is fitting something that is not a face.
 MIN_FACE_SCORE = 0.5
 MODEL_VERSION = "mediapipe-face-mesh-0.10.21"
@@ -57,7 +59,7 @@ class PreparedViews:
     """Decoded photos and their face crops, one entry per view, front first."""
 
     views: list[str]
-    images: list[np.ndarray]  # RGB uint8, longest side <= DECODE_MAX_SIDE
+    images: list[np.ndarray]  # RGB uint8, longest side <= DECODE_MAX_SIDE[view]
     crops: np.ndarray  # [N,224,224,3] uint8
     crop_to_image: np.ndarray  # [N,2,3]
     warnings: list[str] = field(default_factory=list)
@@ -146,7 +148,7 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedVi
         for view in VIEWS:
             header = validate_upload(view, images[view])
             try:
-                decoded.append(decode_image(images[view], max_side=DECODE_MAX_SIDE, header=header))
+                decoded.append(decode_image(images[view], max_side=DECODE_MAX_SIDE[view], header=header))
             except PipelineError as err:
                 raise PipelineError(err.code, err.message, view) from None
     with _timed(timings, "detect"):
@@ -192,7 +194,9 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks) -> AvatarRes
     with _timed(timings, "features"):
         lobes = {"front": (EAR_LOBE_RIGHT, EAR_LOBE_LEFT), "left": (EAR_LOBE_LEFT,), "right": (EAR_LOBE_RIGHT,)}
         photos = [(img, pts[:, :2], lobes[v]) for v, img, pts in zip(prepared.views, prepared.images, landmarks.points)]
-        features = facial_features(canonical_cm, texture, photos)
+        to_crop = np.linalg.inv(np.vstack([prepared.crop_to_image[front], [0, 0, 1]]))[:2]
+        crop_xy = front_points[:, :2] @ to_crop[:, :2].T + to_crop[:, 2]
+        features = facial_features(canonical_cm, texture, prepared.crops[front], crop_xy, photos)
     with _timed(timings, "glb"):
         yaw, pitch, roll = pose.yaw_pitch_roll_degrees()
         glb = write_glb(GlbMesh(
@@ -212,6 +216,16 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks) -> AvatarRes
         timings_ms=timings,
         warnings=list(prepared.warnings),
     )
+
+
+def warm_up() -> None:
+    """Build the per-process caches (topology, texel map, neutral measures) before the first job."""
+    from pipeline.features import expression_scores
+    from pipeline.texture import texel_map
+
+    topo = load_topology()
+    texel_map()
+    expression_scores(topo.vertices.astype(np.float64))
 
 
 def run_pipeline(images: Mapping[str, bytes], models: FaceModels) -> AvatarResult:

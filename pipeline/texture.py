@@ -23,10 +23,14 @@ JPEG_QUALITY = 90
 
 @dataclass(frozen=True)
 class TexelMap:
-    """For each coarse texel: the triangle it samples and its barycentric weights there."""
+    """For each coarse texel: the three vertices it blends and their barycentric weights.
 
-    triangle: np.ndarray  # [G*G] int32
-    weights: np.ndarray  # [G*G,3] float32
+    Stored per corner as contiguous columns, because three 1-D gathers are several times faster
+    than one fancy-indexed [G*G,3,2] gather.
+    """
+
+    vertex_ids: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] int32
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G,1] float32
     inside: np.ndarray  # [G,G] bool: texel centre lies in some triangle
 
 
@@ -74,21 +78,30 @@ def texel_map(grid: int = COARSE_GRID) -> TexelMap:
         sel = triangle[oy, ox] == t
         pts = np.column_stack([ox[sel], oy[sel]]).astype(np.float64)
         weights[oy[sel], ox[sel]] = _barycentric(pts, uv_px[topo.triangles[t]])
-    return TexelMap(triangle.ravel(), weights.reshape(-1, 3).astype(np.float32), inside)
+    corners = topo.triangles[triangle.ravel()]
+    weights = weights.reshape(-1, 3).astype(np.float32)
+    return TexelMap(
+        tuple(np.ascontiguousarray(corners[:, k]) for k in range(3)),
+        tuple(np.ascontiguousarray(weights[:, k:k + 1]) for k in range(3)),
+        inside,
+    )
 
 
 def texel_to_image_map(image_xy: np.ndarray, size: int = TEXTURE_SIZE, grid: int = COARSE_GRID) -> np.ndarray:
     """[size,size,2] float32 photo coordinates for every texel, from per-vertex photo positions [V,2]."""
     tmap = texel_map(grid)
-    corners = image_xy[load_topology().triangles[tmap.triangle]]  # [G*G,3,2]
-    coarse = np.einsum("nk,nkc->nc", tmap.weights, corners).reshape(grid, grid, 2).astype(np.float32)
+    xy = np.asarray(image_xy, np.float32)
+    (v0, v1, v2), (w0, w1, w2) = tmap.vertex_ids, tmap.weights
+    coarse = (xy[v0] * w0 + xy[v1] * w1 + xy[v2] * w2).reshape(grid, grid, 2)
     return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def bake_texture(image: np.ndarray, image_xy: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
     """The UV texture [size,size,3] RGB uint8 sampled from ``image`` at the landmark positions."""
     xy = texel_to_image_map(image_xy, size)
-    return cv2.remap(image, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # Fixed-point maps (1/32 px) make remap about twice as fast as float maps, invisibly.
+    fixed, fraction = cv2.convertMaps(xy, None, cv2.CV_16SC2)
+    return cv2.remap(image, fixed, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def encode_jpeg(texture_rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:

@@ -169,3 +169,11 @@ def test_several_faces_use_the_largest_with_a_warning(models):
     canvas[200:500, 700:956] = small
     result = run_pipeline(_with_view("front", encode_jpeg(canvas)), models)
     assert result.warnings == ["front: 2 faces found; the largest was used"]
+
+
+@pytest.mark.parametrize("photo, wears", [(grace_hopper_rgb, True), (astronaut_rgb, False)])
+def test_glasses_and_hat_are_seen_on_grace_hopper_only(models, photo, wears):
+    views = {v: encode_jpeg(photo()) for v in ("front", "left", "right")}
+    accessories = run_pipeline(views, models).facial_features["accessories"]
+    assert accessories["glasses"] is wears and accessories["hat"] is wears
+    assert accessories["earrings"] is False
