@@ -144,6 +144,8 @@ def _encode_with_pil(image, fmt: str, **kw) -> bytes:
 def test_awkward_but_valid_photos_still_make_an_avatar(models):
     from PIL import Image
 
+    from tests.test_decode import exif_with_orientation
+
     rgb = astronaut_rgb()
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     cmyk = _encode_with_pil(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=90)
@@ -151,9 +153,16 @@ def test_awkward_but_valid_photos_still_make_an_avatar(models):
     alpha = cv2.imencode(".png", np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                            np.full(rgb.shape[:2], 255, np.uint8)]))[1].tobytes()
     # Stored lying on its side with EXIF orientation 6 ("rotate 90° clockwise to view").
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    rotated = _encode_with_pil(Image.fromarray(np.rot90(rgb, 1).copy()), "JPEG", exif=exif.tobytes())
+    sideways = np.ascontiguousarray(np.rot90(rgb, 1))
+    rotated = _encode_with_pil(Image.fromarray(sideways), "JPEG", exif=exif_with_orientation(6))
+
+    def eyes_above_mouth(front: bytes) -> bool:
+        views = {"front": front, "left": cmyk, "right": cmyk}
+        points = infer_landmarks(prepare_views(views, models), models).points[0]
+        return points[[EYE_RIGHT_OUTER, EYE_LEFT_OUTER], 1].max() < points[[MOUTH_RIGHT, MOUTH_LEFT], 1].min()
+
+    assert not eyes_above_mouth(encode_jpeg(sideways))  # the same pixels with no orientation tag
+    assert eyes_above_mouth(rotated)
     views = {"front": rotated, "left": encode_jpeg(grey[..., None].repeat(3, 2)), "right": cmyk}
     assert run_pipeline(views, models).mesh_info["vertexCount"] == 468
     views = {"front": png16, "left": alpha,

@@ -1,0 +1,54 @@
+"""Helpers for the integration tests: the running stack's handles and request builders."""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import requests
+from PIL import Image
+
+from jobs.files import FileStore
+from jobs.settings import Settings
+from jobs.store import JobStore
+
+
+@dataclass
+class LocalStack:
+    settings: Settings
+    base_url: str
+    store: JobStore
+    files: FileStore
+    broker: redis.Redis
+    logs: Path
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def wait_for_end(self, avatar_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Poll the status endpoint until the job ends; returns its last ``data``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            body = requests.get(self.url(f"/api/avatar/jobs/{avatar_id}"), timeout=5).json()
+            if body["data"]["status"] in ("completed", "failed", "canceled"):
+                return body["data"]
+            if time.monotonic() > deadline:
+                pytest.fail(f"job {avatar_id} still {body['data']['status']} after {timeout_s} s; "
+                            f"worker log: {self.logs / 'worker.log'}")
+            time.sleep(0.02)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def multipart(front: bytes, left: bytes, right: bytes) -> dict[str, tuple[str, bytes, str]]:
+    return {"front": ("front.jpg", front, "image/jpeg"), "left": ("left.jpg", left, "image/jpeg"),
+            "right": ("right.jpg", right, "image/jpeg")}

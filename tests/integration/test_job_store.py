@@ -1,0 +1,138 @@
+"""The job state machine against the real wire-protocol store: guarded transitions, atomic counters."""
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from jobs.store import JobNotFound, JobStatus, JobStore, TransitionError
+
+
+@pytest.fixture()
+def store(stack) -> JobStore:
+    return stack.store
+
+
+def new_job(store: JobStore, owner: str | None = None) -> str:
+    job_id = str(uuid.uuid4())
+    store.create(job_id, owner=owner, uploads={"front": {"size": 1}})
+    return job_id
+
+
+def test_happy_path_records_stages_timings_and_result(store: JobStore) -> None:
+    job_id = new_job(store)
+    assert store.get(job_id).status is JobStatus.QUEUED
+    for stage in (JobStatus.PREPROCESSING, JobStatus.INFERENCE, JobStatus.EXPORTING):
+        store.start_stage(job_id, stage, worker="w1")
+        if stage is not JobStatus.EXPORTING:
+            store.finish_stage(job_id, stage, {f"{stage.value}Ms": 1.5})
+    store.complete(job_id, {"glbSize": 10}, {"exportMs": 2.0})
+
+    job = store.get(job_id)
+    assert job.status is JobStatus.COMPLETED and job.status.is_terminal()
+    assert job.progress == 1.0
+    assert job.timings == {"preprocessingMs": 1.5, "inferenceMs": 1.5, "exportMs": 2.0}
+    assert job.result == {"glbSize": 10}
+    assert job.doc["workers"] == {"preprocessing": "w1", "inference": "w1", "exporting": "w1"}
+    assert job.finished_at is not None
+
+
+@pytest.mark.parametrize("stage", [JobStatus.INFERENCE, JobStatus.EXPORTING])
+def test_a_stage_cannot_start_out_of_order(store: JobStore, stage: JobStatus) -> None:
+    job_id = new_job(store)
+    with pytest.raises(TransitionError) as raised:
+        store.start_stage(job_id, stage)
+    assert raised.value.actual is JobStatus.QUEUED
+    assert store.get(job_id).status is JobStatus.QUEUED
+
+
+def test_complete_needs_exporting(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    with pytest.raises(TransitionError):
+        store.complete(job_id, {}, {})
+
+
+def test_a_redelivered_stage_may_restart(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.start_stage(job_id, JobStatus.PREPROCESSING, worker="died")
+    store.start_stage(job_id, JobStatus.PREPROCESSING, worker="retry")
+    assert store.get(job_id).doc["workers"]["preprocessing"] == "retry"
+
+
+@pytest.mark.parametrize("end", ["fail", "cancel"])
+def test_terminal_states_refuse_every_transition(store: JobStore, end: str) -> None:
+    job_id = new_job(store)
+    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    if end == "fail":
+        store.fail(job_id, "no_face", "left: no face found", "left")
+        assert store.get(job_id).error == {"code": "no_face", "message": "left: no face found", "view": "left"}
+    else:
+        store.cancel(job_id)
+    ended = store.get(job_id).status
+    attempts = [
+        lambda: store.start_stage(job_id, JobStatus.INFERENCE),
+        lambda: store.finish_stage(job_id, JobStatus.PREPROCESSING, {"x": 1}),
+        lambda: store.complete(job_id, {}, {}),
+        lambda: store.fail(job_id, "internal_error", "boom"),
+        lambda: store.cancel(job_id),
+    ]
+    for attempt in attempts:
+        with pytest.raises(TransitionError) as raised:
+            attempt()
+        assert raised.value.actual is ended
+    assert store.get(job_id).status is ended
+
+
+def test_finish_stage_after_cancel_tells_the_worker_to_stop(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    store.cancel(job_id)
+    with pytest.raises(TransitionError) as raised:
+        store.finish_stage(job_id, JobStatus.PREPROCESSING, {"decode": 1})
+    assert raised.value.actual is JobStatus.CANCELED
+
+
+def test_unknown_job(store: JobStore) -> None:
+    with pytest.raises(JobNotFound):
+        store.get(str(uuid.uuid4()))
+    with pytest.raises(JobNotFound):
+        store.cancel(str(uuid.uuid4()))
+
+
+def test_concurrent_downloads_all_count(store: JobStore) -> None:
+    job_id = new_job(store)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: store.count_downloads(job_id), range(40)))
+    assert store.get(job_id).download_count == 40
+
+
+def test_only_one_of_two_racing_transitions_wins(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    outcomes = []
+
+    def try_(transition):
+        try:
+            transition()
+            outcomes.append("won")
+        except TransitionError:
+            outcomes.append("lost")
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(try_, [lambda: store.cancel(job_id), lambda: store.fail(job_id, "x", "y")]))
+    assert sorted(outcomes) == ["lost", "won"]
+
+
+def test_listing_is_per_owner_newest_first(store: JobStore) -> None:
+    owner = f"user-{uuid.uuid4()}"
+    ids = []
+    for _ in range(3):
+        ids.append(new_job(store, owner))
+        time.sleep(0.003)  # createdAt has millisecond resolution
+    new_job(store, "someone-else")
+    page, total = store.list_for_owner(owner, skip=0, limit=2)
+    assert total == 3
+    assert [job.id for job in page] == ids[::-1][:2]

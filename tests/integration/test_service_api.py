@@ -1,0 +1,217 @@
+"""The service end to end over HTTP: gunicorn → Redis → a real Celery worker → the real pipeline."""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import numpy as np
+import pytest
+import requests
+from service_stack import LocalStack, encode_jpeg, multipart
+
+from jobs.store import JobStatus
+
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def post(stack: LocalStack, files, headers=None) -> requests.Response:
+    return requests.post(stack.url("/api/avatar/generate"), files=files, headers=headers or {}, timeout=70)
+
+
+def test_generate_poll_download_a_valid_glb(stack: LocalStack, astronaut_jpeg: bytes, validate_gltf) -> None:
+    response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg))
+    assert response.status_code == 202, response.text
+    data = response.json()["data"]
+    avatar_id = data["avatarId"]
+    assert UUID4.match(avatar_id)
+    assert data["status"] == "queued"
+    assert response.headers["Location"] == data["statusUrl"] == f"/api/avatar/jobs/{avatar_id}"
+    assert data["downloadUrl"] == f"/api/avatar/download/{avatar_id}"
+
+    status = stack.wait_for_end(avatar_id)
+    assert status["status"] == "completed", status
+    assert status["progress"] == 1.0 and status["error"] is None
+    for step in ("preprocessStage", "inferenceStage", "exportStage", "landmarks", "glb", "total"):
+        assert step in status["timings"]
+
+    glb = requests.get(stack.url(data["downloadUrl"]), timeout=10)
+    assert glb.status_code == 200
+    assert glb.headers["Content-Type"] == "model/gltf-binary"
+    assert re.fullmatch(rf'attachment; filename="avatar_{avatar_id}_\d{{13}}\.glb"',
+                        glb.headers["Content-Disposition"])
+    report = validate_gltf(glb.content)
+    assert report["issues"]["numErrors"] == 0, report["issues"]["messages"][:5]
+
+    info = requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), timeout=5).json()["data"]
+    assert info["id"] == avatar_id and info["method"] == "image_upload" and info["status"] == "completed"
+    assert info["downloadCount"] == 1
+    assert info["metadata"]["glbSize"] == len(glb.content)
+    assert info["meshInfo"] == {"vertexCount": 468, "faceCount": 898}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", info["createdAt"])
+
+    # The photos and crops are gone once the job has ended; only the GLB stays.
+    assert not stack.files.upload_dir(avatar_id).exists()
+    assert not stack.files.work_dir(avatar_id).exists()
+    assert stack.files.result_path(avatar_id).exists()
+
+
+def test_prefer_wait_returns_the_completed_body(stack: LocalStack, grace_hopper_jpeg: bytes) -> None:
+    response = post(stack, multipart(grace_hopper_jpeg, grace_hopper_jpeg, grace_hopper_jpeg),
+                    {"Prefer": "wait=30"})
+    assert response.status_code == 200, response.text
+    assert response.headers["Preference-Applied"] == "wait=30"
+    data = response.json()["data"]
+    assert data["status"] == "completed"
+    assert set(data) >= {"avatarId", "generationTime", "inferenceTime", "facialFeatures", "meshInfo",
+                         "glbInfo", "downloadUrl"}
+    assert data["glbInfo"]["size"] > 1000
+    assert data["glbInfo"]["filename"].startswith(f"avatar_{data['avatarId']}_")
+    assert data["facialFeatures"]["faceShape"]
+    assert requests.get(stack.url(data["downloadUrl"]), timeout=10).status_code == 200
+
+
+def test_a_photo_without_a_face_fails_the_job_with_the_view(stack: LocalStack, astronaut_jpeg: bytes,
+                                                            coffee_jpeg: bytes) -> None:
+    response = post(stack, multipart(astronaut_jpeg, coffee_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"] == "left: no face found"
+    avatar_id = body["details"]["avatarId"]
+    assert body["details"]["code"] == "no_face"
+
+    status = stack.wait_for_end(avatar_id)
+    assert status["status"] == "failed"
+    assert status["error"] == {"code": "no_face", "message": "left: no face found", "view": "left"}
+    assert not stack.files.upload_dir(avatar_id).exists()
+
+    download = requests.get(stack.url(f"/api/avatar/download/{avatar_id}"), timeout=5)
+    assert download.status_code == 422
+    assert "left: no face found" in download.json()["error"]
+
+
+def test_download_before_completion_is_409_with_the_status(stack: LocalStack) -> None:
+    # Recorded but never queued, so it stays queued for as long as the test needs.
+    avatar_id = str(uuid.uuid4())
+    stack.store.create(avatar_id, owner=None, uploads={})
+
+    response = requests.get(stack.url(f"/api/avatar/download/{avatar_id}"), timeout=5)
+    assert response.status_code == 409
+    body = response.json()
+    assert body["success"] is False and "not ready" in body["error"]
+    assert body["details"]["status"] == "queued"
+
+    canceled = requests.post(stack.url(f"/api/avatar/jobs/{avatar_id}/cancel"), timeout=5)
+    assert canceled.status_code == 200 and canceled.json()["data"]["status"] == "canceled"
+    again = requests.post(stack.url(f"/api/avatar/jobs/{avatar_id}/cancel"), timeout=5)
+    assert again.status_code == 409 and again.json()["details"]["status"] == "canceled"
+    assert requests.get(stack.url(f"/api/avatar/download/{avatar_id}"), timeout=5).status_code == 410
+
+
+def test_cancel_right_after_submit_leaves_no_files(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    avatar_id = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg)).json()["data"]["avatarId"]
+    response = requests.post(stack.url(f"/api/avatar/jobs/{avatar_id}/cancel"), timeout=5)
+    if response.status_code == 409:  # the worker was faster than the cancel: that is allowed
+        assert response.json()["details"]["status"] == "completed"
+        return
+    assert response.status_code == 200
+    assert stack.wait_for_end(avatar_id)["status"] == "canceled"
+    # Give a stage that was already running the time to notice the cancel and clean up after itself.
+    time.sleep(0.5)
+    assert stack.store.get(avatar_id).status is JobStatus.CANCELED
+    assert not stack.files.upload_dir(avatar_id).exists()
+    assert not stack.files.result_path(avatar_id).exists()
+
+
+def test_delete_removes_record_and_files(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
+    avatar_id = response.json()["data"]["avatarId"]
+    deleted = requests.delete(stack.url(f"/api/avatar/{avatar_id}"), timeout=5)
+    assert deleted.status_code == 200 and deleted.json()["data"] == {"avatarId": avatar_id, "deleted": True}
+    assert not stack.files.result_path(avatar_id).exists()
+    assert requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), timeout=5).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/api/avatar/jobs/{id}", "/api/avatar/info/{id}", "/api/avatar/download/{id}"])
+@pytest.mark.parametrize("avatar_id", [str(uuid.uuid4()), "not-an-id", "../../etc/passwd"])
+def test_unknown_or_malformed_ids_are_404_envelopes(stack: LocalStack, path: str, avatar_id: str) -> None:
+    response = requests.get(stack.url(path.format(id=avatar_id)), timeout=5)
+    assert response.status_code == 404
+    body = response.json()
+    assert body["success"] is False and body["error"]
+
+
+def test_unknown_routes_and_methods_are_envelopes(stack: LocalStack) -> None:
+    missing = requests.get(stack.url("/api/avatar/nothing/here"), timeout=5)
+    assert missing.status_code == 404 and missing.json()["success"] is False
+    wrong_method = requests.put(stack.url("/api/avatar/generate"), timeout=5)
+    assert wrong_method.status_code == 405
+    assert "POST" in wrong_method.json()["error"]
+
+
+def test_missing_and_invalid_files_get_per_field_details(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    response = requests.post(stack.url("/api/avatar/generate"),
+                             files={"front": ("front.jpg", astronaut_jpeg, "image/jpeg")}, timeout=10)
+    assert response.status_code == 400
+    body = response.json()
+    assert body == {"success": False, "error": "Image validation failed", "details": [
+        {"field": "front", "filename": "front.jpg", "valid": True},
+        {"field": "left", "filename": None, "valid": False,
+         "error": "Missing file: 'left' is required (a left profile face photo)."},
+        {"field": "right", "filename": None, "valid": False,
+         "error": "Missing file: 'right' is required (a right profile face photo)."},
+    ]}
+
+
+def test_small_and_foreign_images_are_rejected_before_queueing(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    tiny = encode_jpeg(np.full((100, 300, 3), 128, np.uint8))
+    response = post(stack, multipart(tiny, astronaut_jpeg, astronaut_jpeg))
+    assert response.status_code == 400
+    assert response.json()["details"][0]["error"] == "Image too small. Minimum size is 224x224 pixels."
+
+    gif = b"GIF89a" + b"\x00" * 100
+    response = post(stack, multipart(astronaut_jpeg, gif, gif))
+    assert response.status_code == 415
+    assert [d["valid"] for d in response.json()["details"]] == [True, False, False]
+
+
+def test_health_reports_every_piece(stack: LocalStack) -> None:
+    response = requests.get(stack.url("/api/avatar/health"), timeout=2)
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["status"] == "healthy"
+    assert data["model"]["initialized"] is True
+    assert data["model"]["inputShape"] == [1, 3, 224, 224]
+    assert data["model"]["outputShape"] == [1, 468, 3]
+    assert "CPUExecutionProvider" in data["model"]["providers"]
+    assert data["model"]["path"].endswith(".onnx")
+    assert data["workers"]["seen"] == 2
+    assert set(data["queues"]) == {"cpu", "gpu"}
+    assert data["redis"]["reachable"] and data["mongodb"]["reachable"]
+    assert data["memory"]["totalBytes"] > 0 and data["disk"]["freeBytes"] > 0
+    assert response.elapsed.total_seconds() < 1
+
+
+def test_tokens_make_avatars_private(stack: LocalStack) -> None:
+    from flask_jwt_extended import create_access_token
+
+    from api import create_app
+
+    with create_app(stack.settings).app_context():
+        alice = {"Authorization": f"Bearer {create_access_token(identity='alice')}"}
+        bob = {"Authorization": f"Bearer {create_access_token(identity='bob')}"}
+    avatar_id = str(uuid.uuid4())
+    stack.store.create(avatar_id, owner="alice", uploads={})
+
+    assert requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), headers=alice, timeout=5).status_code == 200
+    assert requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), headers=bob, timeout=5).status_code == 403
+    assert requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), timeout=5).status_code == 403
+    bad = requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), headers={"Authorization": "Bearer x.y.z"},
+                       timeout=5)
+    assert bad.status_code == 401 and bad.json()["success"] is False
+
+    listing = requests.get(stack.url("/api/avatar?limit=5"), headers=alice, timeout=5).json()["data"]
+    assert avatar_id in [item["avatarId"] for item in listing["avatars"]]
+    assert requests.get(stack.url("/api/avatar"), timeout=5).status_code == 401
+    assert requests.get(stack.url("/api/avatar?page=0"), headers=alice, timeout=5).status_code == 400
