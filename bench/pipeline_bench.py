@@ -16,7 +16,7 @@ from pipeline.detect import detect_faces
 from pipeline.mesh import estimate_pose, to_canonical_frame
 from pipeline.models import FaceModels
 from pipeline.stages import run_pipeline
-from pipeline.texture import bake_texture
+from pipeline.texture import bake_texture, texture_size_for
 
 
 def naive_pipeline(images: Mapping[str, bytes], models: FaceModels) -> bytes:
@@ -39,7 +39,7 @@ def naive_pipeline(images: Mapping[str, bytes], models: FaceModels) -> bytes:
     topo = load_topology()
     pose = estimate_pose(points[0], topo)
     vertices = to_canonical_frame(points[0], pose) / 100.0
-    texture = bake_texture(decoded[0], points[0][:, :2])
+    texture = bake_texture(decoded[0], points[0][:, :2], texture_size_for(points[0][:, :2]))
     from PIL import Image
 
     material = trimesh.visual.texture.SimpleMaterial(image=Image.fromarray(texture))

@@ -24,7 +24,7 @@ from pipeline.features import EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
 from pipeline.glb import GlbMesh, write_glb
 from pipeline.mesh import estimate_pose, to_canonical_frame
 from pipeline.models import FaceModels
-from pipeline.texture import bake_texture, encode_jpeg
+from pipeline.texture import bake_texture, encode_jpeg, texture_size_for
 
 # Longest side each photo is decoded to. The front is the texture's main source; the side views
 # only need to show the face well enough to fit, so they decode straight to half that.
@@ -189,7 +189,8 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks) -> AvatarRes
         canonical_cm = to_canonical_frame(front_points, pose)
         positions = (canonical_cm / 100.0).astype(np.float32)
     with _timed(timings, "texture"):
-        texture = bake_texture(prepared.images[front], front_points[:, :2])
+        texture = bake_texture(prepared.images[front], front_points[:, :2],
+                               texture_size_for(front_points[:, :2]))
         texture_jpeg = encode_jpeg(texture)
     with _timed(timings, "features"):
         lobes = {"front": (EAR_LOBE_RIGHT, EAR_LOBE_LEFT), "left": (EAR_LOBE_LEFT,), "right": (EAR_LOBE_RIGHT,)}

@@ -17,8 +17,10 @@ import numpy as np
 from models import load_topology
 
 COARSE_GRID = 256
-TEXTURE_SIZE = 1024
+MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 256, 1024
 JPEG_QUALITY = 90
+# Forehead-to-chin spans about 85% of the UV square's height.
+FACE_SHARE_OF_UV = 0.85
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,19 @@ def texel_map(grid: int = COARSE_GRID) -> TexelMap:
     )
 
 
-def texel_to_image_map(image_xy: np.ndarray, size: int = TEXTURE_SIZE, grid: int = COARSE_GRID) -> np.ndarray:
+def texture_size_for(image_xy: np.ndarray, max_size: int = MAX_TEXTURE_SIZE) -> int:
+    """The power-of-two texture side that holds every face pixel the photo has, and no more.
+
+    Texels beyond the photo's own resolution would only be interpolated, making the GLB bigger
+    and the bake slower for no detail.
+    """
+    face_height = float(np.ptp(image_xy[:, 1]))
+    wanted = face_height / FACE_SHARE_OF_UV
+    size = 1 << max(0, int(np.ceil(np.log2(max(wanted, 1.0)))))
+    return int(np.clip(size, MIN_TEXTURE_SIZE, max_size))
+
+
+def texel_to_image_map(image_xy: np.ndarray, size: int, grid: int = COARSE_GRID) -> np.ndarray:
     """[size,size,2] float32 photo coordinates for every texel, from per-vertex photo positions [V,2]."""
     tmap = texel_map(grid)
     xy = np.asarray(image_xy, np.float32)
@@ -96,7 +110,7 @@ def texel_to_image_map(image_xy: np.ndarray, size: int = TEXTURE_SIZE, grid: int
     return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def bake_texture(image: np.ndarray, image_xy: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
+def bake_texture(image: np.ndarray, image_xy: np.ndarray, size: int) -> np.ndarray:
     """The UV texture [size,size,3] RGB uint8 sampled from ``image`` at the landmark positions."""
     xy = texel_to_image_map(image_xy, size)
     # Fixed-point maps (1/32 px) make remap about twice as fast as float maps, invisibly.

@@ -1,0 +1,156 @@
+"""The avatar resource: generate, info, download, delete, list."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import Blueprint, Response, request, send_file
+
+from api.auth import current_owner, require_owner
+from api.bodies import accepted_body, completed_body, info_body, list_item, ok, status_url
+from api.errors import BadRequest, Conflict, Gone, ServiceUnavailable, Unprocessable
+from api.lookup import load_job
+from api.services import services
+from api.uploads import validate_uploads
+from jobs.store import Job, JobStatus
+from worker.app import enqueue_job
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("avatars", __name__, url_prefix="/api/avatar")
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+
+
+@bp.post("/generate")
+def generate() -> Response:
+    """Validate, store, record, enqueue; with ``Prefer: wait=N``, wait up to N s for the result."""
+    svc = services()
+    owner = current_owner()
+    uploads = validate_uploads(request.files, svc.settings)
+    wait_s = prefer_wait_seconds(request.headers.get("Prefer"), svc.settings.max_wait_s)
+
+    job_id = str(uuid.uuid4())
+    svc.files.save_uploads(job_id, {view: upload.data for view, upload in uploads.items()})
+    # The record exists before the job is queued, so a worker never gets an id it cannot find.
+    job = svc.store.create(
+        job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
+        client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
+    )
+    try:
+        enqueue_job(svc.celery, job_id)
+    except Exception as exc:
+        log.error("could not queue job %s: %s", job_id, exc)
+        svc.store.fail(job_id, "queue_unavailable", "The job queue was unreachable; nothing was generated.")
+        svc.files.discard_inputs(job_id)
+        raise ServiceUnavailable("The job queue is unreachable, so the avatar was not started; "
+                                 "please retry in a minute.", headers={"Retry-After": "30"}) from None
+
+    if wait_s:
+        job = wait_for_end(job_id, wait_s)
+        headers = {"Preference-Applied": f"wait={wait_s}"}
+        if job.status is JobStatus.COMPLETED:
+            return ok(completed_body(job), 200, headers)
+        if job.status is JobStatus.FAILED:
+            raise Unprocessable(job.error["message"], {"avatarId": job_id, "status": job.status.value,
+                                                       **job.error}, headers)
+        if job.status is JobStatus.CANCELED:
+            raise Gone("The avatar was canceled before it was finished.", {"avatarId": job_id})
+    return ok(accepted_body(job), 202, {"Location": status_url(job_id)})
+
+
+@bp.get("/info/<avatar_id>")
+def info(avatar_id: str) -> Response:
+    return ok(info_body(load_job(avatar_id)))
+
+
+@bp.get("/download/<avatar_id>")
+def download(avatar_id: str) -> Response:
+    """The GLB, once the job has completed."""
+    svc = services()
+    job = load_job(avatar_id)
+    ensure_downloadable(job)
+    path = svc.files.result_path(job.id)
+    if not path.exists():
+        raise Gone("The avatar's file is no longer stored; generate it again.", {"avatarId": job.id})
+    response = send_file(path, mimetype="model/gltf-binary", max_age=0, conditional=False)
+    response.headers["Content-Disposition"] = f'attachment; filename="{job.result["filename"]}"'
+    svc.store.count_downloads(job.id)
+    return response
+
+
+@bp.delete("/<avatar_id>")
+def delete(avatar_id: str) -> Response:
+    """Cancel if still running, then remove the record and every file."""
+    svc = services()
+    job = load_job(avatar_id)
+    if not job.status.is_terminal():
+        try:
+            svc.store.cancel(job.id)
+        except Exception as exc:  # it ended meanwhile; deleting is what was asked either way
+            log.info("job %s ended before it could be canceled: %s", job.id, exc)
+    svc.store.delete(job.id)
+    svc.files.discard_all(job.id)
+    svc.events.publish_finished(job.id, "deleted")
+    return ok({"avatarId": job.id, "deleted": True})
+
+
+@bp.get("")
+def list_avatars() -> Response:
+    """The caller's avatars, newest first: ``?page=1&limit=20``."""
+    svc = services()
+    owner = require_owner()
+    page = _int_arg("page", 1, minimum=1)
+    limit = _int_arg("limit", svc.settings.default_page_size, minimum=1, maximum=svc.settings.max_page_size)
+    jobs, total = svc.store.list_for_owner(owner, skip=(page - 1) * limit, limit=limit)
+    return ok({"avatars": [list_item(job) for job in jobs], "page": page, "limit": limit, "total": total})
+
+
+def ensure_downloadable(job: Job) -> None:
+    """409 while running, 422 if it failed, 410 if canceled."""
+    if job.status is JobStatus.COMPLETED:
+        return
+    if job.status is JobStatus.FAILED:
+        raise Unprocessable(f"The avatar failed, so there is nothing to download: {job.error['message']}",
+                            {"avatarId": job.id, "status": job.status.value, **job.error})
+    if job.status is JobStatus.CANCELED:
+        raise Gone("The avatar was canceled, so there is nothing to download.",
+                   {"avatarId": job.id, "status": job.status.value})
+    raise Conflict(f"The avatar is not ready yet (status: {job.status.value}); poll the statusUrl "
+                   "until the status is 'completed', then download.",
+                   {"avatarId": job.id, "status": job.status.value, "progress": job.progress,
+                    "statusUrl": status_url(job.id)})
+
+
+def prefer_wait_seconds(prefer: str | None, maximum: int) -> int:
+    """``Prefer: wait=N`` (RFC 7240) as seconds, capped at ``maximum``; 0 when absent."""
+    match = _PREFER_WAIT.search(prefer or "")
+    return min(int(match.group(1)), maximum) if match else 0
+
+
+def wait_for_end(job_id: str, timeout_s: float) -> Job:
+    """The job once it has ended, or as it is after ``timeout_s``."""
+    svc = services()
+    latest: dict[str, Job] = {}
+
+    def ended() -> bool:
+        latest["job"] = svc.store.get(job_id)
+        return latest["job"].status.is_terminal()
+
+    svc.events.wait_until(job_id, ended, timeout_s)
+    return latest["job"]
+
+
+def _int_arg(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"Query parameter '{name}' must be a whole number, got {raw!r}.") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise BadRequest(f"Query parameter '{name}' must be {bound}, got {value}.")
+    return value

@@ -1,0 +1,137 @@
+"""Every error the API returns: one envelope, one handler, one table from exception to status.
+
+    {"success": false, "error": "<what went wrong, in words a person can act on>", "details": ...}
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kombu.exceptions
+import pymongo.errors
+import redis
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from jobs.store import JobNotFound, TransitionError
+from pipeline import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with its HTTP status; raise a subclass from a view."""
+
+    status = 500
+
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class Gone(ApiError):
+    status = 410
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class Unprocessable(ApiError):
+    status = 422
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+
+
+# Infrastructure that can be down: the client should retry, not fix its request.
+UNAVAILABLE = (
+    pymongo.errors.ConnectionFailure,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+
+UNAVAILABLE_MESSAGE = "The service cannot reach its job store or queue right now; please retry in a minute."
+INTERNAL_MESSAGE = "Internal server error; please retry. If it keeps happening, tell the operator the time and the URL."
+
+
+def error_response(status: int, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    """The error envelope with ``status``."""
+    body: dict[str, Any] = {"success": False, "error": message}
+    if details is not None:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def handle_error(exc: Exception) -> Response:
+    """Map any exception a view lets escape to the envelope."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.message, exc.details, exc.headers)
+    if isinstance(exc, JobNotFound):
+        return error_response(404, "Avatar not found",
+                              f"No avatar has the id {exc.job_id!r}; it may have been deleted.")
+    if isinstance(exc, TransitionError):
+        return error_response(409, str(exc)[0].upper() + str(exc)[1:],
+                              {"status": exc.actual.value if exc.actual else None})
+    if isinstance(exc, PipelineError):
+        return error_response(422, exc.message, {"code": exc.code, "view": exc.view})
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    if isinstance(exc, UNAVAILABLE):
+        log.warning("dependency unavailable on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": "30"})
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, INTERNAL_MESSAGE)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status == 404:
+        message = f"No such endpoint: {request.method} {request.path}. The API lives under /api/avatar."
+    elif status == 405:
+        allowed = ", ".join(sorted(exc.valid_methods or [])) if hasattr(exc, "valid_methods") else ""
+        message = f"{request.method} is not allowed on {request.path}" + (f"; use {allowed}" if allowed else "")
+    elif status == 413:
+        mb = current_app.config.get("AVATAR_MAX_IMAGE_MB", 10)
+        message = f"Upload too large: send three JPEG, PNG or WebP images of at most {mb} MB each."
+    else:
+        message = exc.description or exc.name
+    headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(exc, "valid_methods", None) else None
+    return error_response(status, message, headers=headers)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(Exception, handle_error)

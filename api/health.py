@@ -1,0 +1,106 @@
+"""GET /api/avatar/health: can this service generate avatars right now, and if not, why not."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import psutil
+from flask import Blueprint, Response
+
+from api.bodies import iso, ok
+from api.errors import error_response
+from api.services import Services, services
+from celeryconfig import GPU_QUEUE, QUEUE_NAMES
+
+bp = Blueprint("health", __name__, url_prefix="/api/avatar")
+
+
+@bp.get("/health")
+def health() -> Response:
+    """200 when Redis and MongoDB answer (``degraded`` if no worker serves a queue); 503 otherwise."""
+    svc = services()
+    redis_state = _probe(lambda: svc.health_redis.ping())
+    mongo_state = _probe(lambda: svc.health_mongo.admin.command("ping"))
+    workers: list[dict[str, Any]] = []
+    queues: dict[str, int | None] = {name: None for name in QUEUE_NAMES}
+    if redis_state["reachable"]:
+        workers = _safe(lambda: _worker_processes(svc), [])
+        queues = _safe(lambda: {name: int(svc.health_redis.llen(name)) for name in QUEUE_NAMES}, queues)
+
+    served = {queue for w in workers for queue in w["queues"]}
+    unserved = [queue for queue in QUEUE_NAMES if queue not in served]
+    down = [name for name, state in (("Redis", redis_state), ("MongoDB", mongo_state)) if not state["reachable"]]
+    status = "unhealthy" if down else ("degraded" if unserved else "healthy")
+
+    data = {
+        "status": status,
+        "model": _model_summary(workers),
+        "workers": {"seen": len(workers), "processes": workers, "queuesWithoutWorkers": unserved},
+        "queues": queues,
+        "redis": redis_state,
+        "mongodb": mongo_state,
+        "memory": _memory(),
+        "disk": _disk(svc),
+        "timestamp": iso(datetime.now(timezone.utc)),
+    }
+    if down:
+        return error_response(503, f"Service unavailable: {' and '.join(down)} unreachable", data,
+                              {"Retry-After": "30"})
+    return ok(data)
+
+
+def _worker_processes(svc: Services) -> list[dict[str, Any]]:
+    """Every worker process with a live heartbeat."""
+    now = time.time()
+    return [{
+        "name": beat.get("name"),
+        "hostname": beat.get("hostname"),
+        "pid": beat.get("pid"),
+        "queues": beat.get("queues", []),
+        "model": beat.get("model") or {},
+        "lastSeenSecondsAgo": round(now - beat.get("seenAt", now), 1),
+    } for beat in sorted(svc.workers.alive(), key=lambda b: b.get("name", ""))]
+
+
+def _model_summary(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The landmark model as a worker serving the gpu queue reports it (the contract's ``model``)."""
+    for worker in workers:
+        model = worker["model"]
+        if GPU_QUEUE in worker["queues"] and model.get("initialized"):
+            return {"initialized": True, "path": model.get("path"), "inputShape": model.get("inputShape"),
+                    "outputShape": model.get("outputShape"), "providers": model.get("providers"),
+                    "reportedBy": worker["name"]}
+    errors = [w["model"].get("error") for w in workers if w["model"].get("error")]
+    return {"initialized": False,
+            "error": errors[0] if errors else f"no worker serving the '{GPU_QUEUE}' queue has reported in"}
+
+
+def _probe(check) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        check()
+    except Exception as exc:
+        return {"reachable": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"reachable": True, "latencyMs": round((time.perf_counter() - start) * 1000, 2)}
+
+
+def _safe(read, fallback):
+    try:
+        return read()
+    except Exception:
+        return fallback
+
+
+def _memory() -> dict[str, Any]:
+    vm = psutil.virtual_memory()
+    return {"totalBytes": vm.total, "availableBytes": vm.available, "usedPercent": vm.percent,
+            "apiProcessRssBytes": psutil.Process().memory_info().rss}
+
+
+def _disk(svc: Services) -> dict[str, Any]:
+    try:
+        free, total = svc.files.free_bytes()
+    except OSError as exc:
+        return {"path": str(svc.files.root), "error": str(exc)}
+    return {"path": str(svc.files.root), "freeBytes": free, "totalBytes": total}

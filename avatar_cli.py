@@ -1,0 +1,167 @@
+"""The ``avatar`` command: one function per subcommand, registered in ``SUBCOMMANDS``.
+
+    avatar up        Redis, the store, a worker and the API on this machine (what `make run` does)
+    avatar worker    one Celery worker (queues, concurrency)
+    avatar api       the HTTP API under gunicorn
+
+To add a subcommand, write ``def cmd_<name>(args) -> int`` and ``def add_<name>_arguments(parser)``
+and list them in ``SUBCOMMANDS``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jobs import localstack
+from jobs.settings import DEFAULT_VAR_DIR, Settings
+
+
+# -- avatar up -----------------------------------------------------------------------------------
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, help="API port (default: $PORT or 3000)")
+    parser.add_argument("--var-dir", type=Path, default=DEFAULT_VAR_DIR,
+                        help="where the local Redis, store, uploads and results live (default: var/)")
+    parser.add_argument("--concurrency", type=int, help="worker processes (default: $WORKER_CONCURRENCY or 2)")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start every piece, wait until each answers, print the URL, stop them all on Ctrl-C / SIGTERM."""
+    overrides: dict = {}
+    if args.port:
+        overrides["port"] = args.port
+    if args.concurrency:
+        overrides["worker_concurrency"] = args.concurrency
+    if "DATA_DIR" not in os.environ:
+        overrides["data_dir"] = args.var_dir / "data"
+    settings = Settings.from_env(overrides)
+    var_dir: Path = args.var_dir
+    logs = var_dir / "logs"
+    _check_port_free(settings.port)
+
+    started: list[tuple[str, subprocess.Popen]] = []  # stopped in reverse order
+
+    def request_stop(_signum: int, _frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)  # also when started in the background (SIGINT ignored)
+    try:
+        redis_proc = mongo_proc = None
+        if not settings.redis_url:
+            url, redis_proc = localstack.start_redis(var_dir / "redis")
+            started.append(("redis", redis_proc))
+            settings = settings.replace(redis_url=url)
+        if not settings.mongodb_uri:
+            uri, mongo_proc = localstack.start_mongo(var_dir / "mongo", log_path=logs / "mongo.log")
+            started.append(("mongodb", mongo_proc))
+            settings = settings.replace(mongodb_uri=uri)
+        localstack.wait_redis(settings.broker_url, redis_proc)
+        worker_name = f"local@{socket.gethostname()}"
+        worker = localstack.start_worker(settings, ("cpu", "gpu"), settings.worker_concurrency,
+                                         worker_name, logs / "worker.log")
+        started.append(("worker", worker))
+        localstack.wait_mongo(settings.mongodb_uri, mongo_proc)
+        api = localstack.start_api(settings, logs / "api.log")
+        started.append(("api", api))
+        base_url = f"http://127.0.0.1:{settings.port}"
+        localstack.wait_api(base_url, api)
+        localstack.wait_worker(settings, worker_name, settings.worker_concurrency, worker)
+        print(f"avatar service ready: {base_url}/api/avatar/health  (logs in {logs}/, Ctrl-C stops)",
+              flush=True)
+        while True:
+            for name, process in started:
+                if process.poll() is not None:
+                    print(f"{name} exited with code {process.returncode}; see {logs}/ — stopping",
+                          file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    except localstack.StackError as exc:
+        print(f"avatar up: {exc} (logs in {logs}/)", file=sys.stderr)
+        return 1
+    finally:
+        # A second Ctrl-C / SIGTERM must not interrupt the orderly stop below.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping…", file=sys.stderr, flush=True)
+        for _name, process in reversed(started):
+            localstack.stop(process)
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(f"avatar up: port {port} is already in use; set PORT or pass --port")
+
+
+# -- avatar worker -------------------------------------------------------------------------------
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queues", default="cpu,gpu", help="comma-separated queues (default: cpu,gpu)")
+    parser.add_argument("--concurrency", type=int, help="processes (default: $WORKER_CONCURRENCY or 2)")
+    parser.add_argument("--hostname", default=None, help="node name (default: <queues>@<host>)")
+    parser.add_argument("--loglevel", default="INFO")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Replace this process with a Celery worker for the given queues."""
+    settings = Settings.from_env()
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    hostname = args.hostname or f"{'-'.join(queues)}@{socket.gethostname()}"
+    argv = localstack.worker_command(queues, args.concurrency or settings.worker_concurrency,
+                                     hostname, args.loglevel)
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+# -- avatar api ----------------------------------------------------------------------------------
+
+def add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bind", default=None, help="host:port (default: $HOST:$PORT, 0.0.0.0:3000)")
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Replace this process with gunicorn serving the API."""
+    argv = localstack.api_command(Settings.from_env(), args.bind)
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+# -- wiring --------------------------------------------------------------------------------------
+
+Subcommand = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "up": (add_up_arguments, cmd_up),
+    "worker": (add_worker_arguments, cmd_worker),
+    "api": (add_api_arguments, cmd_api),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avatar", description="Photo-to-3D-avatar service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, run) in SUBCOMMANDS.items():
+        doc = (run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None
+        sub_parser = sub.add_parser(name, help=doc, description=doc)
+        add_arguments(sub_parser)
+        sub_parser.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

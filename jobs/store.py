@@ -1,0 +1,293 @@
+"""The job record in MongoDB and the one state machine every job follows.
+
+    queued → preprocessing → inference → exporting → completed
+       └──────────┴──────────────┴────────────┴──────→ failed | canceled
+
+Every transition is a guarded ``update_one({"_id": id, "status": <expected>}, ...)`` followed by a
+``modified_count`` check, so two processes racing on one job cannot both win: the loser gets a
+``TransitionError``. (``find_one_and_update`` would read back the document in the same round trip, but
+the local wire-protocol store answers it with a collection scan; the read-back is only done on the
+failure path here.)
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+import pymongo
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    PREPROCESSING = "preprocessing"
+    INFERENCE = "inference"
+    EXPORTING = "exporting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
+ACTIVE_STATUSES = tuple(s for s in JobStatus if s not in TERMINAL_STATUSES)
+
+# The stage each running status follows: a stage may only start from the one before it.
+STAGE_ORDER = (JobStatus.QUEUED, JobStatus.PREPROCESSING, JobStatus.INFERENCE, JobStatus.EXPORTING)
+PREVIOUS_STAGE = {STAGE_ORDER[i]: STAGE_ORDER[i - 1] for i in range(1, len(STAGE_ORDER))}
+
+# Rough share of the work done when a status is entered (for clients' progress bars).
+PROGRESS = {
+    JobStatus.QUEUED: 0.0,
+    JobStatus.PREPROCESSING: 0.1,
+    JobStatus.INFERENCE: 0.5,
+    JobStatus.EXPORTING: 0.7,
+    JobStatus.COMPLETED: 1.0,
+}
+
+
+class JobStoreError(Exception):
+    """Base for the store's domain errors (the API maps each to a status code)."""
+
+
+class JobNotFound(JobStoreError):
+    def __init__(self, job_id: str):
+        super().__init__(f"Avatar not found: no avatar has the id {job_id!r}")
+        self.job_id = job_id
+
+
+class TransitionError(JobStoreError):
+    """The job was not in a state that allows the transition (someone else moved it first)."""
+
+    def __init__(self, job_id: str, transition: str, expected: tuple[JobStatus, ...],
+                 actual: JobStatus | None):
+        self.job_id = job_id
+        self.transition = transition
+        self.expected = expected
+        self.actual = actual
+        wanted = " or ".join(s.value for s in expected)
+        now = actual.value if actual else "deleted"
+        super().__init__(f"cannot {transition} avatar {job_id}: it is {now}, not {wanted}")
+
+
+def utcnow() -> datetime:
+    # MongoDB stores milliseconds; truncating here keeps what we return equal to what we read back.
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A read-only view of one job record."""
+
+    doc: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.doc["_id"]
+
+    @property
+    def status(self) -> JobStatus:
+        return JobStatus(self.doc["status"])
+
+    @property
+    def owner(self) -> str | None:
+        return self.doc.get("owner")
+
+    @property
+    def stage(self) -> str:
+        return self.doc.get("stage", self.doc["status"])
+
+    @property
+    def progress(self) -> float:
+        if self.status in PROGRESS:
+            return PROGRESS[self.status]
+        return PROGRESS.get(JobStatus(self.stage), 0.0)  # failed / canceled: how far it got
+
+    @property
+    def error(self) -> dict | None:
+        return self.doc.get("error")
+
+    @property
+    def result(self) -> dict:
+        return self.doc.get("result") or {}
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return dict(self.doc.get("timings") or {})
+
+    @property
+    def created_at(self) -> datetime:
+        return _aware(self.doc["createdAt"])
+
+    @property
+    def updated_at(self) -> datetime:
+        return _aware(self.doc["updatedAt"])
+
+    @property
+    def finished_at(self) -> datetime | None:
+        value = self.doc.get("finishedAt")
+        return _aware(value) if value else None
+
+    @property
+    def download_count(self) -> int:
+        return int(self.doc.get("downloadCount", 0))
+
+
+def _aware(value: datetime) -> datetime:
+    # pymongo returns naive UTC datetimes unless the client is tz_aware; be robust to either.
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def connect(settings: Settings, server_selection_timeout_ms: int = 5000) -> pymongo.MongoClient:
+    """A client for ``settings.mongodb_uri``.
+
+    ``retryWrites=false`` unless the URI decides: retryable writes buy nothing on a standalone
+    server, and the local wire-protocol store slows down after ~10,000 of them. Real MongoDB 7
+    accepts the option unchanged.
+    """
+    uri = settings.mongodb_uri or "mongodb://127.0.0.1:27017"
+    options: dict[str, Any] = {"tz_aware": True, "serverSelectionTimeoutMS": server_selection_timeout_ms}
+    if "retrywrites=" not in uri.lower():
+        options["retryWrites"] = False
+    return pymongo.MongoClient(uri, **options)
+
+
+class JobStore:
+    """The ``jobs`` collection: creates records and moves them through the state machine."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.jobs: Collection = db["jobs"]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: pymongo.MongoClient | None = None) -> "JobStore":
+        client = client or connect(settings)
+        return cls(client[settings.mongodb_db])
+
+    def ensure_indexes(self) -> None:
+        """Indexes for "my avatars" (owner, newest first) and for sweeping stale jobs."""
+        self.jobs.create_index([("owner", pymongo.ASCENDING), ("createdAt", pymongo.DESCENDING)],
+                               name="owner_createdAt")
+        self.jobs.create_index([("status", pymongo.ASCENDING), ("updatedAt", pymongo.ASCENDING)],
+                               name="status_updatedAt")
+
+    def ping(self) -> None:
+        self.db.client.admin.command("ping")
+
+    # -- records -----------------------------------------------------------------------------
+
+    def create(self, job_id: str, *, owner: str | None, uploads: Mapping[str, Mapping[str, Any]],
+               client: Mapping[str, Any] | None = None, method: str = "image_upload") -> Job:
+        """Insert a new ``queued`` job. Call before enqueueing, so a worker always finds the record."""
+        now = utcnow()
+        doc = {
+            "_id": job_id,
+            "owner": owner,
+            "method": method,
+            "status": JobStatus.QUEUED.value,
+            "stage": JobStatus.QUEUED.value,
+            "createdAt": now,
+            "updatedAt": now,
+            "uploads": dict(uploads),
+            "client": dict(client or {}),
+            "timings": {},
+            "workers": {},
+            "downloadCount": 0,
+        }
+        self.jobs.insert_one(doc)
+        return Job(doc)
+
+    def get(self, job_id: str) -> Job:
+        doc = self.jobs.find_one({"_id": job_id})
+        if doc is None:
+            raise JobNotFound(job_id)
+        return Job(doc)
+
+    def find(self, job_id: str) -> Job | None:
+        doc = self.jobs.find_one({"_id": job_id})
+        return Job(doc) if doc else None
+
+    def list_for_owner(self, owner: str | None, *, skip: int, limit: int) -> tuple[list[Job], int]:
+        """One page of ``owner``'s jobs, newest first, and the total count."""
+        query = {"owner": owner}
+        total = self.jobs.count_documents(query)
+        cursor = self.jobs.find(query).sort("createdAt", pymongo.DESCENDING).skip(skip).limit(limit)
+        return [Job(doc) for doc in cursor], total
+
+    def delete(self, job_id: str) -> None:
+        if self.jobs.delete_one({"_id": job_id}).deleted_count == 0:
+            raise JobNotFound(job_id)
+
+    def count_downloads(self, job_id: str) -> None:
+        """One more download, counted atomically on the server (concurrent downloads all count)."""
+        self.jobs.update_one({"_id": job_id}, {"$inc": {"downloadCount": 1}})
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def start_stage(self, job_id: str, stage: JobStatus, worker: str | None = None) -> None:
+        """Enter a running stage from the one before it.
+
+        Re-entering the stage the job is already in is allowed: with late acknowledgement a task whose
+        worker died is delivered again, and the redelivered task must be able to redo its stage.
+        """
+        previous = PREVIOUS_STAGE[stage]
+        now = utcnow()
+        update: dict[str, Any] = {"status": stage.value, "stage": stage.value, "updatedAt": now}
+        if stage is JobStatus.PREPROCESSING:
+            update["startedAt"] = now
+        if worker:
+            update[f"workers.{stage.value}"] = worker
+        self._transition(job_id, f"start {stage.value}", (previous, stage), {"$set": update})
+
+    def finish_stage(self, job_id: str, stage: JobStatus, timings_ms: Mapping[str, float]) -> None:
+        """Record what a stage measured, if the job is still in that stage (it may have been canceled)."""
+        update = {f"timings.{name}": round(float(ms), 3) for name, ms in timings_ms.items()}
+        update["updatedAt"] = utcnow()
+        self._transition(job_id, f"finish {stage.value}", (stage,), {"$set": update})
+
+    def complete(self, job_id: str, result: Mapping[str, Any], timings_ms: Mapping[str, float]) -> None:
+        """exporting → completed, with the result metadata (not the GLB: that is a file)."""
+        now = utcnow()
+        update: dict[str, Any] = {"status": JobStatus.COMPLETED.value, "updatedAt": now,
+                                  "finishedAt": now, "result": dict(result)}
+        update.update({f"timings.{name}": round(float(ms), 3) for name, ms in timings_ms.items()})
+        self._transition(job_id, "complete", (JobStatus.EXPORTING,), {"$set": update})
+
+    def fail(self, job_id: str, code: str, message: str, view: str | None = None) -> None:
+        """Any running state → failed, with a stable ``code`` and a ``message`` a person can act on."""
+        now = utcnow()
+        error = {"code": code, "message": message}
+        if view:
+            error["view"] = view
+        self._transition(job_id, "fail", ACTIVE_STATUSES, {"$set": {
+            "status": JobStatus.FAILED.value, "updatedAt": now, "finishedAt": now, "error": error}})
+
+    def cancel(self, job_id: str) -> None:
+        """Any running state → canceled. Work already in flight notices at its next transition."""
+        now = utcnow()
+        self._transition(job_id, "cancel", ACTIVE_STATUSES, {"$set": {
+            "status": JobStatus.CANCELED.value, "updatedAt": now, "finishedAt": now}})
+
+    def _transition(self, job_id: str, name: str, expected: tuple[JobStatus, ...],
+                    update: Mapping[str, Any]) -> None:
+        # Every transition writes a new updatedAt, so a guard that matched always modifies.
+        guard = [s.value for s in expected]
+        query = {"_id": job_id, "status": guard[0] if len(guard) == 1 else {"$in": guard}}
+        if self.jobs.update_one(query, update).modified_count == 1:
+            return
+        current = self.find(job_id)
+        if current is None:
+            raise JobNotFound(job_id)
+        raise TransitionError(job_id, name, expected, current.status)

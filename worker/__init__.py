@@ -1,0 +1,1 @@
+"""Celery workers: thin tasks that load a job's files, call one pipeline stage, and record the result."""

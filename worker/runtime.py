@@ -1,0 +1,134 @@
+"""What each worker process holds for its whole life: the ONNX sessions, store clients, a heartbeat.
+
+Everything is opened in ``worker_process_init``, i.e. in the pool child after the fork: ONNX
+sessions, MongoDB clients and Redis connections must not be shared across a fork.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery import signals
+
+import celeryconfig
+from jobs.events import JobEvents, WorkerRegistry
+from jobs.files import FileStore
+from jobs.settings import Settings
+from jobs.store import JobStore
+from pipeline.models import FaceModels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    """The per-process resources tasks use."""
+
+    settings: Settings
+    hostname: str
+    queues: tuple[str, ...]
+    store: JobStore
+    files: FileStore
+    events: JobEvents
+    registry: WorkerRegistry
+    models: FaceModels | None = None  # None if loading failed
+    model_error: str | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def process_name(self) -> str:
+        return f"{self.hostname}:{os.getpid()}"
+
+    @classmethod
+    def open(cls, settings: Settings, hostname: str, queues: tuple[str, ...]) -> "WorkerRuntime":
+        client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+        runtime = cls(
+            settings=settings, hostname=hostname, queues=queues,
+            store=JobStore.from_settings(settings), files=FileStore(settings.data_dir),
+            events=JobEvents(client), registry=WorkerRegistry(client, settings.worker_heartbeat_ttl_s),
+        )
+        runtime.load_models()
+        return runtime
+
+    def load_models(self) -> None:
+        """Load only what this worker's queues need: the detector for cpu, the landmark model for gpu."""
+        try:
+            self.models = FaceModels.load(
+                detector=celeryconfig.CPU_QUEUE in self.queues,
+                landmarks=celeryconfig.GPU_QUEUE in self.queues,
+                threads=self.settings.onnx_threads,
+                landmark_path=self.settings.onnx_model_path or None,
+            )
+            log.info("models loaded for queues %s, providers %s", ",".join(self.queues),
+                     self.models.providers)
+        except Exception as exc:  # keep serving health; tasks will fail with a clear error
+            log.exception("could not load the ONNX models")
+            self.model_error = f"{type(exc).__name__}: {exc}"
+
+    def describe(self) -> dict[str, Any]:
+        """What the heartbeat publishes (health reads it)."""
+        info: dict[str, Any] = {"hostname": self.hostname, "pid": os.getpid(), "queues": list(self.queues)}
+        if self.models is not None:
+            info["model"] = self.models.describe()
+            info["detector"] = self.models.detector is not None
+        else:
+            info["model"] = {"initialized": False, "error": self.model_error}
+        return info
+
+    def start_heartbeat(self) -> None:
+        interval = max(1.0, self.settings.worker_heartbeat_ttl_s / 3)
+
+        def beat_forever() -> None:
+            info = self.describe()
+            while True:
+                try:
+                    self.registry.beat(self.process_name, info)
+                except redis.RedisError as exc:
+                    log.warning("heartbeat failed: %s", exc)
+                if self._stop.wait(interval):
+                    return
+
+        threading.Thread(target=beat_forever, name="heartbeat", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self.registry.forget(self.process_name)
+        except redis.RedisError:
+            pass
+
+
+# The parent learns its node name and queues (after -Q is applied); pool children inherit them.
+_identity: dict[str, Any] = {"hostname": "worker", "queues": celeryconfig.QUEUE_NAMES}
+_runtime: WorkerRuntime | None = None
+
+
+@signals.worker_init.connect
+def remember_identity(sender: Any = None, **_: Any) -> None:
+    _identity["hostname"] = sender.hostname
+    _identity["queues"] = tuple(sorted(sender.app.amqp.queues.consume_from))
+
+
+@signals.worker_process_init.connect
+def open_runtime(**_: Any) -> None:
+    global _runtime
+    _runtime = WorkerRuntime.open(Settings.from_env(), _identity["hostname"], _identity["queues"])
+    _runtime.start_heartbeat()
+
+
+@signals.worker_process_shutdown.connect
+def close_runtime(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.close()
+
+
+def current() -> WorkerRuntime:
+    """This process's runtime (opened on first use where no pool signal ran, e.g. a solo pool)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = WorkerRuntime.open(Settings.from_env(), _identity["hostname"], _identity["queues"])
+    return _runtime
