@@ -1,5 +1,6 @@
 """The ``avatar`` command: one function per subcommand, registered in ``SUBCOMMANDS``.
 
+    avatar generate  three photos to a GLB in this process, no service needed
     avatar up        Redis, the store, a worker and the API on this machine (what `make run` does)
     avatar worker    one Celery worker (queues, concurrency)
     avatar api       the HTTP API under gunicorn
@@ -21,6 +22,39 @@ from pathlib import Path
 
 from jobs import localstack
 from jobs.settings import DEFAULT_VAR_DIR, Settings
+
+
+# -- avatar generate ----------------------------------------------------------------------------
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    for view in ("front", "left", "right"):
+        parser.add_argument(f"--{view}", type=Path, required=True, help=f"{view} photo (JPEG, PNG or WebP)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the GLB")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Make one avatar offline; print the contract's data body as JSON."""
+    import json
+
+    from pipeline import PipelineError
+    from pipeline.models import FaceModels
+    from pipeline.stages import run_pipeline
+
+    try:
+        photos = {view: getattr(args, view).read_bytes() for view in ("front", "left", "right")}
+    except OSError as exc:
+        print(f"avatar generate: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        result = run_pipeline(photos, FaceModels.load())
+    except PipelineError as exc:
+        print(f"avatar generate: {exc.message}", file=sys.stderr)
+        return 1
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    args.output.write_bytes(result.glb)
+    print(json.dumps(result.to_response_dict(filename=args.output.name), indent=2))
+    return 0
 
 
 # -- avatar up -----------------------------------------------------------------------------------
@@ -141,6 +175,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 Subcommand = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "generate": (add_generate_arguments, cmd_generate),
     "up": (add_up_arguments, cmd_up),
     "worker": (add_worker_arguments, cmd_worker),
     "api": (add_api_arguments, cmd_api),

@@ -20,6 +20,7 @@ from jobs.files import FileStore
 from jobs.settings import Settings
 from jobs.store import JobStore
 from pipeline.models import FaceModels
+from pipeline.stages import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class WorkerRuntime:
                 threads=self.settings.onnx_threads,
                 landmark_path=self.settings.onnx_model_path or None,
             )
+            if celeryconfig.CPU_QUEUE in self.queues:
+                warm_up()  # the texel map costs ~150 ms once; not on the first job
             log.info("models loaded for queues %s, providers %s", ",".join(self.queues),
                      self.models.providers)
         except Exception as exc:  # keep serving health; tasks will fail with a clear error

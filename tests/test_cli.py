@@ -1,0 +1,62 @@
+"""`avatar generate` as a user runs it: a real subprocess, real photos, files on disk."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from bench.photos import avatar_views, encode_jpeg
+
+
+def _generate(tmp_path, views: dict[str, bytes]) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "avatar_cli", "generate", "-o", str(tmp_path / "out.glb")]
+    for view, data in views.items():
+        (tmp_path / f"{view}.jpg").write_bytes(data)
+        args += [f"--{view}", str(tmp_path / f"{view}.jpg")]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def test_generate_writes_a_valid_glb_and_prints_the_contract_body(tmp_path, validate_gltf):
+    run = _generate(tmp_path, avatar_views(1024))
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    glb = (tmp_path / "out.glb").read_bytes()
+    assert body["glbInfo"] == {"size": len(glb), "filename": "out.glb"}
+    assert body["meshInfo"] == {"vertexCount": 468, "faceCount": 898}
+    assert set(body["facialFeatures"]) >= {"expressions", "faceShape", "skinTone", "accessories"}
+    assert body["timings"]["landmarks"] > 0
+    assert validate_gltf(glb)["issues"]["numErrors"] == 0
+
+
+def test_generate_without_a_face_names_the_view_and_fails(tmp_path):
+    from skimage import data
+
+    views = avatar_views(512)
+    views["left"] = encode_jpeg(data.chelsea())
+    run = _generate(tmp_path, views)
+    assert run.returncode == 1
+    assert run.stderr.strip() == "avatar generate: left: no face found"
+    assert not (tmp_path / "out.glb").exists()
+
+
+def test_generate_with_a_missing_file_says_which(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "avatar_cli", "generate", "--front", str(tmp_path / "nope.jpg"),
+                          "--left", "x", "--right", "y", "-o", str(tmp_path / "o.glb")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "nope.jpg" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_generate_warns_when_several_faces_are_in_a_photo(tmp_path):
+    from bench.photos import astronaut_rgb, grace_hopper_rgb
+    import cv2
+
+    canvas = np.full((700, 1000, 3), 90, np.uint8)
+    canvas[50:650, 0:600] = cv2.resize(astronaut_rgb(), (600, 600))
+    canvas[200:500, 700:956] = cv2.resize(grace_hopper_rgb(), (256, 300))
+    views = avatar_views(512)
+    views["front"] = encode_jpeg(canvas)
+    run = _generate(tmp_path, views)
+    assert run.returncode == 0
+    assert "warning: front: 2 faces found; the largest was used" in run.stderr
