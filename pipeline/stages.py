@@ -104,6 +104,8 @@ class AvatarResult:
     mesh_info: dict
     timings_ms: dict[str, float]
     warnings: list[str]
+    vertices: np.ndarray  # [468,3] metres, +Y up, face toward +Z (what the GLB holds)
+    texture: np.ndarray  # the baked UV texture, RGB uint8 (what the GLB's JPEG encodes)
 
     @property
     def generation_ms(self) -> float:
@@ -216,6 +218,8 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks) -> AvatarRes
         mesh_info={"vertexCount": int(len(positions)), "faceCount": int(len(topo.triangles))},
         timings_ms=timings,
         warnings=list(prepared.warnings),
+        vertices=positions,
+        texture=texture,
     )
 
 
