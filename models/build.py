@@ -8,8 +8,10 @@ Steps:
   2. convert face_landmark.tflite and face_detection_short_range.tflite to ONNX with our own
      converter (models/tflite_to_onnx.py) and wrap them into the contract models;
   3. parse the canonical face mesh out of the npm package's packed assets;
-  4. verify against the original TFLite models (ai-edge-litert) on real photos, time the ONNX
-     models, and write models/tflite_reference.npz (for the tests) and models/MODEL_CARD.md.
+  4. copy the two original .tflite files and the wheel's license into models/source/
+     (committed, so that tests/test_models.py can run them live with ai-edge-litert);
+  5. verify against the original TFLite models on real photos, time the ONNX models, and
+     write models/MODEL_CARD.md.
 
 Needs the `build` extra (tflite, onnx, ai-edge-litert) plus scikit-image and matplotlib for the
 sample photos; pip and npm must be able to reach their registries (or a local mirror).
@@ -48,7 +50,8 @@ SRC_DIR = REPO / "build" / "model-src"
 LANDMARK_ONNX = MODELS_DIR / "face_landmark.onnx"
 DETECTOR_ONNX = MODELS_DIR / "face_detector.onnx"
 TOPOLOGY_NPZ = MODELS_DIR / "face_mesh_topology.npz"
-REFERENCE_NPZ = MODELS_DIR / "tflite_reference.npz"
+ORIGINALS_DIR = V.SOURCE_DIR  # models/source/: the original TFLite files, committed
+ORIGINALS_README = ORIGINALS_DIR / "README.md"
 MODEL_CARD = MODELS_DIR / "MODEL_CARD.md"
 
 
@@ -80,6 +83,7 @@ NPM_PACKAGE = Archive(
 )
 LANDMARK_TFLITE = "mediapipe/modules/face_landmark/face_landmark.tflite"
 DETECTOR_TFLITE = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
+WHEEL_LICENSE = "mediapipe-0.10.21.dist-info/LICENSE"
 PACKED_DATA = "package/face_mesh_solution_packed_assets.data"
 PACKED_LOADER = "package/face_mesh_solution_packed_assets_loader.js"
 GEOMETRY_PB = "/third_party/mediapipe/modules/face_geometry/data/geometry_pipeline_metadata_landmarks.binarypb"
@@ -350,39 +354,17 @@ def _session(path_or_bytes, threads: int = 1):
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
-def _tflite_runner(tflite_bytes: bytes, threads: int = 1):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=tflite_bytes, num_threads=threads)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]["index"]
-    outs = {d["name"]: d["index"] for d in interp.get_output_details()}
-
-    def run(x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
-        interp.set_tensor(inp, x_nhwc[None].astype(np.float32))
-        interp.invoke()
-        return {name: interp.get_tensor(i)[0].copy() for name, i in outs.items()}
-
-    return run
-
-
 def verify(landmark_tflite: bytes, detector_tflite: bytes) -> dict:
-    """Compare ONNX and TFLite on the sample photos; write the reference file for the tests."""
-    lm_tfl = _tflite_runner(landmark_tflite)
-    det_tfl = _tflite_runner(detector_tflite)
+    """Compare ONNX and TFLite on the sample photos (tests/test_models.py repeats this live)."""
+    lm_tfl = V.tflite_runner(landmark_tflite)
+    det_tfl = V.tflite_runner(detector_tflite)
     lm_onnx = _session(LANDMARK_ONNX)
     det_onnx = _session(DETECTOR_ONNX)
     scale = V.LANDMARK_INPUT / V.LANDMARK_NATIVE
 
     lm_names, lm_crops = zip(*V.landmark_samples())
-    ref_mesh, ref_logit = [], []
-    for crop in lm_crops:
-        # TFLite sees the same 224->192 bilinear resize the ONNX graph does, here in float64.
-        out = lm_tfl(V.resize_bilinear(crop, V.LANDMARK_NATIVE, V.LANDMARK_NATIVE))
-        ref_mesh.append(out["conv2d_21"].reshape(NUM_LANDMARKS, 3) * scale)
-        ref_logit.append(float(out["conv2d_31"].ravel()[0]))
-    ref_mesh_arr = np.stack(ref_mesh).astype(np.float32)
-    ref_score = 1.0 / (1.0 + np.exp(-np.array(ref_logit, np.float64)))
+    ref_mesh_arr, ref_logit = V.tflite_landmarks(lm_tfl, list(lm_crops))
+    ref_score = 1.0 / (1.0 + np.exp(-ref_logit))
 
     batch = V.to_nchw(list(lm_crops))
     mesh, score = lm_onnx.run(None, {"input": batch})  # batch of 3
@@ -390,23 +372,9 @@ def verify(landmark_tflite: bytes, detector_tflite: bytes) -> dict:
     lm_diff = float(np.abs(mesh - ref_mesh_arr).max())
 
     det_names, det_imgs = zip(*V.detector_samples())
-    ref_reg, ref_cls = [], []
-    for img in det_imgs:
-        out = det_tfl(img * 2.0 - 1.0)
-        ref_reg.append(out["regressors"])
-        ref_cls.append(out["classificators"])
-    ref_reg_arr, ref_cls_arr = np.stack(ref_reg), np.stack(ref_cls)
+    ref_reg_arr, ref_cls_arr = V.tflite_detector(det_tfl, list(det_imgs))
     reg, cls = det_onnx.run(None, {"input": V.to_nchw(list(det_imgs))})
 
-    np.savez_compressed(
-        REFERENCE_NPZ,
-        landmark_samples=np.array(lm_names),
-        landmarks=ref_mesh_arr,
-        face_score=ref_score.astype(np.float32),
-        detector_samples=np.array(det_names),
-        regressors=ref_reg_arr.astype(np.float32),
-        scores=ref_cls_arr.astype(np.float32),
-    )
     return {
         "landmark_max_abs_px224": lm_diff,
         "landmark_max_abs_px192": lm_diff / scale,
@@ -465,8 +433,8 @@ def benchmark(landmark_tflite: bytes, detector_tflite: bytes, repeats: int = 50)
     x3 = rng.random((3, 3, 224, 224), np.float32)
     d1 = rng.random((1, 3, 128, 128), np.float32)
     d3 = rng.random((3, 3, 128, 128), np.float32)
-    lm_tfl = _tflite_runner(landmark_tflite)
-    det_tfl = _tflite_runner(detector_tflite)
+    lm_tfl = V.tflite_runner(landmark_tflite)
+    det_tfl = V.tflite_runner(detector_tflite)
     timing: dict[str, float] = {}
     for key, new, old, x in (
         ("landmark_b1", lm, lm_old, x1), ("landmark_b3", lm, lm_old, x3),
@@ -481,14 +449,41 @@ def benchmark(landmark_tflite: bytes, detector_tflite: bytes, repeats: int = 50)
     return timing
 
 
-# ---- 5. model card ------------------------------------------------------------------------------
+# ---- 5. originals and model card -------------------------------------------------------------
+
+
+def write_originals(landmark_tflite: bytes, detector_tflite: bytes, license_text: bytes) -> None:
+    """Copy the original TFLite files (unchanged) and the wheel's license into models/source/."""
+    ORIGINALS_DIR.mkdir(exist_ok=True)
+    V.LANDMARK_TFLITE_PATH.write_bytes(landmark_tflite)
+    V.DETECTOR_TFLITE_PATH.write_bytes(detector_tflite)
+    (ORIGINALS_DIR / "LICENSE").write_bytes(license_text)
+    ORIGINALS_README.write_text(f"""# Original MediaPipe models (for the tests only)
+
+Written by `models/build.py`; do not edit by hand.
+
+Unchanged copies from the PyPI wheel `{WHEEL.filename}`
+(mediapipe {WHEEL.version}, sha256 `{WHEEL.sha256}`):
+
+| File | In the wheel | sha256 |
+|---|---|---|
+| `{V.LANDMARK_TFLITE_PATH.name}` | `{LANDMARK_TFLITE}` | `{sha256(landmark_tflite)}` |
+| `{V.DETECTOR_TFLITE_PATH.name}` | `{DETECTOR_TFLITE}` | `{sha256(detector_tflite)}` |
+| `LICENSE` | `{WHEEL_LICENSE}` | `{sha256(license_text)}` |
+
+MediaPipe Face Mesh landmark model and BlazeFace short-range face detector, Copyright Google LLC
+(The MediaPipe Authors), licensed under the Apache License 2.0 (`LICENSE`, as shipped in the
+wheel; the wheel has no NOTICE file). `tests/test_models.py` runs them with ai-edge-litert to
+check `models/*.onnx`, which are derived from them (see `../MODEL_CARD.md`, License). The service
+never loads these files, and the package does not need to ship them.
+""")
 
 
 def write_model_card(
     sources: dict[str, str], checks: dict, timing: dict[str, float], topo: dict[str, np.ndarray], repeats: int
 ) -> None:
-    built = {p.name: sha256(p.read_bytes()) for p in (LANDMARK_ONNX, DETECTOR_ONNX, TOPOLOGY_NPZ, REFERENCE_NPZ)}
-    sizes = {p.name: p.stat().st_size for p in (LANDMARK_ONNX, DETECTOR_ONNX, TOPOLOGY_NPZ, REFERENCE_NPZ)}
+    built = {p.name: sha256(p.read_bytes()) for p in (LANDMARK_ONNX, DETECTOR_ONNX, TOPOLOGY_NPZ)}
+    sizes = {p.name: p.stat().st_size for p in (LANDMARK_ONNX, DETECTOR_ONNX, TOPOLOGY_NPZ)}
     import os
     import platform
 
@@ -518,8 +513,9 @@ Extracted files:
 
 | File | From | sha256 |
 |---|---|---|
-| `{LANDMARK_TFLITE}` | wheel | `{sources['face_landmark.tflite']}` |
-| `{DETECTOR_TFLITE}` | wheel | `{sources['face_detection_short_range.tflite']}` |
+| `{LANDMARK_TFLITE}` (copied to `models/source/`) | wheel | `{sources['face_landmark.tflite']}` |
+| `{DETECTOR_TFLITE}` (copied to `models/source/`) | wheel | `{sources['face_detection_short_range.tflite']}` |
+| `{WHEEL_LICENSE}` (copied to `models/source/LICENSE`) | wheel | `{sources['LICENSE']}` |
 | `{PACKED_DATA}` | npm | `{sources['face_mesh_solution_packed_assets.data']}` |
 | `{GEOMETRY_PB}` (inside the .data, offsets from `{PACKED_LOADER}`) | npm | `{sources['geometry_pipeline_metadata_landmarks.binarypb']}` |
 
@@ -529,7 +525,9 @@ The models and the canonical face mesh are from Google's MediaPipe, licensed und
 License 2.0 (Copyright The MediaPipe Authors). The files here are derived works (format
 conversion, fp16 weights widened to fp32, pre/post-processing added to the graph); they remain
 under Apache-2.0, and redistribution must keep the license text and this notice of changes. See
-<https://github.com/google-ai-edge/mediapipe/blob/master/LICENSE>.
+<https://github.com/google-ai-edge/mediapipe/blob/master/LICENSE>. The two original TFLite
+files are committed unchanged in `models/source/` (with the wheel's `LICENSE` and a README) for
+the tests; they are not needed at run time.
 
 ## Built files
 
@@ -538,7 +536,6 @@ under Apache-2.0, and redistribution must keep the license text and this notice 
 {row(LANDMARK_ONNX.name)}
 {row(DETECTOR_ONNX.name)}
 {row(TOPOLOGY_NPZ.name)}
-{row(REFERENCE_NPZ.name)}
 
 ONNX opset {OPSET}, IR version {IR_VERSION}, fp32 weights, dynamic batch `N`.
 
@@ -608,8 +605,8 @@ resize, computed in float64.
 | detector scores | {checks['detector_scores_max_abs']:.2e} (logits) |
 
 face_score: {scores}. Best detector probability: {det_best}.
-`models/tflite_reference.npz` keeps these TFLite outputs; `tests/test_models.py` checks the ONNX
-models against them.
+`tests/test_models.py` repeats these comparisons live: it runs the original TFLite files in
+`models/source/` with ai-edge-litert (a dev/build dependency only) next to the ONNX models.
 
 ## Latency
 
@@ -646,8 +643,8 @@ a multiple of the NCHWc block (8 with AVX2, 16 with AVX-512), so that stage stil
     make models        # = .venv/bin/python models/build.py
 
 Downloads the two archives into `build/model-src/` (pip / npm, sha256-pinned), converts,
-verifies and rewrites the files above and this card. The ONNX and npz outputs are
-deterministic; the latency numbers are not.
+verifies and rewrites the files above, `models/source/` and this card. The ONNX and npz outputs
+are deterministic; the latency numbers are not.
 """
     MODEL_CARD.write_text(text)
 
@@ -665,6 +662,7 @@ def main() -> None:
     with zipfile.ZipFile(io.BytesIO(wheel)) as zf:
         landmark_tflite = zf.read(LANDMARK_TFLITE)
         detector_tflite = zf.read(DETECTOR_TFLITE)
+        wheel_license = zf.read(WHEEL_LICENSE)
     packed = npm_member(tgz, PACKED_DATA)
     geometry_pb = packed_asset(npm_member(tgz, PACKED_LOADER), packed, GEOMETRY_PB)
     sources = {
@@ -672,6 +670,7 @@ def main() -> None:
         "face_detection_short_range.tflite": sha256(detector_tflite),
         "face_mesh_solution_packed_assets.data": sha256(packed),
         "geometry_pipeline_metadata_landmarks.binarypb": sha256(geometry_pb),
+        "LICENSE": sha256(wheel_license),
     }
     for name, digest in sources.items():
         print(f"{digest}  {name}")
@@ -680,6 +679,7 @@ def main() -> None:
     onnx.save(build_detector_model(detector_tflite), DETECTOR_ONNX)
     topo = parse_topology(geometry_pb)
     np.savez_compressed(TOPOLOGY_NPZ, **topo)
+    write_originals(landmark_tflite, detector_tflite, wheel_license)
 
     checks = verify(landmark_tflite, detector_tflite)
     print(json.dumps(checks, indent=2))

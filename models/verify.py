@@ -1,15 +1,22 @@
 """Shared helpers for checking the converted models (used by models/build.py and the tests).
 
-Everything here is plain numpy so that the reference inputs are reproducible bit for bit
-enough (float64 resampling) on any machine: the sample photos ship with scikit-image and
-matplotlib.
+The inputs are plain numpy so that they are reproducible bit for bit enough (float64
+resampling) on any machine: the sample photos ship with scikit-image and matplotlib. The
+original TFLite models (committed in models/source/) run with ai-edge-litert, imported only
+when a TFLite runner is made: build and test code only, never the service at run time.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+SOURCE_DIR = Path(__file__).resolve().parent / "source"
+LANDMARK_TFLITE_PATH = SOURCE_DIR / "face_landmark.tflite"  # [1,192,192,3] RGB [0,1]
+DETECTOR_TFLITE_PATH = SOURCE_DIR / "face_detection_short_range.tflite"  # [1,128,128,3] RGB [-1,1]
 
 LANDMARK_INPUT = 224  # contract crop size
 LANDMARK_NATIVE = 192  # what face_landmark.tflite takes
@@ -121,3 +128,45 @@ def best_face_box(regressors: np.ndarray, scores: np.ndarray) -> tuple[float, np
     box[:2] += centre
     prob = 1.0 / (1.0 + np.exp(-float(np.clip(scores[k, 0], -100, 100))))
     return prob, box
+
+
+# ---- the original TFLite models (ai-edge-litert) ------------------------------------------------
+
+
+def tflite_runner(model: bytes | Path, threads: int = 1) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """A function running one HWC float image through a TFLite model: {output name: array}."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    src = {"model_path": str(model)} if isinstance(model, Path) else {"model_content": model}
+    interp = Interpreter(**src, num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    outs = {d["name"]: d["index"] for d in interp.get_output_details()}
+
+    def run(x_hwc: np.ndarray) -> dict[str, np.ndarray]:
+        interp.set_tensor(inp, x_hwc[None].astype(np.float32))
+        interp.invoke()
+        return {name: interp.get_tensor(i)[0].copy() for name, i in outs.items()}
+
+    return run
+
+
+def tflite_landmarks(run, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite face_landmark on 224-px crops (HWC [0, 1]), in the ONNX contract's terms.
+
+    The crops get the 224 -> 192 bilinear resize the ONNX graph does (here in float64).
+    Returns landmarks [N, 468, 3] in 224-px units (float32) and face-presence logits [N] (float64).
+    """
+    scale = LANDMARK_INPUT / LANDMARK_NATIVE
+    mesh, logits = [], []
+    for crop in crops:
+        out = run(resize_bilinear(crop, LANDMARK_NATIVE, LANDMARK_NATIVE))
+        mesh.append(out["conv2d_21"].reshape(-1, 3) * scale)
+        logits.append(float(out["conv2d_31"].ravel()[0]))
+    return np.stack(mesh).astype(np.float32), np.array(logits, np.float64)
+
+
+def tflite_detector(run, imgs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite BlazeFace on 128-px images (HWC [0, 1]): regressors [N, 896, 16], score logits [N, 896, 1]."""
+    outs = [run(img * 2.0 - 1.0) for img in imgs]  # the model takes [-1, 1]
+    return np.stack([o["regressors"] for o in outs]), np.stack([o["classificators"] for o in outs])

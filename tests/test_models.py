@@ -1,14 +1,19 @@
 """The committed face models: contracts, agreement with the original TFLite, topology.
 
-The TFLite outputs in models/tflite_reference.npz were recorded by models/build.py with
-ai-edge-litert on the same inputs (real photos shipped with scikit-image / matplotlib), so
-these tests need neither the mediapipe packages nor the network.
+The original TFLite models (models/source/, copied there by models/build.py from the mediapipe
+wheel) run live with ai-edge-litert on the same inputs as the ONNX models: face crops from real
+photos that ship with scikit-image / matplotlib, and a crop without a face. So these tests need
+neither the mediapipe package nor the network, only the dev extra.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
+from pathlib import Path
+
+import onnx
 
 import numpy as np
 import onnxruntime as ort
@@ -22,6 +27,7 @@ from models.tflite_to_onnx import same_pads
 # Conversion agrees to ~2e-4 px; allow for float differences across CPUs / onnxruntime builds.
 LANDMARK_TOL_PX = 1e-2
 DETECTOR_TOL = 1e-2
+FACE_SCORE_TOL = 1e-3
 
 
 def _session(path) -> ort.InferenceSession:
@@ -41,16 +47,22 @@ def detector_session() -> ort.InferenceSession:
 
 
 @pytest.fixture(scope="module")
-def reference() -> dict[str, np.ndarray]:
-    with np.load(models.MODELS_DIR / "tflite_reference.npz") as data:
-        return dict(data)
+def landmark_samples() -> tuple[list[str], list[np.ndarray]]:
+    names, crops = zip(*V.landmark_samples())
+    return list(names), list(crops)
 
 
 @pytest.fixture(scope="module")
-def landmark_outputs(landmark_session) -> tuple[list[str], np.ndarray, np.ndarray]:
-    names, crops = zip(*V.landmark_samples())
-    mesh, score = landmark_session.run(None, {"input": V.to_nchw(list(crops))})
-    return list(names), mesh, score
+def tflite_landmarks(landmark_samples) -> tuple[np.ndarray, np.ndarray]:
+    """The original face_landmark.tflite, live: landmarks [3,468,3] (224-px units), logits [3]."""
+    return V.tflite_landmarks(V.tflite_runner(V.LANDMARK_TFLITE_PATH), landmark_samples[1])
+
+
+@pytest.fixture(scope="module")
+def landmark_outputs(landmark_session, landmark_samples) -> tuple[list[str], np.ndarray, np.ndarray]:
+    names, crops = landmark_samples
+    mesh, score = landmark_session.run(None, {"input": V.to_nchw(crops)})
+    return names, mesh, score
 
 
 def _io(session: ort.InferenceSession) -> tuple[list, list]:
@@ -83,12 +95,30 @@ def test_contracts(landmark_session, detector_session) -> None:
     assert 1e6 < total < 10e6
 
 
-def test_landmarks_match_tflite(landmark_outputs, reference) -> None:
+def test_landmarks_match_tflite(landmark_outputs, tflite_landmarks) -> None:
     names, mesh, score = landmark_outputs
-    assert names == list(reference["landmark_samples"])
-    diff = np.abs(mesh - reference["landmarks"]).max()
+    ref_mesh, ref_logit = tflite_landmarks
+    assert names == [*V.FACE_CROPS, V.NON_FACE_CROP[0]] and mesh.shape == ref_mesh.shape
+    diff = np.abs(mesh - ref_mesh).max()
     assert diff < LANDMARK_TOL_PX, f"landmarks differ from TFLite by {diff:.3g} px"
-    assert np.abs(score[:, 0] - reference["face_score"]).max() < 1e-3
+    ref_score = 1.0 / (1.0 + np.exp(-ref_logit))
+    assert np.abs(score[:, 0] - ref_score).max() < FACE_SCORE_TOL, (score[:, 0], ref_score)
+    # The comparison is not vacuous: the two faces give different meshes, well beyond the tolerance.
+    assert np.abs(ref_mesh[0] - ref_mesh[1]).max() > 100 * LANDMARK_TOL_PX
+
+
+def test_wrong_conversion_fails_the_tflite_check(landmark_samples, tflite_landmarks) -> None:
+    # Negative control: the shipped landmark model with a plausible conversion slip (the
+    # 224 -> 192 Resize sampling with align-corners instead of half-pixel centres) must fall
+    # outside the tolerance the real model is held to.
+    model = onnx.load(str(models.LANDMARK_MODEL_PATH))
+    (resize,) = [n for n in model.graph.node if n.op_type == "Resize"]
+    for attr in resize.attribute:
+        if attr.name == "coordinate_transformation_mode":
+            attr.s = b"align_corners"
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    mesh = session.run(None, {"input": V.to_nchw(landmark_samples[1][:2])})[0]
+    assert np.abs(mesh - tflite_landmarks[0][:2]).max() > 10 * LANDMARK_TOL_PX
 
 
 def test_face_score_separates_faces(landmark_session, landmark_outputs) -> None:
@@ -110,12 +140,14 @@ def test_landmark_batch_matches_single(landmark_session, landmark_outputs) -> No
     np.testing.assert_allclose(single[0], mesh[1], atol=1e-4)
 
 
-def test_detector_matches_tflite_and_finds_faces(detector_session, reference) -> None:
+def test_detector_matches_tflite_and_finds_faces(detector_session) -> None:
     names, imgs = zip(*V.detector_samples())
-    assert list(names) == list(reference["detector_samples"])
+    ref_reg, ref_cls = V.tflite_detector(V.tflite_runner(V.DETECTOR_TFLITE_PATH), list(imgs))
     reg, cls = detector_session.run(None, {"input": V.to_nchw(list(imgs))})
-    assert np.abs(reg - reference["regressors"]).max() < DETECTOR_TOL
-    assert np.abs(cls - reference["scores"]).max() < DETECTOR_TOL
+    assert reg.shape == ref_reg.shape and cls.shape == ref_cls.shape
+    reg_diff, cls_diff = np.abs(reg - ref_reg).max(), np.abs(cls - ref_cls).max()
+    assert reg_diff < DETECTOR_TOL, f"regressors differ from TFLite by {reg_diff:.3g} (128-px units)"
+    assert cls_diff < DETECTOR_TOL, f"score logits differ from TFLite by {cls_diff:.3g}"
     for i, name in enumerate(names):
         prob, box = V.best_face_box(reg[i], cls[i])
         if name not in V.FACE_CROPS:
@@ -172,6 +204,33 @@ def test_model_card_hashes_match_files() -> None:
     for path in (models.LANDMARK_MODEL_PATH, models.DETECTOR_MODEL_PATH, models.TOPOLOGY_PATH):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert re.search(rf"`{re.escape(path.name)}` \|[^\n]*`{digest}`", card), f"stale hash for {path.name}"
+    # The committed originals are the files the card says were extracted from the wheel.
+    readme = (V.SOURCE_DIR / "README.md").read_text()
+    for path in (V.LANDMARK_TFLITE_PATH, V.DETECTOR_TFLITE_PATH, V.SOURCE_DIR / "LICENSE"):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert re.search(rf"/{re.escape(path.name)}`[^\n]*`{digest}`", card), f"{path.name} differs from the card"
+        assert f"`{path.name}` |" in readme and f"`{digest}`" in readme, f"{path.name} differs from source/README.md"
+
+
+def test_runtime_never_imports_build_tools() -> None:
+    # The service runs on onnxruntime + numpy only; TFLite, mediapipe and the converter's
+    # dependencies are for models/build.py and the tests.
+    banned = ("ai_edge_litert", "tflite", "tflite_runtime", "mediapipe", "tensorflow", "onnx",
+              "models.build", "models.verify", "models.tflite_to_onnx")
+    repo = Path(models.MODELS_DIR).parent
+    files = [p for d in ("pipeline", "worker", "api") for p in sorted((repo / d).rglob("*.py"))]
+    files.append(models.MODELS_DIR / "__init__.py")
+    assert len(files) > 10
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert not any(name == b or name.startswith(b + ".") for b in banned), f"{path}: imports {name}"
 
 
 def test_same_padding_matches_tensorflow() -> None:
