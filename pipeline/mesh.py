@@ -67,3 +67,86 @@ def metric_vertices(landmarks_image: np.ndarray, topology: Topology | None = Non
     """
     pose = estimate_pose(landmarks_image, topology)
     return (to_canonical_frame(landmarks_image, pose) / 100.0).astype(np.float32)
+
+
+# -- multi-view fusion ---------------------------------------------------------------------------
+
+# How much an axis that points along a view's line of sight still counts: the landmark model's
+# depth (z) is a learned guess, its x and y are measured, so a side view owns the face's depth.
+DEPTH_AXIS_WEIGHT = 0.15
+# A landmark facing away from every view still gets a value, mostly from the front view.
+MIN_VISIBILITY = 0.05
+REFINE_ITERATIONS = 2
+
+
+@dataclass(frozen=True)
+class ViewFit:
+    """One view's landmarks, posed into the canonical frame."""
+
+    view: str
+    pose: Pose
+    canonical_cm: np.ndarray  # [468,3]
+
+    def direction_to_camera(self) -> np.ndarray:
+        """Unit vector, in the canonical frame, from the face toward this view's camera."""
+        return self.pose.rotation.T @ np.array([0.0, 0.0, 1.0])
+
+
+@dataclass(frozen=True)
+class FusedShape:
+    """The fused face (canonical frame, cm) and how much each view contributed to each landmark."""
+
+    canonical_cm: np.ndarray  # [468,3]
+    fits: list[ViewFit]
+    visibility: np.ndarray  # [views,468] in [0,1]: cosine between normal and direction to camera
+
+
+def fit_view(view: str, landmarks_image: np.ndarray, topology: Topology | None = None) -> ViewFit:
+    pose = estimate_pose(landmarks_image, topology)
+    return ViewFit(view, pose, to_canonical_frame(landmarks_image, pose))
+
+
+def _surface_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    from pipeline.glb import vertex_normals  # one implementation of smooth normals
+
+    return vertex_normals(points, triangles).astype(np.float64)
+
+
+def view_weights(fits: list[ViewFit], normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per view, landmark and axis weights [views,468,3], and the visibility [views,468].
+
+    A landmark counts in a view by how squarely it faces that camera; each canonical axis by how
+    much of it lies in that camera's image plane (measured) rather than along its line of sight.
+    """
+    directions = np.stack([f.direction_to_camera() for f in fits])  # [views,3]
+    visibility = np.clip(normals @ directions.T, 0.0, 1.0).T  # [views,468]
+    along_sight = np.stack([f.pose.rotation[2] for f in fits]) ** 2  # [views,3]: z share of each axis
+    in_plane = (1.0 - along_sight) + DEPTH_AXIS_WEIGHT * along_sight
+    weights = (visibility ** 2 + MIN_VISIBILITY)[:, :, None] * in_plane[:, None, :]
+    return weights, visibility
+
+
+def fuse_views(landmarks_image: dict[str, np.ndarray], topology: Topology | None = None) -> FusedShape:
+    """One face shape from several views' landmarks (image px), front first.
+
+    Each view is posed into the canonical frame and blended landmark by landmark and axis by axis
+    (``view_weights``). Then every view is re-posed against the fused shape itself, on all
+    landmarks it sees well, and blended again: the first poses were fitted to the average face.
+    """
+    topo = topology or load_topology()
+    fits = [fit_view(v, pts, topo) for v, pts in landmarks_image.items()]
+    normals = _surface_normals(topo.vertices.astype(np.float64), topo.triangles)
+    for iteration in range(REFINE_ITERATIONS + 1):
+        weights, visibility = view_weights(fits, normals)
+        stacked = np.stack([f.canonical_cm for f in fits])
+        fused = (weights * stacked).sum(0) / weights.sum(0)
+        if iteration == REFINE_ITERATIONS or len(fits) == 1:
+            break
+        refitted = []
+        for fit, seen in zip(fits, visibility):
+            points = image_to_camera(landmarks_image[fit.view]).astype(np.float64)
+            pose = fit_similarity(fused, points, seen ** 2 + MIN_VISIBILITY)
+            refitted.append(ViewFit(fit.view, pose, to_canonical_frame(landmarks_image[fit.view], pose)))
+        fits = refitted
+        normals = _surface_normals(fused, topo.triangles)
+    return FusedShape(fused, fits, visibility)

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -22,9 +22,9 @@ from pipeline.detect import detect_faces
 from pipeline.errors import PipelineError
 from pipeline.features import EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
 from pipeline.glb import GlbMesh, write_glb
-from pipeline.mesh import estimate_pose, to_canonical_frame
+from pipeline.mesh import fuse_views
 from pipeline.models import FaceModels
-from pipeline.texture import bake_texture, encode_jpeg, texture_size_for
+from pipeline.texture import bake_atlas, encode_jpeg, texture_size_for
 
 # Longest side each photo is decoded to. The front is the texture's main source; the side views
 # only need to show the face well enough to fit, so they decode straight to half that.
@@ -79,20 +79,25 @@ class PreparedViews:
 
 @dataclass
 class ViewLandmarks:
-    """Landmarks [N,468,3] in each view's image pixels and the model's face score per view."""
+    """Landmarks [N,468,3] in each fitted view's image pixels and the model's face score per view."""
 
+    views: list[str]
     points: np.ndarray
     face_scores: np.ndarray
+    warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def by_view(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.views, self.points))
 
     def save(self, path: str | Path) -> None:
         _save_npz(path, {"points": self.points, "face_scores": self.face_scores},
-                  {"timings_ms": self.timings_ms})
+                  {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
 
     @classmethod
     def load(cls, path: str | Path) -> "ViewLandmarks":
         arrays, meta = _load_npz(path)
-        return cls(arrays["points"], arrays["face_scores"], meta["timings_ms"])
+        return cls(meta["views"], arrays["points"], arrays["face_scores"], meta["warnings"], meta["timings_ms"])
 
 
 @dataclass
@@ -138,8 +143,16 @@ def validate_upload(view: str, data: bytes):
     return header
 
 
+def _side_view_dropped(view: str, why: str) -> str:
+    return f"{view}: {why}; the avatar was built without this view"
+
+
 def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedViews:
-    """Decode the photos, find the face in each and cut the aligned crops for the landmark model."""
+    """Decode the photos, find the face in each and cut the aligned crops for the landmark model.
+
+    The front view is required. A side view whose face cannot be found is dropped with a warning:
+    the avatar is still made from the views that remain.
+    """
     missing = [v for v in VIEWS if v not in images]
     if missing:
         raise PipelineError("missing_view", f"missing photo(s): {', '.join(missing)}")
@@ -156,52 +169,72 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedVi
     with _timed(timings, "detect"):
         found = detect_faces(models, decoded)
     with _timed(timings, "crop"):
-        transforms, crops = [], []
+        views, kept, transforms, crops = [], [], [], []
         for view, image, faces in zip(VIEWS, decoded, found):
             if not faces:
-                raise PipelineError("no_face", "no face found", view)
+                if view == "front":
+                    raise PipelineError("no_face", "no face found", view)
+                warnings.append(_side_view_dropped(view, "no face found"))
+                continue
             if len(faces) > 1:
                 warnings.append(f"{view}: {len(faces)} faces found; the largest was used")
+            views.append(view)
+            kept.append(image)
             transforms.append(crop_transform(faces[0]))
             crops.append(extract_crop(image, transforms[-1]))
-    return PreparedViews(list(VIEWS), decoded, np.stack(crops), np.stack(transforms), warnings, timings)
+    return PreparedViews(views, kept, np.stack(crops), np.stack(transforms), warnings, timings)
 
 
 def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmarks:
-    """One batched landmark-model run over every view's crop."""
+    """One batched landmark-model run over every view's crop; side views that don't fit are dropped."""
     timings: dict[str, float] = {}
     with _timed(timings, "landmarks"):
         batch = prepared.crops.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
         crop_points, scores = models.predict_landmarks(np.ascontiguousarray(batch))
         points = np.stack([crop_points_to_image(p, m) for p, m in zip(crop_points, prepared.crop_to_image)])
-    for view, score in zip(prepared.views, scores):
-        if score < MIN_FACE_SCORE:
+    keep, warnings = [], []
+    for index, (view, score) in enumerate(zip(prepared.views, scores)):
+        if score >= MIN_FACE_SCORE:
+            keep.append(index)
+        elif view == "front":
             raise PipelineError("no_face", "no face found", view)
-    return ViewLandmarks(points, scores, timings)
+        else:
+            warnings.append(_side_view_dropped(view, "the face could not be fitted"))
+    return ViewLandmarks([prepared.views[i] for i in keep], points[keep], scores[keep], warnings, timings)
 
 
-def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks) -> AvatarResult:
-    """Mesh, texture, features and GLB from the views and their landmarks."""
+def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks,
+                 fusion_views: Sequence[str] | None = None) -> AvatarResult:
+    """Mesh, texture, features and GLB from the views and their landmarks.
+
+    ``fusion_views`` limits the views used for the shape and the texture (default: every fitted
+    view); the front view is always used.
+    """
     topo = load_topology()
     timings = {**prepared.timings_ms, **landmarks.timings_ms}
-    front = prepared.views.index("front")
-    front_points = landmarks.points[front]
+    fitted = landmarks.by_view()
+    used = [v for v in landmarks.views if v == "front" or fusion_views is None or v in fusion_views]
+    images = dict(zip(prepared.views, prepared.images))
+    front_points = fitted["front"]
     with _timed(timings, "mesh"):
-        pose = estimate_pose(front_points, topo)
-        canonical_cm = to_canonical_frame(front_points, pose)
-        positions = (canonical_cm / 100.0).astype(np.float32)
+        fused = fuse_views({v: fitted[v] for v in used}, topo)
+        positions = (fused.canonical_cm / 100.0).astype(np.float32)
     with _timed(timings, "texture"):
-        texture = bake_texture(prepared.images[front], front_points[:, :2],
-                               texture_size_for(front_points[:, :2]))
+        texture = bake_atlas([images[v] for v in used], [fitted[v][:, :2] for v in used],
+                             fused.visibility, texture_size_for(front_points[:, :2]))
         texture_jpeg = encode_jpeg(texture)
     with _timed(timings, "features"):
         lobes = {"front": (EAR_LOBE_RIGHT, EAR_LOBE_LEFT), "left": (EAR_LOBE_LEFT,), "right": (EAR_LOBE_RIGHT,)}
-        photos = [(img, pts[:, :2], lobes[v]) for v, img, pts in zip(prepared.views, prepared.images, landmarks.points)]
+        photos = [(images[v], fitted[v][:, :2], lobes[v]) for v in used]
+        front = prepared.views.index("front")
         to_crop = np.linalg.inv(np.vstack([prepared.crop_to_image[front], [0, 0, 1]]))[:2]
         crop_xy = front_points[:, :2] @ to_crop[:, :2].T + to_crop[:, 2]
-        features = facial_features(canonical_cm, texture, prepared.crops[front], crop_xy, photos)
+        features = facial_features(fused.canonical_cm, texture, prepared.crops[front], crop_xy, photos)
     with _timed(timings, "glb"):
-        yaw, pitch, roll = pose.yaw_pitch_roll_degrees()
+        poses = {}
+        for fit in fused.fits:
+            yaw, pitch, roll = fit.pose.yaw_pitch_roll_degrees()
+            poses[fit.view] = {"yaw": round(yaw, 2), "pitch": round(pitch, 2), "roll": round(roll, 2)}
         glb = write_glb(GlbMesh(
             positions=positions,
             normals=None,
@@ -209,15 +242,14 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks) -> AvatarRes
             triangles=topo.triangles,
             texture_jpeg=texture_jpeg,
             name="avatar_head",
-            extras={"modelVersion": MODEL_VERSION, "units": "metres",
-                    "frontPose": {"yaw": yaw, "pitch": pitch, "roll": roll}},
+            extras={"modelVersion": MODEL_VERSION, "units": "metres", "views": used, "viewPoses": poses},
         ))
     return AvatarResult(
         glb=glb,
         facial_features=features,
         mesh_info={"vertexCount": int(len(positions)), "faceCount": int(len(topo.triangles))},
         timings_ms=timings,
-        warnings=list(prepared.warnings),
+        warnings=list(prepared.warnings) + list(landmarks.warnings),
         vertices=positions,
         texture=texture,
     )
@@ -233,7 +265,8 @@ def warm_up() -> None:
     expression_scores(topo.vertices.astype(np.float64))
 
 
-def run_pipeline(images: Mapping[str, bytes], models: FaceModels) -> AvatarResult:
+def run_pipeline(images: Mapping[str, bytes], models: FaceModels,
+                 fusion_views: Sequence[str] | None = None) -> AvatarResult:
     """Photos to avatar in one process (the CLI, the benchmark and offline use)."""
     prepared = prepare_views(images, models)
-    return build_avatar(prepared, infer_landmarks(prepared, models))
+    return build_avatar(prepared, infer_landmarks(prepared, models), fusion_views)

@@ -27,12 +27,12 @@ FACE_SHARE_OF_UV = 0.85
 class TexelMap:
     """For each coarse texel: the three vertices it blends and their barycentric weights.
 
-    Stored per corner as contiguous columns, because three 1-D gathers are several times faster
-    than one fancy-indexed [G*G,3,2] gather.
+    Stored per corner as contiguous 1-D columns: numpy is many times faster on 1-D gathers and
+    products than on [N,3,2]-shaped ones (short inner axes defeat its vector loops).
     """
 
     vertex_ids: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] int32
-    weights: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G,1] float32
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] float32
     inside: np.ndarray  # [G,G] bool: texel centre lies in some triangle
 
 
@@ -84,7 +84,7 @@ def texel_map(grid: int = COARSE_GRID) -> TexelMap:
     weights = weights.reshape(-1, 3).astype(np.float32)
     return TexelMap(
         tuple(np.ascontiguousarray(corners[:, k]) for k in range(3)),
-        tuple(np.ascontiguousarray(weights[:, k:k + 1]) for k in range(3)),
+        tuple(np.ascontiguousarray(weights[:, k]) for k in range(3)),
         inside,
     )
 
@@ -101,21 +101,104 @@ def texture_size_for(image_xy: np.ndarray, max_size: int = MAX_TEXTURE_SIZE) -> 
     return int(np.clip(size, MIN_TEXTURE_SIZE, max_size))
 
 
-def texel_to_image_map(image_xy: np.ndarray, size: int, grid: int = COARSE_GRID) -> np.ndarray:
-    """[size,size,2] float32 photo coordinates for every texel, from per-vertex photo positions [V,2]."""
+def interpolate_vertex_values(values: np.ndarray, size: int, grid: int | None = None) -> np.ndarray:
+    """[size,size,C] float32: per-vertex ``values`` [V,C] spread over the texture's triangles.
+
+    Computed on a coarse grid (a quarter of the texture's side, 64 to 256) and upsampled
+    linearly: the fields baked this way are piecewise linear and continuous, so little is lost.
+    """
+    grid = grid or min(COARSE_GRID, max(64, size // 4))
     tmap = texel_map(grid)
-    xy = np.asarray(image_xy, np.float32)
     (v0, v1, v2), (w0, w1, w2) = tmap.vertex_ids, tmap.weights
-    coarse = (xy[v0] * w0 + xy[v1] * w1 + xy[v2] * w2).reshape(grid, grid, 2)
-    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR)
+    channels = []
+    for column in np.asarray(values, np.float32).T:
+        coarse = column[v0] * w0 + column[v1] * w1 + column[v2] * w2
+        channels.append(cv2.resize(coarse.reshape(grid, grid), (size, size), interpolation=cv2.INTER_LINEAR))
+    return channels[0] if len(channels) == 1 else cv2.merge(channels)
+
+
+def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    # Fixed-point maps (1/32 px) make remap about twice as fast as float maps, invisibly.
+    fixed, fraction = cv2.convertMaps(np.ascontiguousarray(xy), None, cv2.CV_16SC2)
+    return cv2.remap(image, fixed, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def bake_texture(image: np.ndarray, image_xy: np.ndarray, size: int) -> np.ndarray:
-    """The UV texture [size,size,3] RGB uint8 sampled from ``image`` at the landmark positions."""
-    xy = texel_to_image_map(image_xy, size)
-    # Fixed-point maps (1/32 px) make remap about twice as fast as float maps, invisibly.
-    fixed, fraction = cv2.convertMaps(xy, None, cv2.CV_16SC2)
-    return cv2.remap(image, fixed, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    """The UV texture [size,size,3] RGB uint8 sampled from one photo at its landmark positions."""
+    return _sample(image, interpolate_vertex_values(image_xy, size))
+
+
+# Visibility is raised to this power before blending: the view that sees a texel most squarely
+# dominates, yet weights still change smoothly across the seams between views.
+BLEND_SHARPNESS = 4.0
+# Views overlap where both see the surface at least this squarely (used to match their colours).
+OVERLAP_VISIBILITY = 0.5
+MIN_SHARED_LANDMARKS = 20
+MAX_COLOUR_GAIN = 1.5
+
+
+def _vertex_colours(image: np.ndarray, image_xy: np.ndarray) -> np.ndarray:
+    """[V,3] float32 colour of the photo under each landmark (nearest pixel)."""
+    h, w = image.shape[:2]
+    x = np.clip(np.rint(image_xy[:, 0]).astype(int), 0, w - 1)
+    y = np.clip(np.rint(image_xy[:, 1]).astype(int), 0, h - 1)
+    return image[y, x].astype(np.float32)
+
+
+def colour_gains(images: list[np.ndarray], image_xys: list[np.ndarray], visibility: np.ndarray) -> np.ndarray:
+    """[views,3] per-channel gains that bring each photo's colours to the front photo's.
+
+    Measured on the landmarks both photos see squarely (exposure and white balance differ
+    between shots); 1 where too few landmarks are shared.
+    """
+    front = _vertex_colours(images[0], image_xys[0])
+    gains = np.ones((len(images), 3), np.float32)
+    for k in range(1, len(images)):
+        shared = (visibility[0] > OVERLAP_VISIBILITY) & (visibility[k] > OVERLAP_VISIBILITY)
+        if shared.sum() >= MIN_SHARED_LANDMARKS:
+            other = _vertex_colours(images[k], image_xys[k])[shared].mean(0)
+            gains[k] = np.clip(front[shared].mean(0) / np.maximum(other, 1.0), 1 / MAX_COLOUR_GAIN, MAX_COLOUR_GAIN)
+    return gains
+
+
+def bake_atlas(images: list[np.ndarray], image_xys: list[np.ndarray], visibility: np.ndarray,
+               size: int) -> np.ndarray:
+    """One UV texture from several photos, the first (the front) being the colour reference.
+
+    Parameters
+    ----------
+    images
+        RGB uint8 photos, front first.
+    image_xys
+        Per photo, the landmarks' [V,2] pixel positions in it.
+    visibility
+        [views,V] in [0,1]: how squarely each landmark faces each photo's camera.
+    size
+        Texture side in texels.
+
+    Each texel blends the photos by visibility^BLEND_SHARPNESS (normalised per landmark, so the
+    interpolated weights already sum to one); each side photo is first scaled per channel to the
+    front's colours (``colour_gains``). Texels no photo sees take the front photo's colour.
+    """
+    n = len(images)
+    weights = np.asarray(visibility, np.float32).T ** BLEND_SHARPNESS  # [V,views]
+    weights[:, 0] += 1e-3  # nothing unseen stays black: fall back on the front photo
+    weights /= weights.sum(axis=1, keepdims=True)
+    if n == 1:
+        return bake_texture(images[0], image_xys[0], size)
+    gains = colour_gains(images, image_xys, visibility)
+    # Blend in 8-bit fixed point (weights scaled to 0..255, summing to 255): OpenCV's saturating
+    # uint8 multiply/add are several times faster than float arithmetic, and the rounding error
+    # stays within two grey levels.
+    total = np.zeros((size, size, 3), np.uint8)
+    for k in range(n):
+        texels = bake_texture(images[k], image_xys[k], size)
+        if np.any(np.abs(gains[k] - 1) > 0.01):
+            texels = cv2.transform(texels, np.diag(gains[k]).astype(np.float32))
+        blend = interpolate_vertex_values(weights[:, k:k + 1] * 255, size)
+        blend = cv2.cvtColor(np.clip(blend + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+        total = cv2.add(total, cv2.multiply(texels, blend, scale=1 / 255))
+    return total
 
 
 def encode_jpeg(texture_rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:

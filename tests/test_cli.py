@@ -34,10 +34,10 @@ def test_generate_without_a_face_names_the_view_and_fails(tmp_path):
     from skimage import data
 
     views = avatar_views(512)
-    views["left"] = encode_jpeg(data.chelsea())
+    views["front"] = encode_jpeg(data.chelsea())
     run = _generate(tmp_path, views)
     assert run.returncode == 1
-    assert run.stderr.strip() == "avatar generate: left: no face found"
+    assert run.stderr.strip() == "avatar generate: front: no face found"
     assert not (tmp_path / "out.glb").exists()
 
 

@@ -73,22 +73,22 @@ def test_prefer_wait_returns_the_completed_body(stack: LocalStack, grace_hopper_
 
 def test_a_photo_without_a_face_fails_the_job_with_the_view(stack: LocalStack, astronaut_jpeg: bytes,
                                                             coffee_jpeg: bytes) -> None:
-    response = post(stack, multipart(astronaut_jpeg, coffee_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
+    response = post(stack, multipart(coffee_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["success"] is False
-    assert body["error"] == "left: no face found"
+    assert body["error"] == "front: no face found"
     avatar_id = body["details"]["avatarId"]
     assert body["details"]["code"] == "no_face"
 
     status = stack.wait_for_end(avatar_id)
     assert status["status"] == "failed"
-    assert status["error"] == {"code": "no_face", "message": "left: no face found", "view": "left"}
+    assert status["error"] == {"code": "no_face", "message": "front: no face found", "view": "front"}
     assert not stack.files.upload_dir(avatar_id).exists()
 
     download = requests.get(stack.url(f"/api/avatar/download/{avatar_id}"), timeout=5)
     assert download.status_code == 422
-    assert "left: no face found" in download.json()["error"]
+    assert "front: no face found" in download.json()["error"]
 
 
 def test_download_before_completion_is_409_with_the_status(stack: LocalStack) -> None:
