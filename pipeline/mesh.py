@@ -17,7 +17,11 @@ class Pose:
     translation: np.ndarray  # [3]
 
     def yaw_pitch_roll_degrees(self) -> tuple[float, float, float]:
-        """Head yaw (turn, + toward the camera's left), pitch (nod), roll (tilt)."""
+        """Head yaw, pitch (nod) and roll (tilt) in degrees.
+
+        Positive yaw turns the nose toward the image's right (the subject turned to their own
+        left), showing the subject's right cheek.
+        """
         r = self.rotation
         yaw = np.degrees(np.arcsin(np.clip(r[0, 2], -1, 1)))
         pitch = np.degrees(np.arctan2(-r[1, 2], r[2, 2]))
@@ -71,9 +75,9 @@ def metric_vertices(landmarks_image: np.ndarray, topology: Topology | None = Non
 
 # -- multi-view fusion ---------------------------------------------------------------------------
 
-# How much an axis that points along a view's line of sight still counts: the landmark model's
-# depth (z) is a learned guess, its x and y are measured, so a side view owns the face's depth.
-DEPTH_AXIS_WEIGHT = 0.15
+# How much a view's depth (its z, a learned guess) counts against its x and y (measured), as
+# the ratio of their precisions: a side view's x fixes the depth the front view only guesses.
+DEPTH_PRECISION = 0.1
 # A landmark facing away from every view still gets a value, mostly from the front view.
 MIN_VISIBILITY = 0.05
 REFINE_ITERATIONS = 2
@@ -113,33 +117,46 @@ def _surface_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 def view_weights(fits: list[ViewFit], normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per view, landmark and axis weights [views,468,3], and the visibility [views,468].
+    """Per view and landmark: the blending weight and the visibility [views,468] in [0,1].
 
-    A landmark counts in a view by how squarely it faces that camera; each canonical axis by how
-    much of it lies in that camera's image plane (measured) rather than along its line of sight.
+    Visibility is the cosine between the landmark's surface normal and the direction to the
+    view's camera: a landmark counts in a view by how squarely it faces that camera.
     """
     directions = np.stack([f.direction_to_camera() for f in fits])  # [views,3]
     visibility = np.clip(normals @ directions.T, 0.0, 1.0).T  # [views,468]
-    along_sight = np.stack([f.pose.rotation[2] for f in fits]) ** 2  # [views,3]: z share of each axis
-    in_plane = (1.0 - along_sight) + DEPTH_AXIS_WEIGHT * along_sight
-    weights = (visibility ** 2 + MIN_VISIBILITY)[:, :, None] * in_plane[:, None, :]
-    return weights, visibility
+    return visibility ** 2 + MIN_VISIBILITY, visibility
+
+
+def _blend(fits: list[ViewFit], weights: np.ndarray) -> np.ndarray:
+    """Per landmark, the point that best explains every view's measurement (weighted least squares).
+
+    In its own camera frame a view measures x and y with full precision and z with
+    ``DEPTH_PRECISION``; ``R.T @ diag(1, 1, DEPTH_PRECISION) @ R`` is that precision turned into the
+    canonical frame. Summing them over the views gives a 3x3 system per landmark.
+    """
+    precision = np.diag([1.0, 1.0, DEPTH_PRECISION])
+    per_view = np.stack([f.pose.rotation.T @ precision @ f.pose.rotation for f in fits])  # [views,3,3]
+    points = np.stack([f.canonical_cm for f in fits])  # [views,468,3]
+    lhs = np.einsum("vl,vij->lij", weights, per_view)
+    rhs = np.einsum("vl,vij,vlj->li", weights, per_view, points)
+    return np.linalg.solve(lhs, rhs[..., None])[..., 0]
 
 
 def fuse_views(landmarks_image: dict[str, np.ndarray], topology: Topology | None = None) -> FusedShape:
     """One face shape from several views' landmarks (image px), front first.
 
-    Each view is posed into the canonical frame and blended landmark by landmark and axis by axis
-    (``view_weights``). Then every view is re-posed against the fused shape itself, on all
-    landmarks it sees well, and blended again: the first poses were fitted to the average face.
+    Each view is posed into the canonical frame and the views are blended landmark by landmark,
+    weighted by how squarely each view sees the landmark (``view_weights``) and by how precisely it
+    measures each direction (``_blend``). Then every view is re-posed against the fused shape
+    itself, on all landmarks it sees well, and blended again: the first poses were fitted to the
+    average face.
     """
     topo = topology or load_topology()
     fits = [fit_view(v, pts, topo) for v, pts in landmarks_image.items()]
     normals = _surface_normals(topo.vertices.astype(np.float64), topo.triangles)
     for iteration in range(REFINE_ITERATIONS + 1):
         weights, visibility = view_weights(fits, normals)
-        stacked = np.stack([f.canonical_cm for f in fits])
-        fused = (weights * stacked).sum(0) / weights.sum(0)
+        fused = _blend(fits, weights)
         if iteration == REFINE_ITERATIONS or len(fits) == 1:
             break
         refitted = []

@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.features import EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
 from pipeline.glb import GlbMesh, write_glb
 from pipeline.mesh import fuse_views
+from pipeline.morphs import build_morph_targets
 from pipeline.models import FaceModels
 from pipeline.texture import bake_atlas, encode_jpeg, texture_size_for
 
@@ -241,6 +242,7 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks,
             uvs=topo.uvs,
             triangles=topo.triangles,
             texture_jpeg=texture_jpeg,
+            morph_targets=build_morph_targets(positions),
             name="avatar_head",
             extras={"modelVersion": MODEL_VERSION, "units": "metres", "views": used, "viewPoses": poses},
         ))
