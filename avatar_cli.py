@@ -1,6 +1,7 @@
 """The ``avatar`` command: one function per subcommand, registered in ``SUBCOMMANDS``.
 
     avatar generate  three photos to a GLB in this process, no service needed
+    avatar batch     submit a folder (or CSV manifest) of subjects to a server, resumably
     avatar up        Redis, the store, a worker and the API on this machine (what `make run` does)
     avatar worker    one Celery worker (queues, concurrency)
     avatar api       the HTTP API under gunicorn
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from client.batch_cli import add_batch_arguments, cmd_batch
 from jobs import localstack
 from jobs.settings import DEFAULT_VAR_DIR, Settings
 
@@ -176,6 +178,7 @@ Subcommand = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "generate": (add_generate_arguments, cmd_generate),
+    "batch": (add_batch_arguments, cmd_batch),
     "up": (add_up_arguments, cmd_up),
     "worker": (add_worker_arguments, cmd_worker),
     "api": (add_api_arguments, cmd_api),
