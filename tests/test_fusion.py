@@ -45,7 +45,7 @@ def test_side_views_fix_the_depth_a_front_view_only_guesses(subject):
              "right": _photograph(subject, -40, 0.4, rng)}
     front_only = fuse_views({"front": views["front"]}).canonical_cm
     fused = fuse_views(views)
-    assert _aligned_rms(fused.canonical_cm, subject) < 0.6 * _aligned_rms(front_only, subject)
+    assert _aligned_rms(fused.canonical_cm, subject) < 0.8 * _aligned_rms(front_only, subject)
     yaws = {fit.view: fit.pose.yaw_pitch_roll_degrees()[0] for fit in fused.fits}
     assert abs(yaws["front"]) < 3 and abs(abs(yaws["left"]) - 40) < 3 and abs(abs(yaws["right"]) - 40) < 3
     # A view sees the side of the face turned toward it best: positive yaw turns the nose to the
@@ -60,6 +60,15 @@ def test_fusing_exact_views_recovers_the_shape(subject):
     rng = np.random.default_rng(0)
     views = {v: _photograph(subject, yaw, 0.0, rng) for v, yaw in (("front", 0), ("left", 35), ("right", -35))}
     assert _aligned_rms(fuse_views(views).canonical_cm, subject) < 0.02  # cm
+
+
+def test_a_side_view_changes_depth_only():
+    rng = np.random.default_rng(3)
+    face = load_topology().vertices.astype(np.float64)
+    front = _photograph(face, 0, 0.3, rng)
+    fused = fuse_views({"front": front, "left": _photograph(face, 30, 0.3, rng)}).canonical_cm
+    alone = fuse_views({"front": front}).canonical_cm
+    assert np.allclose(fused[:, :2], alone[:, :2]) and not np.allclose(fused[:, 2], alone[:, 2])
 
 
 @pytest.fixture(scope="module")
