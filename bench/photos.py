@@ -35,10 +35,11 @@ def encode_jpeg(rgb: np.ndarray, side: int | None = None, quality: int = 90) -> 
 
 
 def avatar_views(side: int) -> dict[str, bytes]:
-    """Front, left and right JPEGs of ``side`` px: the astronaut, her mirror image, and Grace Hopper."""
+    """Front, left and right JPEGs of ``side`` px, all of the astronaut (the sides are her photo
+    and its mirror image: the same work for the pipeline as turned views, one person's texture)."""
     face = astronaut_rgb()
     return {
         "front": encode_jpeg(face, side),
-        "left": encode_jpeg(np.ascontiguousarray(face[:, ::-1]), side),
-        "right": encode_jpeg(grace_hopper_rgb(), side),
+        "left": encode_jpeg(face, side),
+        "right": encode_jpeg(np.ascontiguousarray(face[:, ::-1]), side),
     }
