@@ -205,3 +205,23 @@ def test_texture_has_as_many_texels_as_the_photo_has_face_pixels(face_px, size):
     from pipeline.texture import texture_size_for
 
     assert texture_size_for(np.array([[10.0, 20.0], [30.0, 20.0 + face_px]])) == size
+
+
+def test_three_js_loads_the_mesh_and_its_arkit_morph_targets(result, tmp_path):
+    import json
+    import subprocess
+
+    from tests.conftest import REPO_ROOT
+
+    path = tmp_path / "avatar.glb"
+    path.write_bytes(result.glb)
+    run = subprocess.run(["node", str(REPO_ROOT / "tests" / "threejs_load.mjs"), str(path)],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (loaded["meshes"], loaded["vertices"], loaded["triangles"]) == (1, 468, 898)
+    assert loaded["hasUv"] and loaded["material"] == "MeshStandardMaterial"
+    assert {"jawOpen", "mouthSmileLeft", "mouthSmileRight", "eyeBlinkLeft", "eyeBlinkRight",
+            "browInnerUp", "browDownLeft", "browDownRight"} <= set(loaded["morphTargets"])
+    assert loaded["morphTargetCount"] == len(loaded["morphTargets"]) >= 8
+    assert 0.005 < loaded["largestOffset"] < 0.05  # metres: visible, not absurd
