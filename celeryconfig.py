@@ -50,6 +50,9 @@ task_reject_on_worker_lost = True
 # Long tasks: never let one process hoard messages another idle process could run.
 worker_prefetch_multiplier = 1
 
+# No task has a rate limit; skipping the per-message token-bucket check shortens every hop.
+worker_disable_rate_limits = True
+
 task_serializer = "json"
 accept_content = ["json"]
 worker_send_task_events = False

@@ -6,7 +6,7 @@ import logging
 from flask import Flask
 from flask_jwt_extended import JWTManager
 
-from api import avatars, health, status
+from api import avatars, health, status, timing
 from api.errors import register_error_handlers
 from api.services import Services
 from jobs.settings import Settings
@@ -43,4 +43,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (avatars.bp, status.bp, health.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    timing.init_app(app)
     return app

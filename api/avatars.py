@@ -7,12 +7,15 @@ import uuid
 
 from flask import Blueprint, Response, request, send_file
 
+from api import timing
 from api.auth import current_owner, require_owner
 from api.bodies import accepted_body, completed_body, info_body, list_item, ok, status_url
 from api.errors import BadRequest, Conflict, Gone, ServiceUnavailable, Unprocessable
 from api.lookup import load_job
-from api.services import services
+from api.multipart import read_form
+from api.services import Services, services
 from api.uploads import validate_uploads
+from jobs.events import FinishedWait
 from jobs.store import Job, JobStatus
 from worker.app import enqueue_job
 
@@ -28,36 +31,62 @@ def generate() -> Response:
     """Validate, store, record, enqueue; with ``Prefer: wait=N``, wait up to N s for the result."""
     svc = services()
     owner = current_owner()
-    uploads = validate_uploads(request.files, svc.settings)
     wait_s = prefer_wait_seconds(request.headers.get("Prefer"), svc.settings.max_wait_s)
+    with timing.step("parse"):
+        parts = read_form(request.stream, request.content_type)
+    with timing.step("validate"):
+        uploads = validate_uploads(parts, svc.settings)
 
     job_id = str(uuid.uuid4())
-    svc.files.save_uploads(job_id, {view: upload.data for view, upload in uploads.items()})
+    with timing.step("store"):
+        svc.files.save_uploads(job_id, {view: upload.data for view, upload in uploads.items()})
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
-    job = svc.store.create(
-        job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
-        client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
-    )
+    with timing.step("record"):
+        job = svc.store.create(
+            job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
+            client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
+        )
+    with timing.step("enqueue"):
+        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
     try:
+        if waiting is None:
+            return ok(accepted_body(job), 202, {"Location": status_url(job_id)})
+        with timing.step("wait"):
+            job = wait_for_end(job_id, waiting, wait_s)
+        if waiting.wake_ms is not None:
+            timing.record("notify", waiting.wake_ms)
+    finally:
+        if waiting is not None:
+            waiting.close()
+
+    headers = {"Preference-Applied": f"wait={wait_s}"}
+    if job.status is JobStatus.COMPLETED:
+        return ok(completed_body(job), 200, headers)
+    if job.status is JobStatus.FAILED:
+        raise Unprocessable(job.error["message"], {"avatarId": job_id, "status": job.status.value,
+                                                   **job.error}, headers)
+    if job.status is JobStatus.CANCELED:
+        raise Gone("The avatar was canceled before it was finished.", {"avatarId": job_id})
+    return ok(accepted_body(job), 202, {"Location": status_url(job_id), **headers})
+
+
+def _enqueue_or_fail(svc: Services, job_id: str, listen: bool) -> FinishedWait | None:
+    """Queue the job (subscribed to its end first when ``listen``: it cannot then end unseen, and
+    the record need not be read before the notification). If Redis is down, end the job ``failed``
+    and answer 503: no job is left ``queued`` with nothing in the queue."""
+    waiting = None
+    try:
+        waiting = svc.events.subscribe(job_id) if listen else None
         enqueue_job(svc.celery, job_id)
+        return waiting
     except Exception as exc:
+        if waiting is not None:
+            waiting.close()
         log.error("could not queue job %s: %s", job_id, exc)
         svc.store.fail(job_id, "queue_unavailable", "The job queue was unreachable; nothing was generated.")
         svc.files.discard_inputs(job_id)
         raise ServiceUnavailable("The job queue is unreachable, so the avatar was not started; "
                                  "please retry in a minute.", headers={"Retry-After": "30"}) from None
-
-    if wait_s:
-        job = wait_for_end(job_id, wait_s)
-        headers = {"Preference-Applied": f"wait={wait_s}"}
-        if job.status is JobStatus.COMPLETED:
-            return ok(completed_body(job), 200, headers)
-        if job.status is JobStatus.FAILED:
-            raise Unprocessable(job.error["message"], {"avatarId": job_id, "status": job.status.value,
-                                                       **job.error}, headers)
-        if job.status is JobStatus.CANCELED:
-            raise Gone("The avatar was canceled before it was finished.", {"avatarId": job_id})
-    return ok(accepted_body(job), 202, {"Location": status_url(job_id)})
 
 
 @bp.get("/info/<avatar_id>")
@@ -80,11 +109,13 @@ def download(avatar_id: str) -> Response:
     return response
 
 
-@bp.delete("/<avatar_id>")
-def delete(avatar_id: str) -> Response:
+# Only an id-shaped segment matches, so /api/avatar/health is not also "DELETE an avatar named
+# health" (its 405 would otherwise offer DELETE).
+@bp.delete("/<uuid:avatar_id>")
+def delete(avatar_id: uuid.UUID) -> Response:
     """Cancel if still running, then remove the record and every file."""
     svc = services()
-    job = load_job(avatar_id)
+    job = load_job(str(avatar_id))
     if not job.status.is_terminal():
         try:
             svc.store.cancel(job.id)
@@ -129,8 +160,9 @@ def prefer_wait_seconds(prefer: str | None, maximum: int) -> int:
     return min(int(match.group(1)), maximum) if match else 0
 
 
-def wait_for_end(job_id: str, timeout_s: float) -> Job:
-    """The job once it has ended, or as it is after ``timeout_s``."""
+def wait_for_end(job_id: str, waiting: FinishedWait, timeout_s: float) -> Job:
+    """The job once it has ended, or as it is after ``timeout_s``; ``waiting`` was subscribed
+    before the job was queued, so the record is only read when a notification arrives."""
     svc = services()
     latest: dict[str, Job] = {}
 
@@ -138,7 +170,7 @@ def wait_for_end(job_id: str, timeout_s: float) -> Job:
         latest["job"] = svc.store.get(job_id)
         return latest["job"].status.is_terminal()
 
-    svc.events.wait_until(job_id, ended, timeout_s)
+    waiting.wait(ended, timeout_s)
     return latest["job"]
 
 

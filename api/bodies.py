@@ -61,6 +61,11 @@ def status_body(job: Job) -> dict[str, Any]:
     started = job.doc.get("startedAt")
     if started:
         timings["queueWait"] = _ms_between(job.created_at, started)
+    # From one stage finishing to the next one starting: recording it, the queue, the broker hop.
+    trace = job.trace
+    for earlier, later in (("preprocess", "inference"), ("inference", "export")):
+        if f"{earlier}Finished" in trace and f"{later}Received" in trace:
+            timings[f"{later}QueueWait"] = round((trace[f"{later}Received"] - trace[f"{earlier}Finished"]) * 1000, 3)
     if job.finished_at:
         timings["total"] = _ms_between(job.created_at, job.finished_at)
     body: dict[str, Any] = {

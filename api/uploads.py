@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.datastructures import FileStorage, MultiDict
+from collections.abc import Mapping
 
 from api.errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
+from api.multipart import FormPart
 from jobs.settings import Settings
 from pipeline import VIEWS, PipelineError
 from pipeline.decode import ImageHeader, check_dimensions, read_header
@@ -40,16 +41,18 @@ class _Rejected(Exception):
         self.message = message
 
 
-def validate_uploads(files: MultiDict[str, FileStorage], settings: Settings) -> dict[str, Upload]:
+def validate_uploads(parts: Mapping[str, FormPart], settings: Settings) -> dict[str, Upload]:
     """The three photos, or an ``ApiError`` whose ``details`` lists every field's verdict."""
     accepted: dict[str, Upload] = {}
     details: list[dict[str, Any]] = []
     error_classes: set[type[ApiError]] = set()
     for view in VIEWS:
-        storage = files.get(view)
-        filename = storage.filename if storage else None
+        part = parts.get(view)
+        # A plain text field named like a photo is not a photo.
+        part = part if part is not None and part.filename is not None else None
+        filename = part.filename if part else None
         try:
-            upload = _validate_one(view, storage, settings)
+            upload = _validate_one(view, part, settings)
         except _Rejected as rejected:
             error_classes.add(rejected.error_class)
             details.append({"field": view, "filename": filename, "valid": False, "error": rejected.message})
@@ -63,12 +66,11 @@ def validate_uploads(files: MultiDict[str, FileStorage], settings: Settings) -> 
     return accepted
 
 
-def _validate_one(view: str, storage: FileStorage | None, settings: Settings) -> Upload:
-    if storage is None:
+def _validate_one(view: str, part: FormPart | None, settings: Settings) -> Upload:
+    if part is None:
         raise _Rejected(BadRequest, f"Missing file: '{view}' is required "
                                     f"(a {VIEW_DESCRIPTIONS[view]} face photo).")
-    # Read at most one byte past the limit: enough to know it is too large.
-    data = storage.stream.read(settings.max_image_bytes + 1)
+    data = part.data
     if len(data) > settings.max_image_bytes:
         raise _Rejected(PayloadTooLarge, f"File too large. Maximum size is "
                                          f"{settings.max_image_bytes // (1024 * 1024)}MB per image.")
@@ -83,4 +85,4 @@ def _validate_one(view: str, storage: FileStorage | None, settings: Settings) ->
         if exc.code == "unsupported_format":
             message = "Unsupported file type: only JPEG, PNG and WebP images are accepted."
         raise _Rejected(error_class, message) from None
-    return Upload(view, storage.filename or view, data, header)
+    return Upload(view, part.filename or view, data, header)

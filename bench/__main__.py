@@ -1,6 +1,9 @@
-"""`python -m bench` (or `make bench`): every benchmark, JSON on stdout.
+"""`python -m bench` (or `make bench`): the in-process pipeline and the service, in one run, one JSON.
 
-Options: `--only pipeline|service`, `--quick` (fewer repeats).
+Both halves run on the same machine minutes apart, so the service is compared with the pipeline as
+it runs here and now (``comparison``): POST → completed p50 against the in-process whole-avatar
+median, and service avatars/s against in-process avatars/s with the same number of processes.
+``goals`` checks issue 3's targets. Options: `--only pipeline|service`, `--quick` (smoke run).
 """
 from __future__ import annotations
 
@@ -9,27 +12,72 @@ import json
 import os
 import platform
 import sys
+from typing import Any
+
+from bench.pipeline_bench import run_pipeline_bench, run_pipeline_throughput
+from bench.service import run_service_bench
+
+WORKER_PROCESSES = 2
+# Issue 3: POST → completed p50 per input size, avatars/s, and the most the service may cost over
+# the in-process pipeline.
+LATENCY_GOAL_MS = {"3x1024": 90, "3x4096": 180}
+THROUGHPUT_GOAL = 15.0
+MAX_RATIO = 1.5
+
+
+def comparison(pipeline: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
+    """Service over in-process: latency (p50 / median, lower is better) and throughput (in-process
+    avatars/s / service avatars/s, so that for both 1.0 is "no overhead" and above is slower)."""
+    out: dict[str, Any] = {}
+    for size, measured in service["postToCompleted"].items():
+        side = size.removeprefix("3x")
+        inproc = pipeline[f"{side}x{side}"]["avatar_ms_median"]
+        out[f"latency_{size}"] = {"service_p50_ms": measured["p50_ms"], "inprocess_median_ms": inproc,
+                                  "ratio": round(measured["p50_ms"] / inproc, 2)}
+    inproc_rate = pipeline["throughput"]["avatarsPerSecond"]
+    service_rate = service["throughput"]["avatarsPerSecond"]
+    out["throughput"] = {"service_avatars_per_s": service_rate, "inprocess_avatars_per_s": inproc_rate,
+                         "processes": pipeline["throughput"]["processes"],
+                         "ratio": round(inproc_rate / service_rate, 2)}
+    return out
+
+
+def goals(service: dict[str, Any], compared: dict[str, Any]) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    for size, goal in LATENCY_GOAL_MS.items():
+        if size in service["postToCompleted"]:
+            p50 = service["postToCompleted"][size]["p50_ms"]
+            checks[f"p50_{size}_le_{goal}ms"] = p50 <= goal
+            checks[f"p50_{size}_within_{MAX_RATIO}x"] = compared[f"latency_{size}"]["ratio"] <= MAX_RATIO
+    rate = service["throughput"]["avatarsPerSecond"]
+    checks[f"throughput_ge_{THROUGHPUT_GOAL:g}_per_s"] = rate >= THROUGHPUT_GOAL
+    checks[f"throughput_within_{MAX_RATIO}x"] = compared["throughput"]["ratio"] <= MAX_RATIO
+    checks["all_met"] = all(checks.values())
+    return checks
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", choices=["pipeline", "service"], action="append")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, under a minute)")
     args = parser.parse_args(argv)
     wanted = set(args.only or ["pipeline", "service"])
-    report: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                "python": platform.python_version()}}
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                          "python": platform.python_version()},
+                              "quick": args.quick}
     if "pipeline" in wanted:
-        from bench.pipeline_bench import run_pipeline_bench
-
-        report["pipeline"] = run_pipeline_bench(repeats=5 if args.quick else 15)
+        report["pipeline"] = run_pipeline_bench(repeats=5 if args.quick else 21)
+        report["pipeline"]["throughput"] = run_pipeline_throughput(
+            WORKER_PROCESSES, per_process=15 if args.quick else 60)
     if "service" in wanted:
-        try:
-            from bench.service import run_service_bench
-        except ImportError as err:  # the service benchmark arrives with the service
-            report["service"] = {"skipped": str(err)}
-        else:
-            report["service"] = run_service_bench(quick=args.quick)
+        report["service"] = run_service_bench(
+            workers=WORKER_PROCESSES,
+            requests_per_size=8 if args.quick else 40,
+            throughput_requests=30 if args.quick else 240,
+            warmup=3 if args.quick else 6)
+    if {"pipeline", "service"} <= wanted:
+        report["comparison"] = comparison(report["pipeline"], report["service"])
+        report["goals"] = goals(report["service"], report["comparison"])
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

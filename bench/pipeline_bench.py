@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import time
 from typing import Callable, Mapping
@@ -85,3 +86,46 @@ def run_pipeline_bench(sizes: tuple[int, ...] = (1024, 4096), repeats: int = 15)
             "input_bytes": sum(len(b) for b in views.values()),
         }
     return out
+
+
+def _throughput_worker(side: int, count: int, barrier, results) -> None:
+    """One process of the in-process throughput run: load, warm up, wait for the others, make ``count``."""
+    import trimesh  # noqa: F401  (as the worker processes do: imported once, before the first job)
+
+    from pipeline.stages import warm_up
+
+    cv2.setNumThreads(1)
+
+    models = FaceModels.load(threads=1)
+    warm_up()
+    views = avatar_views(side)
+    run_pipeline(views, models)
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in range(count):
+        run_pipeline(views, models)
+    results.put((start, time.perf_counter()))
+
+
+def run_pipeline_throughput(processes: int = 2, side: int = 1024, per_process: int = 40) -> dict:
+    """Avatars/s with ``processes`` processes each running the whole pipeline back to back, the
+    ceiling the service's throughput is compared with (same processes, same inputs, no service)."""
+    import multiprocessing
+
+    # The same one-thread-per-process limits the worker processes run with (worker/__init__.py).
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+    # spawn: the processes must not inherit this process's ONNX sessions across a fork.
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_throughput_worker, args=(side, per_process, barrier, results))
+             for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    spans = [results.get(timeout=300) for _ in procs]
+    for proc in procs:
+        proc.join()
+    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+    total = processes * per_process
+    return {"photos": f"3x{side}", "processes": processes, "avatars": total,
+            "avatarsPerSecond": round(total / elapsed, 2)}

@@ -1,116 +1,254 @@
 """Service benchmark: POST → completed through the real local stack (gunicorn, Redis, Celery, store).
 
-Measures, for 3×1024² and 3×4096² JPEGs made from a real photo, the latency from the start of the POST
-to the job being completed (``Prefer: wait``, so no polling interval is added), p50/p95, and the
-sustained throughput (avatars/s) with ``workers`` worker processes and ``clients`` concurrent clients.
-Prints JSON with ``python -m bench.service``.
+For 3×1024² and 3×4096² JPEGs (the same real photos the pipeline benchmark uses) it measures the time
+from sending the POST to receiving the completed body (``Prefer: wait``, so no polling interval is
+added), p50/p95, and the sustained throughput (avatars/s) with ``workers`` worker processes and
+``clients`` concurrent clients. It also reports where the time of a job goes: the API's steps (its
+``Server-Timing`` header), each stage's load/compute/save, the hops between stages (from the job
+record's trace), and the CPU each process of the stack used, the benchmark client included.
+
+The client is lean on purpose: it shares the 2 cores with the service, so it builds each multipart
+body once and sends it over a kept-alive ``http.client`` connection.
 """
 from __future__ import annotations
 
-import io
+import http.client
 import json
+import resource
 import socket
 import statistics
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
-from PIL import Image
+import psutil
 
+from bench.photos import avatar_views
 from jobs import localstack
 from jobs.settings import Settings
+from jobs.store import JobStore
 
 WORKER_NAME = "bench@" + socket.gethostname()
 
 
-def photo_jpeg(side: int) -> bytes:
-    """The astronaut photo scaled to ``side``² and encoded as JPEG (quality 90)."""
-    from skimage import data
+# -- the client ------------------------------------------------------------------------------------
 
-    image = Image.fromarray(data.astronaut()).resize((side, side), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def _generate(base_url: str, jpeg: bytes) -> float:
-    files = {view: (f"{view}.jpg", jpeg, "image/jpeg") for view in ("front", "left", "right")}
-    start = time.perf_counter()
-    response = requests.post(f"{base_url}/api/avatar/generate", files=files,
-                             headers={"Prefer": "wait=60"}, timeout=90)
-    elapsed = (time.perf_counter() - start) * 1000
-    if response.status_code != 200:
-        raise RuntimeError(f"generate answered {response.status_code}: {response.text[:300]}")
-    return elapsed
+def multipart_body(views: Mapping[str, bytes]) -> tuple[bytes, str]:
+    """``(body, content_type)`` of a multipart form with one JPEG file per view."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for view, data in views.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{view}"; '
+                     f'filename="{view}.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 1)
+@dataclass
+class Sample:
+    ms: float
+    avatar_id: str
+    server_timing: dict[str, float] = field(default_factory=dict)
 
 
-def run_service_bench(sides: tuple[int, ...] = (1024, 4096), requests_per_size: int = 20,
-                      throughput_requests: int = 40, workers: int = 2, clients: int = 4,
-                      warmup: int = 3) -> dict[str, Any]:
-    """Start a private stack, measure, stop it; returns the numbers as a dict."""
-    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
-        root = Path(tmp)
-        processes = []
+class Client:
+    """One kept-alive connection that posts a prepared body with ``Prefer: wait``."""
+
+    def __init__(self, host: str, port: int):
+        self.conn = http.client.HTTPConnection(host, port, timeout=90)
+
+    def generate(self, body: bytes, content_type: str) -> Sample:
+        start = time.perf_counter()
+        self.conn.request("POST", "/api/avatar/generate", body=body,
+                          headers={"Content-Type": content_type, "Prefer": "wait=60"})
+        response = self.conn.getresponse()
+        payload = response.read()
+        ms = (time.perf_counter() - start) * 1000
+        if response.status != 200:
+            raise RuntimeError(f"generate answered {response.status}: {payload[:300]!r}")
+        return Sample(ms, json.loads(payload)["data"]["avatarId"],
+                      parse_server_timing(response.getheader("Server-Timing", "")))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """``{"parse": 2.1, ...}`` from ``parse;dur=2.1, ...``."""
+    steps = {}
+    for entry in filter(None, (e.strip() for e in header.split(","))):
+        name, _, rest = entry.partition(";")
+        for param in rest.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                steps[name] = float(value)
+    return steps
+
+
+# -- the stack -------------------------------------------------------------------------------------
+
+class BenchStack:
+    """A private local stack (Redis, the store, one worker with ``workers`` processes, the API)."""
+
+    def __init__(self, root: Path, workers: int, api_workers: int, api_threads: int):
+        self.root = root
+        self.processes: dict[str, Any] = {}
+        redis_url, self.processes["redis"] = localstack.start_redis(root / "redis", persist=False)
+        mongo_uri, self.processes["mongodb"] = localstack.start_mongo(None, log_path=root / "mongo.log")
+        self.port = localstack.free_port()
+        self.settings = Settings.from_env({
+            "redis_url": redis_url, "mongodb_uri": mongo_uri, "data_dir": root / "data",
+            "port": self.port, "host": "127.0.0.1", "worker_concurrency": workers,
+            "api_workers": api_workers, "api_threads": api_threads,
+        }, environ={})
+        localstack.wait_redis(redis_url, self.processes["redis"])
+        self.processes["worker"] = localstack.start_worker(self.settings, ("cpu", "gpu"), workers, WORKER_NAME,
+                                                           root / "worker.log")
+        localstack.wait_mongo(mongo_uri, self.processes["mongodb"])
+        self.processes["api"] = localstack.start_api(self.settings, root / "api.log")
+        localstack.wait_api(f"http://127.0.0.1:{self.port}", self.processes["api"])
+        localstack.wait_worker(self.settings, WORKER_NAME, workers, self.processes["worker"])
+        self.store = JobStore.from_settings(self.settings)
+
+    def client(self) -> Client:
+        return Client("127.0.0.1", self.port)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each piece has used so far, its child processes included."""
+        used = {}
+        for name, process in self.processes.items():
+            try:
+                parent = psutil.Process(process.pid)
+                total = 0.0
+                for proc in [parent, *parent.children(recursive=True)]:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+                used[name] = total
+            except psutil.Error:
+                used[name] = float("nan")
+        return used
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            localstack.stop(process)
+
+
+# -- measuring -------------------------------------------------------------------------------------
+
+def _percentile(values: Iterable[float], q: float) -> float:
+    return round(float(np.percentile(list(values), q)), 1)
+
+
+def _medians(dicts: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for d in dicts for k in d})
+    return {k: round(statistics.median([d[k] for d in dicts if k in d]), 2) for k in keys}
+
+
+def _client_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def job_breakdown(store: JobStore, samples: list[Sample]) -> dict[str, Any]:
+    """Medians over ``samples`` of the API's steps and of what the job records say about each stage."""
+    from api.bodies import status_body
+
+    timings = [status_body(store.get(s.avatar_id))["timings"] for s in samples]
+    return {"apiServerTiming": _medians([s.server_timing for s in samples]),
+            "jobTimings": _medians(timings)}
+
+
+def measure_latency(stack: BenchStack, views: Mapping[str, bytes], n: int) -> dict[str, Any]:
+    """``n`` POST → completed, one at a time."""
+    body, content_type = multipart_body(views)
+    client = stack.client()
+    try:
+        samples = [client.generate(body, content_type) for _ in range(n)]
+    finally:
+        client.close()
+    values = [s.ms for s in samples]
+    return {"n": n, "p50_ms": _percentile(values, 50), "p95_ms": _percentile(values, 95),
+            "mean_ms": round(statistics.fmean(values), 1), "inputBytes": sum(map(len, views.values())),
+            "breakdown_median_ms": job_breakdown(stack.store, samples)}
+
+
+def measure_throughput(stack: BenchStack, views: Mapping[str, bytes], requests: int,
+                       clients: int) -> dict[str, Any]:
+    """``requests`` avatars from ``clients`` concurrent clients; avatars/s and CPU by process."""
+    body, content_type = multipart_body(views)
+    remaining = iter(range(requests))
+    lock = threading.Lock()
+    samples: list[Sample] = []
+    errors: list[BaseException] = []
+    conns = [stack.client() for _ in range(clients)]
+
+    def run(client: Client) -> None:
         try:
-            redis_url, redis_proc = localstack.start_redis(root / "redis", persist=False)
-            processes.append(redis_proc)
-            mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=root / "mongo.log")
-            processes.append(mongo_proc)
-            port = localstack.free_port()
-            settings = Settings.from_env({
-                "redis_url": redis_url, "mongodb_uri": mongo_uri, "data_dir": root / "data",
-                "port": port, "host": "127.0.0.1", "worker_concurrency": workers,
-                "api_workers": 2, "api_threads": 8,
-            }, environ={})
-            localstack.wait_redis(redis_url, redis_proc)
-            worker = localstack.start_worker(settings, ("cpu", "gpu"), workers, WORKER_NAME,
-                                             root / "worker.log")
-            processes.append(worker)
-            localstack.wait_mongo(mongo_uri, mongo_proc)
-            api = localstack.start_api(settings, root / "api.log")
-            processes.append(api)
-            base_url = f"http://127.0.0.1:{port}"
-            localstack.wait_api(base_url, api)
-            localstack.wait_worker(settings, WORKER_NAME, workers, worker)
-            return _measure(base_url, sides, requests_per_size, throughput_requests, workers, clients, warmup)
-        finally:
-            for process in reversed(processes):
-                localstack.stop(process)
+            while True:
+                with lock:
+                    if next(remaining, None) is None:
+                        return
+                sample = client.generate(body, content_type)
+                with lock:
+                    samples.append(sample)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
 
-
-def _measure(base_url: str, sides: tuple[int, ...], requests_per_size: int, throughput_requests: int,
-             workers: int, clients: int, warmup: int) -> dict[str, Any]:
-    photos = {side: photo_jpeg(side) for side in sides}
-    for _ in range(warmup):
-        _generate(base_url, photos[sides[0]])
-    latency = {}
-    for side, jpeg in photos.items():
-        samples = [_generate(base_url, jpeg) for _ in range(requests_per_size)]
-        latency[f"3x{side}"] = {
-            "jpegBytes": len(jpeg), "n": len(samples),
-            "p50_ms": _percentile(samples, 50), "p95_ms": _percentile(samples, 95),
-            "mean_ms": round(statistics.fmean(samples), 1),
-        }
-    small = photos[sides[0]]
+    threads = [threading.Thread(target=run, args=(c,)) for c in conns]
+    cpu_before, client_before = stack.cpu_seconds(), _client_cpu_s()
     start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(lambda _: _generate(base_url, small), range(throughput_requests)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     elapsed = time.perf_counter() - start
+    cpu_after, client_after = stack.cpu_seconds(), _client_cpu_s()
+    for conn in conns:
+        conn.close()
+    if errors:
+        raise errors[0]
+    cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+    cpu["benchClient"] = client_after - client_before
     return {
-        "service": {
-            "postToCompleted": latency,
-            "throughput": {"photos": f"3x{sides[0]}", "requests": throughput_requests, "clients": clients,
-                           "workerProcesses": workers,
-                           "avatarsPerSecond": round(throughput_requests / elapsed, 2)},
-        }
+        "requests": requests, "clients": clients, "seconds": round(elapsed, 2),
+        "avatarsPerSecond": round(requests / elapsed, 2),
+        "latency_p50_ms": _percentile([s.ms for s in samples], 50),
+        # Cores busy on average, per piece: 2.0 is the whole machine.
+        "coresUsed": {name: round(seconds / elapsed, 2) for name, seconds in cpu.items()},
+        "cpuMsPerAvatar": {name: round(seconds * 1000 / requests, 1) for name, seconds in cpu.items()},
+    }
+
+
+def run_service_bench(sides: tuple[int, ...] = (1024, 4096), requests_per_size: int = 30,
+                      throughput_requests: int = 120, workers: int = 2, clients: int = 4,
+                      warmup: int = 5, api_workers: int | None = None,
+                      api_threads: int | None = None) -> dict[str, Any]:
+    """Start a private stack, measure, stop it; returns the numbers as a dict.
+
+    The API runs with the gunicorn workers and threads `avatar up` would use unless told otherwise.
+    """
+    defaults = Settings.from_env()  # API_WORKERS / API_THREADS apply, as for `avatar up`
+    api_workers = api_workers or defaults.api_workers
+    api_threads = api_threads or defaults.api_threads
+    photos = {side: avatar_views(side) for side in sides}
+    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
+        stack = BenchStack(Path(tmp), workers, api_workers, api_threads)
+        try:
+            measure_latency(stack, photos[sides[0]], warmup)
+            latency = {f"3x{side}": measure_latency(stack, photos[side], requests_per_size) for side in sides}
+            throughput = measure_throughput(stack, photos[sides[0]], throughput_requests, clients)
+        finally:
+            stack.stop()
+    return {
+        "stack": {"workerProcesses": workers, "apiWorkers": api_workers, "apiThreads": api_threads},
+        "postToCompleted": latency,
+        "throughput": {"photos": f"3x{sides[0]}", "workerProcesses": workers, **throughput},
     }
 
 

@@ -1,6 +1,7 @@
 """Small Redis conventions beside the broker: "job finished" notifications and worker heartbeats."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -24,26 +25,62 @@ class JobEvents:
         self.redis = client
 
     def publish_finished(self, job_id: str, status: str) -> None:
-        self.redis.publish(FINISHED_CHANNEL.format(job_id=job_id), status)
+        # The send time lets a waiter measure how long the notification took to wake it.
+        payload = json.dumps({"status": status, "sentAt": time.time()})
+        self.redis.publish(FINISHED_CHANNEL.format(job_id=job_id), payload)
+
+    def subscribe(self, job_id: str) -> "FinishedWait":
+        """Start listening for ``job_id`` finishing. Do it before queueing the job, so that even a
+        job that ends at once cannot finish unseen; then ``wait()`` on it and ``close()`` it."""
+        return FinishedWait(self.redis, job_id)
 
     def wait_until(self, job_id: str, is_finished: Callable[[], bool], timeout_s: float) -> bool:
         """Block until ``is_finished()`` is true or ``timeout_s`` passes; returns the last answer.
 
-        Subscribes before the first check, so a notification sent between check and wait is not missed.
+        For a job queued earlier: checks once after subscribing, so an end that came before is seen.
         """
+        with contextlib.closing(self.subscribe(job_id)) as waiting:
+            return is_finished() or waiting.wait(is_finished, timeout_s)
+
+
+class FinishedWait:
+    """A subscription to one job's "finished" channel."""
+
+    def __init__(self, client: redis.Redis, job_id: str):
+        self.pubsub = client.pubsub()
+        self.pubsub.subscribe(FINISHED_CHANNEL.format(job_id=job_id))
+        # Read the confirmation: once it is here the server delivers every later publish to us.
+        self.pubsub.get_message(timeout=RECHECK_INTERVAL_S)
+        # How long the last notification took from the publisher to this process, in ms.
+        self.wake_ms: float | None = None
+
+    def wait(self, is_finished: Callable[[], bool], timeout_s: float) -> bool:
+        """Until ``is_finished()`` is true (checked on each notification, and every
+        ``RECHECK_INTERVAL_S`` in case one was lost) or ``timeout_s`` passes; returns the last answer."""
         deadline = time.monotonic() + timeout_s
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(FINISHED_CHANNEL.format(job_id=job_id))
-            while True:
-                if is_finished():
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                pubsub.get_message(timeout=min(remaining, RECHECK_INTERVAL_S))
-        finally:
-            pubsub.close()
+        last_check = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return is_finished()
+            message = self.pubsub.get_message(timeout=min(deadline - now, RECHECK_INTERVAL_S))
+            if message is not None and message.get("type") == "message":
+                self.wake_ms = _wake_ms(message.get("data"))
+            elif time.monotonic() - last_check < RECHECK_INTERVAL_S:
+                continue  # a subscription reply, or woken early: nothing new to check
+            last_check = time.monotonic()
+            if is_finished():
+                return True
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
+def _wake_ms(data: Any) -> float | None:
+    try:
+        return round((time.time() - float(json.loads(data)["sentAt"])) * 1000, 3)
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 class WorkerRegistry:

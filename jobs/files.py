@@ -27,7 +27,9 @@ class FileStore:
     """Paths and atomic writes under ``root`` (the shared DATA_DIR)."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        # Absolute: Flask's send_file resolves a relative path against the app's package, not the
+        # working directory (a relative DATA_DIR such as `make run`'s var/data made downloads 500).
+        self.root = Path(root).absolute()
 
     def ensure_dirs(self) -> None:
         for name in ("uploads", "work", "results"):

@@ -3,6 +3,10 @@
     queued → preprocessing → inference → exporting → completed
        └──────────┴──────────────┴────────────┴──────→ failed | canceled
 
+``queued`` is entered by the API and left when the first stage starts. Past that, a running status
+names the stage the job is waiting for or running: the update that finishes one stage also enters
+the next (``advance``), so each stage costs one round trip to the store, not two.
+
 Every transition is a guarded ``update_one({"_id": id, "status": <expected>}, ...)`` followed by a
 ``modified_count`` check, so two processes racing on one job cannot both win: the loser gets a
 ``TransitionError``. (``find_one_and_update`` would read back the document in the same round trip, but
@@ -46,6 +50,9 @@ ACTIVE_STATUSES = tuple(s for s in JobStatus if s not in TERMINAL_STATUSES)
 # The stage each running status follows: a stage may only start from the one before it.
 STAGE_ORDER = (JobStatus.QUEUED, JobStatus.PREPROCESSING, JobStatus.INFERENCE, JobStatus.EXPORTING)
 PREVIOUS_STAGE = {STAGE_ORDER[i]: STAGE_ORDER[i - 1] for i in range(1, len(STAGE_ORDER))}
+# What finishing a stage enters.
+NEXT_STAGE = {JobStatus.PREPROCESSING: JobStatus.INFERENCE, JobStatus.INFERENCE: JobStatus.EXPORTING,
+              JobStatus.EXPORTING: JobStatus.COMPLETED}
 
 # Rough share of the work done when a status is entered (for clients' progress bars).
 PROGRESS = {
@@ -126,6 +133,11 @@ class Job:
     @property
     def timings(self) -> dict[str, float]:
         return dict(self.doc.get("timings") or {})
+
+    @property
+    def trace(self) -> dict[str, float]:
+        """Wall-clock points (epoch seconds) the stages recorded: when each started and finished."""
+        return dict(self.doc.get("trace") or {})
 
     @property
     def created_at(self) -> datetime:
@@ -236,8 +248,9 @@ class JobStore:
 
     # -- transitions -------------------------------------------------------------------------
 
-    def start_stage(self, job_id: str, stage: JobStatus, worker: str | None = None) -> None:
-        """Enter a running stage from the one before it.
+    def start_stage(self, job_id: str, stage: JobStatus, worker: str | None = None,
+                    started_at: datetime | None = None) -> None:
+        """Enter a running stage from the one before it (only the first stage needs this).
 
         Re-entering the stage the job is already in is allowed: with late acknowledgement a task whose
         worker died is delivered again, and the redelivered task must be able to redo its stage.
@@ -246,23 +259,33 @@ class JobStore:
         now = utcnow()
         update: dict[str, Any] = {"status": stage.value, "stage": stage.value, "updatedAt": now}
         if stage is JobStatus.PREPROCESSING:
-            update["startedAt"] = now
+            update["startedAt"] = _ms(started_at) if started_at else now
         if worker:
             update[f"workers.{stage.value}"] = worker
         self._transition(job_id, f"start {stage.value}", (previous, stage), {"$set": update})
 
-    def finish_stage(self, job_id: str, stage: JobStatus, timings_ms: Mapping[str, float]) -> None:
-        """Record what a stage measured, if the job is still in that stage (it may have been canceled)."""
-        update = {f"timings.{name}": round(float(ms), 3) for name, ms in timings_ms.items()}
-        update["updatedAt"] = utcnow()
-        self._transition(job_id, f"finish {stage.value}", (stage,), {"$set": update})
+    def advance(self, job_id: str, stage: JobStatus, timings_ms: Mapping[str, float], *,
+                worker: str | None = None, trace: Mapping[str, float] | None = None) -> JobStatus:
+        """Finish ``stage`` and enter the next one in one guarded update; returns the status entered.
 
-    def complete(self, job_id: str, result: Mapping[str, Any], timings_ms: Mapping[str, float]) -> None:
+        The next stage's task may still be waiting in its queue: a running status means "waiting
+        for or running" that stage. Finishing the last stage is ``complete``.
+        """
+        following = NEXT_STAGE[stage]
+        if following is JobStatus.COMPLETED:
+            raise ValueError("the last stage ends with complete(), which records the result")
+        update = _stage_fields(stage, timings_ms, worker, trace)
+        update.update({"status": following.value, "stage": following.value, "updatedAt": utcnow()})
+        self._transition(job_id, f"finish {stage.value}", (stage,), {"$set": update})
+        return following
+
+    def complete(self, job_id: str, result: Mapping[str, Any], timings_ms: Mapping[str, float], *,
+                 worker: str | None = None, trace: Mapping[str, float] | None = None) -> None:
         """exporting → completed, with the result metadata (not the GLB: that is a file)."""
         now = utcnow()
-        update: dict[str, Any] = {"status": JobStatus.COMPLETED.value, "updatedAt": now,
-                                  "finishedAt": now, "result": dict(result)}
-        update.update({f"timings.{name}": round(float(ms), 3) for name, ms in timings_ms.items()})
+        update = _stage_fields(JobStatus.EXPORTING, timings_ms, worker, trace)
+        update.update({"status": JobStatus.COMPLETED.value, "updatedAt": now, "finishedAt": now,
+                       "result": dict(result)})
         self._transition(job_id, "complete", (JobStatus.EXPORTING,), {"$set": update})
 
     def fail(self, job_id: str, code: str, message: str, view: str | None = None) -> None:
@@ -291,3 +314,18 @@ class JobStore:
         if current is None:
             raise JobNotFound(job_id)
         raise TransitionError(job_id, name, expected, current.status)
+
+
+def _stage_fields(stage: JobStatus, timings_ms: Mapping[str, float], worker: str | None,
+                  trace: Mapping[str, float] | None) -> dict[str, Any]:
+    """The ``$set`` fields a finished stage records: its timings, its worker, its trace points."""
+    fields: dict[str, Any] = {f"timings.{name}": round(float(ms), 3) for name, ms in timings_ms.items()}
+    if worker:
+        fields[f"workers.{stage.value}"] = worker
+    for name, epoch_s in (trace or {}).items():
+        fields[f"trace.{name}"] = round(float(epoch_s), 4)
+    return fields
+
+
+def _ms(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,36 @@ from pipeline.stages import warm_up
 log = logging.getLogger(__name__)
 
 
+class RecentOutputs:
+    """The stage outputs this process last produced or loaded, by job id (a few jobs at most).
+
+    When a job's next stage runs in the same process it takes the previous output from here instead
+    of loading the file. The file is written all the same: the next task may go to another process
+    or machine, and a task redelivered after its worker died reads it.
+    """
+
+    def __init__(self, max_jobs: int = 4):
+        self.max_jobs = max_jobs
+        self._jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Pool processes run one task at a time; the lock is for threaded pools.
+        self._lock = threading.Lock()
+
+    def put(self, job_id: str, name: str, value: Any) -> None:
+        with self._lock:
+            self._jobs.setdefault(job_id, {})[name] = value
+            self._jobs.move_to_end(job_id)
+            while len(self._jobs) > self.max_jobs:
+                self._jobs.popitem(last=False)
+
+    def get(self, job_id: str, name: str) -> Any | None:
+        with self._lock:
+            return self._jobs.get(job_id, {}).get(name)
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+
 @dataclass
 class WorkerRuntime:
     """The per-process resources tasks use."""
@@ -38,6 +69,7 @@ class WorkerRuntime:
     registry: WorkerRegistry
     models: FaceModels | None = None  # None if loading failed
     model_error: str | None = None
+    outputs: RecentOutputs = field(default_factory=RecentOutputs)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property

@@ -24,19 +24,40 @@ def new_job(store: JobStore, owner: str | None = None) -> str:
 def test_happy_path_records_stages_timings_and_result(store: JobStore) -> None:
     job_id = new_job(store)
     assert store.get(job_id).status is JobStatus.QUEUED
-    for stage in (JobStatus.PREPROCESSING, JobStatus.INFERENCE, JobStatus.EXPORTING):
-        store.start_stage(job_id, stage, worker="w1")
-        if stage is not JobStatus.EXPORTING:
-            store.finish_stage(job_id, stage, {f"{stage.value}Ms": 1.5})
-    store.complete(job_id, {"glbSize": 10}, {"exportMs": 2.0})
+    store.start_stage(job_id, JobStatus.PREPROCESSING, worker="w1")
+    assert store.get(job_id).status is JobStatus.PREPROCESSING
+    # Finishing a stage enters the next one in the same update.
+    assert store.advance(job_id, JobStatus.PREPROCESSING, {"preprocessingMs": 1.5}, worker="w1",
+                         trace={"preprocessFinished": 100.0}) is JobStatus.INFERENCE
+    assert store.get(job_id).status is JobStatus.INFERENCE
+    assert store.advance(job_id, JobStatus.INFERENCE, {"inferenceMs": 1.5}, worker="w2") is JobStatus.EXPORTING
+    store.complete(job_id, {"glbSize": 10}, {"exportMs": 2.0}, worker="w1", trace={"exportFinished": 101.5})
 
     job = store.get(job_id)
     assert job.status is JobStatus.COMPLETED and job.status.is_terminal()
     assert job.progress == 1.0
     assert job.timings == {"preprocessingMs": 1.5, "inferenceMs": 1.5, "exportMs": 2.0}
+    assert job.trace == {"preprocessFinished": 100.0, "exportFinished": 101.5}
     assert job.result == {"glbSize": 10}
-    assert job.doc["workers"] == {"preprocessing": "w1", "inference": "w1", "exporting": "w1"}
+    assert job.doc["workers"] == {"preprocessing": "w1", "inference": "w2", "exporting": "w1"}
     assert job.finished_at is not None
+
+
+def test_a_stage_can_only_be_finished_by_its_own_task(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    store.advance(job_id, JobStatus.PREPROCESSING, {})
+    # A redelivered preprocess, or an export that jumped the queue, cannot move the job.
+    for attempt in (lambda: store.advance(job_id, JobStatus.PREPROCESSING, {}),
+                    lambda: store.complete(job_id, {}, {})):
+        with pytest.raises(TransitionError) as raised:
+            attempt()
+        assert raised.value.actual is JobStatus.INFERENCE
+    with pytest.raises(TransitionError):
+        store.start_stage(job_id, JobStatus.PREPROCESSING)
+    with pytest.raises(ValueError):
+        store.advance(job_id, JobStatus.EXPORTING, {})
+    assert store.get(job_id).status is JobStatus.INFERENCE
 
 
 @pytest.mark.parametrize("stage", [JobStatus.INFERENCE, JobStatus.EXPORTING])
@@ -74,7 +95,7 @@ def test_terminal_states_refuse_every_transition(store: JobStore, end: str) -> N
     ended = store.get(job_id).status
     attempts = [
         lambda: store.start_stage(job_id, JobStatus.INFERENCE),
-        lambda: store.finish_stage(job_id, JobStatus.PREPROCESSING, {"x": 1}),
+        lambda: store.advance(job_id, JobStatus.PREPROCESSING, {"x": 1}),
         lambda: store.complete(job_id, {}, {}),
         lambda: store.fail(job_id, "internal_error", "boom"),
         lambda: store.cancel(job_id),
@@ -86,12 +107,12 @@ def test_terminal_states_refuse_every_transition(store: JobStore, end: str) -> N
     assert store.get(job_id).status is ended
 
 
-def test_finish_stage_after_cancel_tells_the_worker_to_stop(store: JobStore) -> None:
+def test_finishing_a_stage_after_cancel_tells_the_worker_to_stop(store: JobStore) -> None:
     job_id = new_job(store)
     store.start_stage(job_id, JobStatus.PREPROCESSING)
     store.cancel(job_id)
     with pytest.raises(TransitionError) as raised:
-        store.finish_stage(job_id, JobStatus.PREPROCESSING, {"decode": 1})
+        store.advance(job_id, JobStatus.PREPROCESSING, {"decode": 1})
     assert raised.value.actual is JobStatus.CANCELED
 
 
@@ -136,3 +157,12 @@ def test_listing_is_per_owner_newest_first(store: JobStore) -> None:
     page, total = store.list_for_owner(owner, skip=0, limit=2)
     assert total == 3
     assert [job.id for job in page] == ids[::-1][:2]
+
+
+def test_file_store_paths_are_absolute_whatever_the_setting(tmp_path, monkeypatch) -> None:
+    from jobs.files import FileStore
+
+    monkeypatch.chdir(tmp_path)
+    files = FileStore("var/data")
+    assert files.root == tmp_path / "var" / "data"
+    assert files.result_path("x").is_absolute()

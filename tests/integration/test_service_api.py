@@ -215,3 +215,92 @@ def test_tokens_make_avatars_private(stack: LocalStack) -> None:
     assert avatar_id in [item["avatarId"] for item in listing["avatars"]]
     assert requests.get(stack.url("/api/avatar"), timeout=5).status_code == 401
     assert requests.get(stack.url("/api/avatar?page=0"), headers=alice, timeout=5).status_code == 400
+
+
+def test_health_405_offers_only_the_health_methods(stack: LocalStack) -> None:
+    response = requests.post(stack.url("/api/avatar/health"), timeout=5)
+    assert response.status_code == 405
+    assert "DELETE" not in response.json()["error"] and "GET" in response.json()["error"]
+    assert "DELETE" not in response.headers["Allow"]
+    # DELETE still reaches avatars by id.
+    assert requests.delete(stack.url(f"/api/avatar/{uuid.uuid4()}"), timeout=5).status_code == 404
+
+
+def test_generate_reports_where_the_time_went(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
+    assert response.status_code == 200, response.text
+    steps = [entry.split(";")[0] for entry in response.headers["Server-Timing"].split(", ")]
+    assert steps[:6] == ["parse", "validate", "store", "record", "enqueue", "wait"]
+    avatar_id = response.json()["data"]["avatarId"]
+
+    timings = requests.get(stack.url(f"/api/avatar/jobs/{avatar_id}"), timeout=5).json()["data"]["timings"]
+    for key in ("queueWait", "inferenceQueueWait", "exportQueueWait", "preprocessLoad", "preprocessSave",
+                "inferenceLoad", "inferenceSave", "exportLoad", "exportSave", "total"):
+        assert timings[key] >= 0, key
+    job = stack.store.get(avatar_id)
+    assert set(job.doc["workers"]) == {"preprocessing", "inference", "exporting"}
+    trace = job.trace
+    assert trace["preprocessReceived"] <= trace["preprocessFinished"] <= trace["inferenceReceived"] \
+        <= trace["inferenceFinished"] <= trace["exportReceived"] <= trace["exportFinished"]
+
+
+def test_a_duplicate_stage_task_leaves_a_finished_job_alone(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    """With late acknowledgement a stage can be delivered twice (its worker died after finishing it)."""
+    from worker.app import EXPORT, INFERENCE, PREPROCESS, create_celery
+
+    response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
+    avatar_id = response.json()["data"]["avatarId"]
+    glb = stack.files.result_path(avatar_id).read_bytes()
+
+    celery = create_celery(stack.settings)
+    for task in (PREPROCESS, INFERENCE, EXPORT):
+        celery.send_task(task, args=(avatar_id,))
+    worker_log = stack.logs / "worker.log"
+    deadline = time.monotonic() + 10
+    while worker_log.read_text(errors="replace").count(avatar_id) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let the last duplicate finish whatever it does after logging
+    job = stack.store.get(avatar_id)
+    assert job.status is JobStatus.COMPLETED and job.error is None
+    assert stack.files.result_path(avatar_id).read_bytes() == glb
+
+
+def raw_post(stack: LocalStack, body: bytes, boundary: str = "b0undary") -> requests.Response:
+    return requests.post(stack.url("/api/avatar/generate"), data=body, timeout=30,
+                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+def form_part(name: str, data: bytes, filename: str | None = None, boundary: str = "b0undary") -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+    return (f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: image/jpeg\r\n\r\n"
+            .encode() + data + b"\r\n")
+
+
+def test_multipart_with_preamble_and_epilogue_is_accepted(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    body = (b"a preamble that clients may send\r\n"
+            + b"".join(form_part(v, astronaut_jpeg, f"{v}.jpg") for v in ("front", "left", "right"))
+            + b"--b0undary--\r\nan epilogue")
+    response = raw_post(stack, body)
+    assert response.status_code == 202, response.text
+    assert stack.wait_for_end(response.json()["data"]["avatarId"])["status"] == "completed"
+
+
+def test_malformed_multipart_is_a_400_saying_so(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    truncated = b"".join(form_part(v, astronaut_jpeg, f"{v}.jpg") for v in ("front", "left", "right"))
+    response = raw_post(stack, truncated[:-5000])
+    assert response.status_code == 400
+    assert "closing boundary is missing" in response.json()["error"]
+
+    no_boundary = requests.post(stack.url("/api/avatar/generate"), data=truncated, timeout=10,
+                                headers={"Content-Type": "multipart/form-data"})
+    assert no_boundary.status_code == 400 and "boundary" in no_boundary.json()["error"]
+
+
+def test_a_text_field_is_not_a_photo(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    body = (form_part("front", b"just some text") + form_part("left", astronaut_jpeg, "l.jpg")
+            + form_part("right", astronaut_jpeg, "r.jpg") + b"--b0undary--\r\n")
+    response = raw_post(stack, body)
+    assert response.status_code == 400
+    assert response.json()["details"][0] == {
+        "field": "front", "filename": None, "valid": False,
+        "error": "Missing file: 'front' is required (a front-facing face photo)."}
