@@ -1,6 +1,6 @@
 """The three stages a job goes through, and ``run_pipeline`` that chains them in one process.
 
-Each stage's output can be saved to and loaded from one ``.npz`` file, so a queue only ever
+Each stage's output can be saved to and loaded from one file (``StageFile``), so a queue only ever
 carries a job id and the worker of the next stage finds the file on the shared volume.
 """
 from __future__ import annotations
@@ -42,17 +42,51 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     timings[stage] = round(timings.get(stage, 0.0) + (time.perf_counter() - start) * 1000, 3)
 
 
-def _save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    # np.savez appends ".npz" to names without it; write to the exact path the caller gave.
+STAGE_FILE_MAGIC = b"AVSTAGE1"
+_ALIGN = 64
+
+
+def pack_arrays(arrays: dict[str, np.ndarray], meta: dict) -> list[bytes | memoryview]:
+    """Arrays and a JSON-able ``meta`` as one byte string: magic, header length, JSON header, data.
+
+    Raw array bytes behind a small JSON index, because ``np.savez`` spends 5-8 ms checksumming and
+    copying the ~4.5 MB of decoded photos through zipfile, and pickle would run code from a file
+    anyone with access to the shared volume could replace. Returned as a list of buffers (the
+    arrays' own memory, not copies): write them in turn, or join them.
+    """
+    index, chunks, offset = [], [], 0
+    for name, array in arrays.items():
+        data = np.ascontiguousarray(array)
+        index.append({"name": name, "dtype": data.dtype.str, "shape": list(data.shape), "offset": offset})
+        chunks.append(memoryview(data).cast("B"))
+        pad = -data.nbytes % _ALIGN
+        chunks.append(b"\0" * pad)
+        offset += data.nbytes + pad
+    header = json.dumps({"meta": meta, "arrays": index}).encode()
+    header += b" " * (-(len(STAGE_FILE_MAGIC) + 4 + len(header)) % _ALIGN)
+    return [STAGE_FILE_MAGIC, len(header).to_bytes(4, "little"), header, *chunks]
+
+
+def unpack_arrays(data: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict]:
+    """The inverse of ``pack_arrays``; arrays are read-only views on ``data`` (no copy)."""
+    view = memoryview(data)
+    if bytes(view[:len(STAGE_FILE_MAGIC)]) != STAGE_FILE_MAGIC:
+        raise ValueError("not a stage file (bad magic bytes)")
+    start = len(STAGE_FILE_MAGIC) + 4
+    header_len = int.from_bytes(view[len(STAGE_FILE_MAGIC):start], "little")
+    header = json.loads(bytes(view[start:start + header_len]))
+    base = start + header_len
+    arrays = {}
+    for item in header["arrays"]:
+        dtype = np.dtype(item["dtype"])
+        count = int(np.prod(item["shape"], dtype=np.int64))
+        arrays[item["name"]] = np.frombuffer(view, dtype, count, base + item["offset"]).reshape(item["shape"])
+    return arrays, header["meta"]
+
+
+def _save(path: str | Path, buffers: list[bytes | memoryview]) -> None:
     with open(path, "wb") as fh:
-        np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-
-
-def _load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files if k != "meta"}
-        meta = json.loads(data["meta"].tobytes())
-    return arrays, meta
+        fh.writelines(buffers)
 
 
 @dataclass
@@ -66,16 +100,27 @@ class PreparedViews:
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
-    def save(self, path: str | Path) -> None:
+    def _buffers(self) -> list[bytes | memoryview]:
         arrays = {f"image_{v}": img for v, img in zip(self.views, self.images)}
-        _save_npz(path, {**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image},
-                  {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
+        return pack_arrays({**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image},
+                           {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self._buffers())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "PreparedViews":
+        arrays, meta = unpack_arrays(data)
+        return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
+                   arrays["crop_to_image"], meta["warnings"], meta["timings_ms"])
+
+    def save(self, path: str | Path) -> None:
+        _save(path, self._buffers())
 
     @classmethod
     def load(cls, path: str | Path) -> "PreparedViews":
-        arrays, meta = _load_npz(path)
-        return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
-                   arrays["crop_to_image"], meta["warnings"], meta["timings_ms"])
+        with open(path, "rb") as fh:
+            return cls.from_bytes(fh.read())
 
 
 @dataclass
@@ -91,14 +136,25 @@ class ViewLandmarks:
     def by_view(self) -> dict[str, np.ndarray]:
         return dict(zip(self.views, self.points))
 
+    def _buffers(self) -> list[bytes | memoryview]:
+        return pack_arrays({"points": self.points, "face_scores": self.face_scores},
+                           {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self._buffers())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ViewLandmarks":
+        arrays, meta = unpack_arrays(data)
+        return cls(meta["views"], arrays["points"], arrays["face_scores"], meta["warnings"], meta["timings_ms"])
+
     def save(self, path: str | Path) -> None:
-        _save_npz(path, {"points": self.points, "face_scores": self.face_scores},
-                  {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
+        _save(path, self._buffers())
 
     @classmethod
     def load(cls, path: str | Path) -> "ViewLandmarks":
-        arrays, meta = _load_npz(path)
-        return cls(meta["views"], arrays["points"], arrays["face_scores"], meta["warnings"], meta["timings_ms"])
+        with open(path, "rb") as fh:
+            return cls.from_bytes(fh.read())
 
 
 @dataclass
@@ -260,10 +316,11 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks,
 def warm_up() -> None:
     """Build the per-process caches (topology, texel map, neutral measures) before the first job."""
     from pipeline.features import expression_scores
-    from pipeline.texture import texel_map
+    from pipeline.texture import COARSE_GRID, texel_map
 
     topo = load_topology()
-    texel_map()
+    for grid in (64, 128, COARSE_GRID):  # every texture size's coarse grid
+        texel_map(grid)
     expression_scores(topo.vertices.astype(np.float64))
 
 

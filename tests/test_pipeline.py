@@ -225,3 +225,13 @@ def test_three_js_loads_the_mesh_and_its_arkit_morph_targets(result, tmp_path):
             "browInnerUp", "browDownLeft", "browDownRight"} <= set(loaded["morphTargets"])
     assert loaded["morphTargetCount"] == len(loaded["morphTargets"]) >= 8
     assert 0.005 < loaded["largestOffset"] < 0.05  # metres: visible, not absurd
+
+
+def test_stage_file_refuses_what_it_did_not_write(tmp_path):
+    from pipeline.stages import PreparedViews, pack_arrays, unpack_arrays
+
+    arrays, meta = unpack_arrays(b"".join(pack_arrays({"a": np.arange(5, dtype=np.int16)}, {"k": 1})))
+    assert arrays["a"].tolist() == [0, 1, 2, 3, 4] and meta == {"k": 1}
+    (tmp_path / "x").write_bytes(b"PK\x03\x04 a zip, or anything else")
+    with pytest.raises(ValueError, match="not a stage file"):
+        PreparedViews.load(tmp_path / "x")
