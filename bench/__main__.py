@@ -3,7 +3,10 @@
 Both halves run on the same machine minutes apart, so the service is compared with the pipeline as
 it runs here and now (``comparison``): POST → completed p50 against the in-process whole-avatar
 median, and service avatars/s against in-process avatars/s with the same number of processes.
-``goals`` checks issue 3's targets. Options: `--only pipeline|service`, `--quick` (smoke run).
+``goals`` checks issue 3's targets. ``reconstruction`` renders a known head from three sides and
+reports how far the three-view and the front-only avatars are from it (millimetres), and writes
+preview PNGs to ``bench/out/``. Options: `--only pipeline|service|reconstruction` (repeatable),
+`--quick` (smoke run), `--out DIR`.
 """
 from __future__ import annotations
 
@@ -56,12 +59,29 @@ def goals(service: dict[str, Any], compared: dict[str, Any]) -> dict[str, Any]:
     return checks
 
 
+def run_reconstruction_bench(out_dir: str) -> dict[str, Any]:
+    """Issue 5: shape error against a rendered head of known shape, three views vs the front alone,
+    and a preview of a real-photo avatar to look at."""
+    from bench.photos import avatar_views
+    from bench.synthetic import run_synthetic_check
+    from pipeline.models import FaceModels
+    from pipeline.preview import write_preview_png
+    from pipeline.stages import run_pipeline
+
+    models = FaceModels.load(threads=1)
+    report = run_synthetic_check(models, out_dir)
+    avatar = run_pipeline(avatar_views(1024), models)
+    report["preview_files"].append(str(write_preview_png(avatar, f"{out_dir}/avatar_preview.png")))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["pipeline", "service"], action="append")
+    parser.add_argument("--only", choices=["pipeline", "service", "reconstruction"], action="append")
+    parser.add_argument("--out", default="bench/out", help="where preview PNGs go (default: bench/out)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, under a minute)")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["pipeline", "service"])
+    wanted = set(args.only or ["pipeline", "service", "reconstruction"])
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "python": platform.python_version()},
                               "quick": args.quick}
@@ -69,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         report["pipeline"] = run_pipeline_bench(repeats=5 if args.quick else 21)
         report["pipeline"]["throughput"] = run_pipeline_throughput(
             WORKER_PROCESSES, per_process=15 if args.quick else 60)
+    if "reconstruction" in wanted:
+        report["reconstruction"] = run_reconstruction_bench(args.out)
     if "service" in wanted:
         report["service"] = run_service_bench(
             workers=WORKER_PROCESSES,
