@@ -128,9 +128,13 @@ def bake_texture(image: np.ndarray, image_xy: np.ndarray, size: int) -> np.ndarr
     return _sample(image, interpolate_vertex_values(image_xy, size))
 
 
-# Visibility is raised to this power before blending: the view that sees a texel most squarely
-# dominates, yet weights still change smoothly across the seams between views.
-BLEND_SHARPNESS = 4.0
+# Each texel takes the photo that sees it most squarely; where two see it about as well (within
+# a few hundredths of a cosine) they cross-fade. A softmax over visibility with this temperature
+# does both: blending everywhere would ghost, since no two photos' landmarks align exactly.
+BLEND_TEMPERATURE = 0.04
+# The front photo is decoded at twice the side photos' resolution and usually better lit, so a
+# side photo takes over only where it sees the surface this much more squarely.
+FRONT_PREFERENCE = 0.15
 # Views overlap where both see the surface at least this squarely (used to match their colours).
 OVERLAP_VISIBILITY = 0.5
 MIN_SHARED_LANDMARKS = 20
@@ -176,13 +180,15 @@ def bake_atlas(images: list[np.ndarray], image_xys: list[np.ndarray], visibility
     size
         Texture side in texels.
 
-    Each texel blends the photos by visibility^BLEND_SHARPNESS (normalised per landmark, so the
-    interpolated weights already sum to one); each side photo is first scaled per channel to the
-    front's colours (``colour_gains``). Texels no photo sees take the front photo's colour.
+    Each texel blends the photos by a softmax of their visibility (``BLEND_TEMPERATURE``; per
+    landmark, so the interpolated weights already sum to one); each side photo is first scaled
+    per channel to the front's colours (``colour_gains``). Texels no photo sees take the front
+    photo's colour.
     """
     n = len(images)
-    weights = np.asarray(visibility, np.float32).T ** BLEND_SHARPNESS  # [V,views]
-    weights[:, 0] += 1e-3  # nothing unseen stays black: fall back on the front photo
+    seen = np.asarray(visibility, np.float32).T  # [V,views]
+    seen[:, 0] += FRONT_PREFERENCE
+    weights = np.exp((seen - seen.max(axis=1, keepdims=True)) / BLEND_TEMPERATURE)
     weights /= weights.sum(axis=1, keepdims=True)
     if n == 1:
         return bake_texture(images[0], image_xys[0], size)
