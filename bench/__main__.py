@@ -10,10 +10,16 @@ preview PNGs to ``bench/out/``. Options: `--only pipeline|service|reconstruction
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
+
+# One thread per process for numpy's BLAS, as the workers run (worker/__init__.py); it must be
+# set before numpy is first imported.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
 import sys
 from typing import Any
 
