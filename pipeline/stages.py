@@ -84,13 +84,32 @@ def unpack_arrays(data: bytes | memoryview) -> tuple[dict[str, np.ndarray], dict
     return arrays, header["meta"]
 
 
-def _save(path: str | Path, buffers: list[bytes | memoryview]) -> None:
-    with open(path, "wb") as fh:
-        fh.writelines(buffers)
+class StageFile:
+    """Saving and loading for a stage's output: subclasses say what goes in (``_buffers``, made
+    with ``pack_arrays``) and how to rebuild from it (``from_bytes``)."""
+
+    def _buffers(self) -> list[bytes | memoryview]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self._buffers())
+
+    def save(self, path: str | Path) -> None:
+        with open(path, "wb") as fh:
+            fh.writelines(self._buffers())
+
+    @classmethod
+    def load(cls, path: str | Path):
+        with open(path, "rb") as fh:
+            return cls.from_bytes(fh.read())
 
 
 @dataclass
-class PreparedViews:
+class PreparedViews(StageFile):
     """Decoded photos and their face crops, one entry per view, front first."""
 
     views: list[str]
@@ -105,26 +124,15 @@ class PreparedViews:
         return pack_arrays({**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image},
                            {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
 
-    def to_bytes(self) -> bytes:
-        return b"".join(self._buffers())
-
     @classmethod
     def from_bytes(cls, data: bytes) -> "PreparedViews":
         arrays, meta = unpack_arrays(data)
         return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
                    arrays["crop_to_image"], meta["warnings"], meta["timings_ms"])
 
-    def save(self, path: str | Path) -> None:
-        _save(path, self._buffers())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PreparedViews":
-        with open(path, "rb") as fh:
-            return cls.from_bytes(fh.read())
-
 
 @dataclass
-class ViewLandmarks:
+class ViewLandmarks(StageFile):
     """Landmarks [N,468,3] in each fitted view's image pixels and the model's face score per view."""
 
     views: list[str]
@@ -140,21 +148,10 @@ class ViewLandmarks:
         return pack_arrays({"points": self.points, "face_scores": self.face_scores},
                            {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
 
-    def to_bytes(self) -> bytes:
-        return b"".join(self._buffers())
-
     @classmethod
     def from_bytes(cls, data: bytes) -> "ViewLandmarks":
         arrays, meta = unpack_arrays(data)
         return cls(meta["views"], arrays["points"], arrays["face_scores"], meta["warnings"], meta["timings_ms"])
-
-    def save(self, path: str | Path) -> None:
-        _save(path, self._buffers())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ViewLandmarks":
-        with open(path, "rb") as fh:
-            return cls.from_bytes(fh.read())
 
 
 @dataclass
