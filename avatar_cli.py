@@ -4,7 +4,10 @@
     avatar batch     submit a folder (or CSV manifest) of subjects to a server, resumably
     avatar up        Redis, the store, a worker and the API on this machine (what `make run` does)
     avatar worker    one Celery worker (queues, concurrency)
+    avatar reconciler  re-send the stage of jobs whose message was lost (also runs inside workers)
     avatar api       the HTTP API under gunicorn
+    avatar token     mint a Bearer token for a user (signed with JWT_SECRET_KEY)
+    avatar sweep     delete expired avatars and files no job needs any more (retention)
 
 To add a subcommand, write ``def cmd_<name>(args) -> int`` and ``def add_<name>_arguments(parser)``
 and list them in ``SUBCOMMANDS``.
@@ -78,6 +81,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if "DATA_DIR" not in os.environ:
         overrides["data_dir"] = args.var_dir / "data"
     settings = Settings.from_env(overrides)
+    if not settings.upload_encryption_key:
+        from jobs.encryption import KEY_FILE_NAME, ensure_local_key
+        # Created once (0600) and reused, so photos stored by one run can be read by the next.
+        settings = settings.replace(upload_encryption_key=ensure_local_key(args.var_dir / KEY_FILE_NAME))
     var_dir: Path = args.var_dir
     logs = var_dir / "logs"
     _check_port_free(settings.port)
@@ -142,21 +149,112 @@ def _check_port_free(port: int) -> None:
 # -- avatar worker -------------------------------------------------------------------------------
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queues", default="cpu,gpu", help="comma-separated queues (default: cpu,gpu)")
+    parser.add_argument("--queues", default=None,
+                        help="comma-separated queues: cpu (decode, detect, export), gpu (landmark model) "
+                             "(default: $WORKER_QUEUES or cpu,gpu)")
     parser.add_argument("--concurrency", type=int, help="processes (default: $WORKER_CONCURRENCY or 2)")
-    parser.add_argument("--hostname", default=None, help="node name (default: <queues>@<host>)")
+    parser.add_argument("--hostname", default=None,
+                        help="node name (default: $WORKER_HOSTNAME or <queues>@<host>)")
+    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"],
+                        help="prefork (default); threads for a gpu worker that batches inference "
+                             "(INFERENCE_BATCH_MAX > 1)")
     parser.add_argument("--loglevel", default="INFO")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Replace this process with a Celery worker for the given queues."""
     settings = Settings.from_env()
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    hostname = args.hostname or f"{'-'.join(queues)}@{socket.gethostname()}"
+    queues = [q.strip() for q in (args.queues or settings.worker_queues).split(",") if q.strip()]
+    hostname = args.hostname or settings.worker_hostname or f"{'-'.join(queues)}@{socket.gethostname()}"
     argv = localstack.worker_command(queues, args.concurrency or settings.worker_concurrency,
-                                     hostname, args.loglevel)
+                                     hostname, args.loglevel, pool=args.pool)
     os.execv(argv[0], argv)
     return 0  # not reached
+
+
+# -- avatar reconciler ---------------------------------------------------------------------------
+
+def add_reconciler_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--once", action="store_true", help="one pass, print what it did, exit")
+
+
+def cmd_reconciler(args: argparse.Namespace) -> int:
+    """Re-send the current stage of running jobs whose message was lost (see worker/reconciler.py)."""
+    import json
+    import logging
+    import threading
+
+    import redis
+
+    from jobs.files import FileStore
+    from jobs.store import JobStore
+    from worker.app import create_celery
+    from worker.reconciler import Reconciler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings.from_env()
+    reconciler = Reconciler(settings, JobStore.from_settings(settings), redis.Redis.from_url(settings.broker_url),
+                            create_celery(settings), FileStore(settings.data_dir))
+    if args.once:
+        report = reconciler.run_once()
+        print(json.dumps({"stale": report.stale, "resent": report.resent, "failed": report.failed}))
+        return 0
+    if settings.reconcile_interval_s <= 0:
+        print("avatar reconciler: RECONCILE_INTERVAL_S must be above 0", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        reconciler.run_forever(f"reconciler@{socket.gethostname()}:{os.getpid()}", stop)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -- avatar token --------------------------------------------------------------------------------
+
+def add_token_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True, help="the user id the token stands for")
+    parser.add_argument("--expires", default="7d",
+                        help="lifetime: 3600s, 30m, 12h, 7d or 2w (default 7d, at most 366d)")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a Bearer token for --user, valid for --expires, signed with $JWT_SECRET_KEY."""
+    from api.auth import mint_token, parse_duration
+
+    settings = Settings.from_env()
+    try:
+        token = mint_token(settings, args.user, parse_duration(args.expires))
+    except ValueError as exc:
+        print(f"avatar token: {exc}", file=sys.stderr)
+        return 2
+    if settings.jwt_secret_key == Settings().jwt_secret_key:
+        print("avatar token: warning: JWT_SECRET_KEY is the development default; only a local stack "
+              "accepts this token", file=sys.stderr)
+    print(token)
+    return 0
+
+
+# -- avatar sweep --------------------------------------------------------------------------------
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grace", type=float, default=3600.0,
+                        help="leave files younger than this many seconds alone (default 3600)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Delete expired avatars (record + GLB) and photos/stage files no running job needs; print counts."""
+    import json
+
+    from jobs.files import FileStore
+    from jobs.retention import sweep
+    from jobs.store import JobStore
+
+    settings = Settings.from_env()
+    report = sweep(JobStore.from_settings(settings), FileStore(settings.data_dir), grace_s=args.grace)
+    print(json.dumps(report.as_dict()))
+    return 0
 
 
 # -- avatar api ----------------------------------------------------------------------------------
@@ -181,7 +279,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "batch": (add_batch_arguments, cmd_batch),
     "up": (add_up_arguments, cmd_up),
     "worker": (add_worker_arguments, cmd_worker),
+    "reconciler": (add_reconciler_arguments, cmd_reconciler),
     "api": (add_api_arguments, cmd_api),
+    "token": (add_token_arguments, cmd_token),
+    "sweep": (add_sweep_arguments, cmd_sweep),
 }
 
 

@@ -41,6 +41,8 @@ task_routes = {
     "avatar.preprocess": {"queue": CPU_QUEUE},
     "avatar.inference": {"queue": GPU_QUEUE},
     "avatar.export": {"queue": CPU_QUEUE},
+    # Completion webhooks: network I/O with retries, never on the gpu workers.
+    "avatar.webhook": {"queue": CPU_QUEUE},
 }
 
 # A job must survive a worker dying mid-task: acknowledge only after the task ran, and put the

@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
-from flask_jwt_extended import JWTManager
 
 from api import avatars, health, status, timing
+from api.audit import init_audit
+from api.auth import configure_jwt
 from api.errors import register_error_handlers
+from api.limits import init_limits
 from api.services import Services
 from jobs.settings import Settings
 
@@ -18,19 +20,21 @@ MULTIPART_SLACK_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """The Flask app for ``settings`` (read from the environment when None)."""
+    """The Flask app for ``settings`` (read from the environment when None).
+
+    Refuses to start without ``UPLOAD_ENCRYPTION_KEY`` (``jobs.encryption.EncryptionKeyError``):
+    photos are never stored in clear.
+    """
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
     app.config.update(
         # Werkzeug refuses anything bigger with 413 before parsing it.
         MAX_CONTENT_LENGTH=3 * settings.max_image_bytes + MULTIPART_SLACK_BYTES,
         AVATAR_MAX_IMAGE_MB=settings.max_image_bytes // (1024 * 1024),
-        JWT_SECRET_KEY=settings.jwt_secret_key,
-        JWT_TOKEN_LOCATION=["headers"],
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
-    JWTManager(app)
+    configure_jwt(app, settings)
 
     svc = Services.build(settings)
     app.extensions["avatar"] = svc
@@ -39,9 +43,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         svc.store.ensure_indexes()
     except Exception as exc:  # the store may come up after the API; health reports it meanwhile
         log.warning("could not create the job indexes yet: %s", exc)
+    try:
+        svc.audit.ensure_indexes()
+    except Exception as exc:
+        log.warning("could not create the audit indexes yet: %s", exc)
 
     for blueprint in (avatars.bp, status.bp, health.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    # The audit hooks first: a request the limiter refuses is still given an id and recorded.
+    init_audit(app, svc.audit)
+    init_limits(app, settings)
     timing.init_app(app)
     return app

@@ -7,7 +7,7 @@ import uuid
 
 from flask import Blueprint, Response, request, send_file
 
-from api import timing
+from api import audit, idempotency, timing
 from api.auth import current_owner, require_owner
 from api.bodies import accepted_body, completed_body, info_body, list_item, ok, status_url
 from api.errors import BadRequest, Conflict, Gone, ServiceUnavailable, Unprocessable
@@ -17,6 +17,7 @@ from api.services import Services, services
 from api.uploads import validate_uploads
 from jobs.events import FinishedWait
 from jobs.store import Job, JobStatus
+from jobs.webhooks import CallbackRefused, check_url
 from worker.app import enqueue_job
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,34 @@ def generate() -> Response:
     svc = services()
     owner = current_owner()
     wait_s = prefer_wait_seconds(request.headers.get("Prefer"), svc.settings.max_wait_s)
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     with timing.step("parse"):
-        parts = read_form(request.stream, request.content_type)
+        parts = read_form(request.stream, request.content_type, svc.settings.max_image_bytes)
+    claim = None
+    if key is not None:
+        with timing.step("idempotency"):
+            claim = idempotency.claim(svc.redis, key, owner, parts, svc.settings.idempotency_ttl_s)
+    if isinstance(claim, idempotency.Replay):
+        return _replay(svc, claim.avatar_id, wait_s)
+    try:
+        job, waiting = _submit(svc, owner, parts, wait_s)
+    except BaseException:
+        if claim is not None:
+            claim.release()  # nothing was queued: a retry with this key starts afresh
+        raise
+    if claim is not None:
+        claim.complete(job.id)
+    return _respond(job, waiting, wait_s)
+
+
+def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, FinishedWait | None]:
+    """Validate, store, record and queue one job; subscribed to its end when ``wait_s``."""
     with timing.step("validate"):
         uploads = validate_uploads(parts, svc.settings)
+        callback_url = _callback_url(parts, svc.settings.webhook_allow_private)
 
     job_id = str(uuid.uuid4())
+    audit.note_avatar(job_id)
     with timing.step("store"):
         svc.files.save_uploads(job_id, {view: upload.data for view, upload in uploads.items()})
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
@@ -45,9 +68,34 @@ def generate() -> Response:
         job = svc.store.create(
             job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
             client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
+            callback_url=callback_url,
         )
     with timing.step("enqueue"):
         waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
+    return job, waiting
+
+
+def _replay(svc: Services, job_id: str, wait_s: int) -> Response:
+    """The answer to a repeated Idempotency-Key: the original job, as it is now (waited for under
+    ``Prefer: wait`` like a first request)."""
+    job = load_job(job_id)
+    waiting = None
+    if wait_s and not job.status.is_terminal():
+        waiting = svc.events.subscribe(job_id)
+        job = load_job(job_id)  # it may have ended before the subscription started
+        if job.status.is_terminal():
+            waiting.close()
+            waiting = None
+    response = _respond(job, waiting, wait_s)
+    response.headers[idempotency.REPLAYED_HEADER] = "true"
+    return response
+
+
+def _respond(job: Job, waiting: FinishedWait | None, wait_s: int) -> Response:
+    """202 with where to poll; or, after waiting up to ``wait_s``, the finished job's answer."""
+    job_id = job.id
+    if waiting is None and wait_s and job.status.is_terminal():
+        return _finished_response(job, {"Preference-Applied": f"wait={wait_s}"})
     try:
         if waiting is None:
             return ok(accepted_body(job), 202, {"Location": status_url(job_id)})
@@ -59,7 +107,11 @@ def generate() -> Response:
         if waiting is not None:
             waiting.close()
 
-    headers = {"Preference-Applied": f"wait={wait_s}"}
+    return _finished_response(job, {"Preference-Applied": f"wait={wait_s}"})
+
+
+def _finished_response(job: Job, headers: dict[str, str]) -> Response:
+    job_id = job.id
     if job.status is JobStatus.COMPLETED:
         return ok(completed_body(job), 200, headers)
     if job.status is JobStatus.FAILED:
@@ -68,6 +120,23 @@ def generate() -> Response:
     if job.status is JobStatus.CANCELED:
         raise Gone("The avatar was canceled before it was finished.", {"avatarId": job_id})
     return ok(accepted_body(job), 202, {"Location": status_url(job_id), **headers})
+
+
+def _callback_url(parts, allow_private: bool) -> str | None:
+    """The optional ``callbackUrl`` form field (a plain field, not a file): checked here for shape and
+    literal addresses; its host is resolved and checked again when the webhook is sent."""
+    part = parts.get("callbackUrl")
+    if part is None or part.filename is not None:
+        return None
+    url = part.data.decode("utf-8", "replace").strip()
+    if not url:
+        return None
+    try:
+        check_url(url, allow_private)
+    except CallbackRefused as exc:
+        raise BadRequest(f"{exc}. Send a public http(s) URL that accepts a POST when the avatar is "
+                         "done, or leave callbackUrl out.", {"field": "callbackUrl"}) from None
+    return url
 
 
 def _enqueue_or_fail(svc: Services, job_id: str, listen: bool) -> FinishedWait | None:

@@ -10,7 +10,8 @@ from typing import Any
 import kombu.exceptions
 import pymongo.errors
 import redis
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
 from jobs.store import JobNotFound, TransitionError
@@ -99,7 +100,12 @@ def error_response(status: int, message: str, details: Any = None,
 def handle_error(exc: Exception) -> Response:
     """Map any exception a view lets escape to the envelope."""
     if isinstance(exc, ApiError):
+        g.audit_error_code = _error_code(exc)
         return error_response(exc.status, exc.message, exc.details, exc.headers)
+    if isinstance(exc, RateLimitExceeded):
+        from api.limits import EXTENSION_KEY, breach_message
+        message, retry_after = breach_message(exc, current_app.extensions.get(EXTENSION_KEY))
+        return error_response(429, message, headers={"Retry-After": str(retry_after)})
     if isinstance(exc, JobNotFound):
         return error_response(404, "Avatar not found",
                               f"No avatar has the id {exc.job_id!r}; it may have been deleted.")
@@ -115,6 +121,15 @@ def handle_error(exc: Exception) -> Response:
         return error_response(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": "30"})
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, INTERNAL_MESSAGE)
+
+
+def _error_code(exc: ApiError) -> str | None:
+    """The audit log's error code: the job's code when there is one (``no_face``), else the kind."""
+    if isinstance(exc.details, dict) and isinstance(exc.details.get("code"), str):
+        return exc.details["code"]
+    if isinstance(exc.details, list):
+        return "validation_failed"
+    return None
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -12,6 +12,8 @@ from api.bodies import iso, ok
 from api.errors import error_response
 from api.services import Services, services
 from celeryconfig import GPU_QUEUE, QUEUE_NAMES
+from jobs.store import JobStore
+from worker.app import message_job
 
 bp = Blueprint("health", __name__, url_prefix="/api/avatar")
 
@@ -23,10 +25,14 @@ def health() -> Response:
     redis_state = _probe(lambda: svc.health_redis.ping())
     mongo_state = _probe(lambda: svc.health_mongo.admin.command("ping"))
     workers: list[dict[str, Any]] = []
-    queues: dict[str, int | None] = {name: None for name in QUEUE_NAMES}
+    depths: dict[str, int | None] = {name: None for name in QUEUE_NAMES}
     if redis_state["reachable"]:
         workers = _safe(lambda: _worker_processes(svc), [])
-        queues = _safe(lambda: {name: int(svc.health_redis.llen(name)) for name in QUEUE_NAMES}, queues)
+        depths = _safe(lambda: {name: int(svc.health_redis.llen(name)) for name in QUEUE_NAMES}, depths)
+    oldest: dict[str, float | None] = {}
+    if redis_state["reachable"] and mongo_state["reachable"]:
+        oldest = _safe(lambda: {name: _oldest_waiting_s(svc, name) for name in QUEUE_NAMES}, {})
+    queues = _queues(depths, workers, oldest)
 
     served = {queue for w in workers for queue in w["queues"]}
     unserved = [queue for queue in QUEUE_NAMES if queue not in served]
@@ -59,8 +65,37 @@ def _worker_processes(svc: Services) -> list[dict[str, Any]]:
         "pid": beat.get("pid"),
         "queues": beat.get("queues", []),
         "model": beat.get("model") or {},
+        "providers": (beat.get("model") or {}).get("providers", []),
+        "concurrency": beat.get("concurrency"),
+        "inferenceBatchMax": beat.get("inferenceBatchMax", 1),
         "lastSeenSecondsAgo": round(now - beat.get("seenAt", now), 1),
     } for beat in sorted(svc.workers.alive(), key=lambda b: b.get("name", ""))]
+
+
+def _queues(depths: dict[str, int | None], workers: list[dict[str, Any]],
+            oldest_s: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+    """Per queue: messages waiting, the worker processes (and hosts) consuming it, and how long its
+    oldest message has been waiting."""
+    out = {}
+    for name in QUEUE_NAMES:
+        serving = [w for w in workers if name in w["queues"]]
+        out[name] = {"depth": depths.get(name), "processes": len(serving),
+                     "hosts": sorted({w["hostname"] for w in serving if w.get("hostname")}),
+                     "oldestWaitingSeconds": oldest_s.get(name)}
+    return out
+
+
+def _oldest_waiting_s(svc: Services, queue: str) -> float | None:
+    """Seconds the oldest message in ``queue`` has waited: consumers take from the list's tail, so
+    that is the oldest; its job's ``updatedAt`` is when the job entered the stage the message is for.
+    Two lookups by key, whatever the queue's length (no scan of the jobs)."""
+    parsed = message_job(svc.health_redis.lindex(queue, -1) or b"")
+    if parsed is None:
+        return None
+    job = JobStore(svc.health_mongo[svc.settings.mongodb_db]).find(parsed[1])
+    if job is None:
+        return None
+    return round((datetime.now(timezone.utc) - job.updated_at).total_seconds(), 2)
 
 
 def _model_summary(workers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,16 +1,23 @@
-"""The contract's upload rules, checked from the file headers before anything is stored or queued.
+"""The contract's upload rules, checked from the bytes before anything is stored or queued.
 
-Three fields (front, left, right), each a JPEG, PNG or WebP by its content (not its name or declared
-type), 224..4096 px on each side, at most 10 MB. Every field gets a line in ``details``.
+Exactly three file fields (front, left, right), each once; each a JPEG, PNG or WebP by its content
+(not its name or declared type), 224..4096 px on each side as its header states (so a 50000x50000
+"photo" of a few KB is refused without decoding a pixel), a single frame, at most 10 MB, and whole
+(a truncated file is refused here, not in the worker). An accepted photo is stored without its
+metadata (see ``api.metadata``).
+
+Every part gets a verdict in ``details``, in the contract's shape ``{filename, valid, error}`` plus
+``field`` (the form field, which tells a missing or duplicated photo apart when names are alike).
+Valid files are listed too, with ``valid: true`` and ``error: null``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from collections.abc import Mapping
-
 from api.errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
+from api.metadata import strip_metadata
 from api.multipart import FormPart
 from jobs.settings import Settings
 from pipeline import VIEWS, PipelineError
@@ -18,21 +25,29 @@ from pipeline.decode import ImageHeader, check_dimensions, read_header
 
 VIEW_DESCRIPTIONS = {"front": "front-facing", "left": "left profile", "right": "right profile"}
 VALIDATION_FAILED = "Image validation failed"
+UNSUPPORTED = "Unsupported file type: only JPEG, PNG and WebP images are accepted."
+ANIMATED = "Animated images are not accepted: send a single still photo."
+# Client file names are echoed and recorded, never used as paths; this keeps a 100 KB one in bounds.
+MAX_FILENAME_CHARS = 255
+# Plain (non-file) fields the endpoint also takes; each is checked where it is used.
+OPTIONAL_FIELDS = frozenset({"callbackUrl"})
 
 
 @dataclass(frozen=True)
 class Upload:
-    """One accepted photo."""
+    """One accepted photo: ``data`` is what is stored (metadata and trailing bytes removed)."""
 
     view: str
     filename: str
     data: bytes
     header: ImageHeader
+    received_bytes: int
 
     def describe(self) -> dict[str, Any]:
         """What the job record keeps about the photo (never the pixels)."""
-        return {"filename": self.filename, "size": len(self.data), "format": self.header.format,
-                "width": self.header.width, "height": self.header.height}
+        return {"filename": self.filename, "size": len(self.data), "receivedSize": self.received_bytes,
+                "format": self.header.format, "width": self.header.width, "height": self.header.height,
+                "orientation": self.header.orientation}
 
 
 class _Rejected(Exception):
@@ -41,24 +56,53 @@ class _Rejected(Exception):
         self.message = message
 
 
-def validate_uploads(parts: Mapping[str, FormPart], settings: Settings) -> dict[str, Upload]:
-    """The three photos, or an ``ApiError`` whose ``details`` lists every field's verdict."""
+def display_filename(filename: str | None) -> str | None:
+    """The client's file name as we echo and record it: at most ``MAX_FILENAME_CHARS`` characters."""
+    if filename is None or len(filename) <= MAX_FILENAME_CHARS:
+        return filename
+    return filename[:MAX_FILENAME_CHARS - 1] + "…"
+
+
+def validate_uploads(form: Mapping[str, FormPart], settings: Settings) -> dict[str, Upload]:
+    """The three photos, or an ``ApiError`` whose ``details`` has a verdict for every part.
+
+    ``form`` is ``read_form``'s ``FormData`` (its ``all`` has the duplicates) or any mapping.
+    """
+    parts: tuple[FormPart, ...] = getattr(form, "all", tuple(form.values()))
     accepted: dict[str, Upload] = {}
     details: list[dict[str, Any]] = []
     error_classes: set[type[ApiError]] = set()
+
+    def verdict(field: str, filename: str | None, error: str | None) -> None:
+        details.append({"filename": display_filename(filename), "valid": error is None, "error": error,
+                        "field": field})
+
     for view in VIEWS:
-        part = parts.get(view)
+        part = next((p for p in parts if p.name == view), None)
         # A plain text field named like a photo is not a photo.
-        part = part if part is not None and part.filename is not None else None
-        filename = part.filename if part else None
+        photo = part if part is not None and part.filename is not None else None
         try:
-            upload = _validate_one(view, part, settings)
+            upload = _validate_one(view, photo, settings)
         except _Rejected as rejected:
             error_classes.add(rejected.error_class)
-            details.append({"field": view, "filename": filename, "valid": False, "error": rejected.message})
+            verdict(view, photo.filename if photo else None, rejected.message)
             continue
         accepted[view] = upload
-        details.append({"field": view, "filename": filename, "valid": True})
+        verdict(view, photo.filename, None)
+    seen: set[str] = set()
+    for part in parts:
+        duplicate = part.name in seen
+        seen.add(part.name)
+        if part.name in VIEWS and not duplicate:
+            continue  # judged above
+        if part.name in OPTIONAL_FIELDS and part.filename is None and not duplicate:
+            continue
+        error_classes.add(BadRequest)
+        if duplicate:
+            verdict(part.name, part.filename, f"Duplicate field '{display_filename(part.name)}': send it once.")
+        else:
+            verdict(part.name, part.filename,
+                    f"Unexpected field '{display_filename(part.name)}': send only front, left and right.")
     if error_classes:
         # One kind of problem gets its own status (413, 415); a mix is a plain 400.
         error_class = error_classes.pop() if len(error_classes) == 1 else BadRequest
@@ -70,19 +114,25 @@ def _validate_one(view: str, part: FormPart | None, settings: Settings) -> Uploa
     if part is None:
         raise _Rejected(BadRequest, f"Missing file: '{view}' is required "
                                     f"(a {VIEW_DESCRIPTIONS[view]} face photo).")
-    data = part.data
-    if len(data) > settings.max_image_bytes:
+    if part.oversize or part.size > settings.max_image_bytes:
         raise _Rejected(PayloadTooLarge, f"File too large. Maximum size is "
                                          f"{settings.max_image_bytes // (1024 * 1024)}MB per image.")
+    data = part.data
     if not data:
         raise _Rejected(BadRequest, "File is empty: attach the photo itself, not just its name.")
     try:
         header = read_header(data)
         check_dimensions(header, settings.min_image_side, settings.max_image_side)
+        # Implied by the side limits today; stated on its own so that raising one side limit can
+        # never let through a decompression bomb (the decoder allocates width x height x 4 bytes).
+        if header.width * header.height > settings.max_image_side ** 2:
+            raise PipelineError("image_too_large", f"Image has too many pixels: at most "
+                                                   f"{settings.max_image_side ** 2} are accepted.")
+        if header.animated:
+            raise _Rejected(BadRequest, ANIMATED)
+        stored = strip_metadata(data, header)
     except PipelineError as exc:
-        error_class = UnsupportedMediaType if exc.code == "unsupported_format" else BadRequest
-        message = exc.message[0].upper() + exc.message[1:]
         if exc.code == "unsupported_format":
-            message = "Unsupported file type: only JPEG, PNG and WebP images are accepted."
-        raise _Rejected(error_class, message) from None
-    return Upload(view, part.filename or view, data, header)
+            raise _Rejected(UnsupportedMediaType, UNSUPPORTED) from None
+        raise _Rejected(BadRequest, exc.message[0].upper() + exc.message[1:]) from None
+    return Upload(view, display_filename(part.filename) or view, stored, header, part.size)

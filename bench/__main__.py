@@ -5,8 +5,10 @@ it runs here and now (``comparison``): POST → completed p50 against the in-pro
 median, and service avatars/s against in-process avatars/s with the same number of processes.
 ``goals`` checks issue 3's targets. ``reconstruction`` renders a known head from three sides and
 reports how far the three-view and the front-only avatars are from it (millimetres), and writes
-preview PNGs to ``bench/out/``. Options: `--only pipeline|service|reconstruction` (repeatable),
-`--quick` (smoke run), `--out DIR`.
+preview PNGs to ``bench/out/``. ``batch`` (issue 6) measures jobs/s with ``avatar batch`` as the client
+against one worker process, two in one worker node, and two nodes of one, plus what batching the
+landmark model buys on this CPU (``bench/batch_bench.py``). Options:
+`--only pipeline|service|reconstruction|batch` (repeatable), `--quick` (smoke run), `--out DIR`.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import platform  # noqa: E402
 import sys
 from typing import Any
 
+from bench.batch_bench import run_batch_bench
 from bench.pipeline_bench import run_pipeline_bench, run_pipeline_throughput
 from bench.service import run_service_bench
 
@@ -83,11 +86,11 @@ def run_reconstruction_bench(out_dir: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["pipeline", "service", "reconstruction"], action="append")
+    parser.add_argument("--only", choices=["pipeline", "service", "reconstruction", "batch"], action="append")
     parser.add_argument("--out", default="bench/out", help="where preview PNGs go (default: bench/out)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, under a minute)")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["pipeline", "service", "reconstruction"])
+    wanted = set(args.only or ["pipeline", "service", "reconstruction", "batch"])
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "python": platform.python_version()},
                               "quick": args.quick}
@@ -103,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             requests_per_size=8 if args.quick else 40,
             throughput_requests=30 if args.quick else 240,
             warmup=3 if args.quick else 6)
+    if "batch" in wanted:
+        report.update(run_batch_bench(subjects=12 if args.quick else 60, side=1024,
+                                      warmup=2 if args.quick else 4))
     if {"pipeline", "service"} <= wanted:
         report["comparison"] = comparison(report["pipeline"], report["service"])
         report["goals"] = goals(report["service"], report["comparison"])

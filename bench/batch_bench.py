@@ -24,14 +24,16 @@ import numpy as np
 
 from bench.photos import avatar_views
 from jobs import localstack
+from jobs.encryption import generate_key
 from jobs.settings import Settings
 
 WORKER_NAME = "batchbench@" + socket.gethostname()
 
 
 @contextlib.contextmanager
-def local_stack(root: Path, worker_processes: int) -> Iterator[str]:
-    """A private stack with ``worker_processes`` worker processes; yields its base URL."""
+def local_stack(root: Path, worker_processes: int, nodes: int = 1) -> Iterator[str]:
+    """A private stack with ``worker_processes`` worker processes, split over ``nodes`` Celery worker
+    nodes (separate OS process trees, as a fleet runs them); yields its base URL."""
     processes = []
     try:
         redis_url, redis_proc = localstack.start_redis(root / "redis", persist=False)
@@ -42,17 +44,25 @@ def local_stack(root: Path, worker_processes: int) -> Iterator[str]:
         settings = Settings.from_env({
             "redis_url": redis_url, "mongodb_uri": mongo_uri, "data_dir": root / "data", "port": port,
             "host": "127.0.0.1", "worker_concurrency": worker_processes, "api_workers": 2, "api_threads": 8,
+            # A benchmark is one client sending far more than the per-IP limits allow.
+            "upload_encryption_key": generate_key(),
+            "rate_limit_generate": "1000000 per 15 minutes", "rate_limit_default": "1000000 per 15 minutes",
         }, environ={})
         localstack.wait_redis(redis_url, redis_proc)
-        worker = localstack.start_worker(settings, ("cpu", "gpu"), worker_processes, WORKER_NAME,
-                                         root / "logs" / "worker.log")
-        processes.append(worker)
+        per_node = max(1, worker_processes // nodes)
+        workers = {}
+        for index in range(nodes):
+            name = WORKER_NAME if nodes == 1 else f"batchbench{index}@{socket.gethostname()}"
+            workers[name] = localstack.start_worker(settings, ("cpu", "gpu"), per_node, name,
+                                                    root / "logs" / f"worker{index}.log")
+            processes.append(workers[name])
         localstack.wait_mongo(mongo_uri, mongo_proc)
         api = localstack.start_api(settings, root / "logs" / "api.log")
         processes.append(api)
         base_url = f"http://127.0.0.1:{port}"
         localstack.wait_api(base_url, api)
-        localstack.wait_worker(settings, WORKER_NAME, worker_processes, worker)
+        for name, worker in workers.items():
+            localstack.wait_worker(settings, name, per_node, worker)
         yield base_url
     finally:
         for process in reversed(processes):
@@ -91,28 +101,59 @@ def time_batch(base_url: str, subjects_dir: Path, out_dir: Path, concurrency: in
                                "mean": round(statistics.fmean(totals), 1)}}
 
 
-def run_batch_bench(subjects: int = 40, side: int = 1024, worker_counts: tuple[int, ...] = (1, 2),
+# (worker processes, worker nodes): one process; two in one node; two nodes of one process each.
+LAYOUTS = ((1, 1), (2, 1), (2, 2))
+
+
+def run_batch_bench(subjects: int = 40, side: int = 1024,
+                    layouts: tuple[tuple[int, int], ...] = LAYOUTS,
                     concurrency: int = 4, warmup: int = 4) -> dict[str, Any]:
-    """jobs/s through ``avatar batch`` for each worker-process count; returns the numbers as a dict."""
+    """jobs/s through ``avatar batch`` for each (worker processes, nodes) layout, and what batching
+    the landmark model would buy on this CPU; returns the numbers as a dict."""
     views = avatar_views(side)
     runs = []
     with tempfile.TemporaryDirectory(prefix="avatar-batch-bench-") as tmp:
         root = Path(tmp)
         measured = write_subjects(root / "subjects", subjects, views)
         warm = write_subjects(root / "warmup", warmup, views)
-        for workers in worker_counts:
-            stack_root = root / f"stack-{workers}"
-            with local_stack(stack_root, workers) as base_url:
+        for workers, nodes in layouts:
+            stack_root = root / f"stack-{workers}x{nodes}"
+            with local_stack(stack_root, workers, nodes) as base_url:
                 time_batch(base_url, warm, stack_root / "warmup-out", concurrency)
                 result = time_batch(base_url, measured, stack_root / "out", concurrency)
-            runs.append({"workerProcesses": workers, **result})
+            runs.append({"workerProcesses": workers, "workerNodes": nodes, **result})
     report: dict[str, Any] = {"subjects": subjects, "photos": f"3x{side} JPEG", "clientConcurrency": concurrency,
                               "runs": runs}
-    by_workers = sorted(runs, key=lambda r: r["workerProcesses"])
-    if len(by_workers) >= 2 and by_workers[0]["jobsPerSecond"]:
-        # Most worker processes over fewest: what adding processes bought on this machine.
-        report["speedup"] = round(by_workers[-1]["jobsPerSecond"] / by_workers[0]["jobsPerSecond"], 2)
+    one = next((r for r in runs if r["workerProcesses"] == 1), None)
+    if one and one["jobsPerSecond"]:
+        # What adding processes bought on this machine, per layout with more than one.
+        report["speedupOverOneProcess"] = {f"{r['workerProcesses']}proc/{r['workerNodes']}node":
+                                           round(r["jobsPerSecond"] / one["jobsPerSecond"], 2)
+                                           for r in runs if r["workerProcesses"] > 1}
+    report["inferenceBatching"] = measure_inference_batching()
     return {"batch": report}
+
+
+def measure_inference_batching(jobs_per_run: tuple[int, ...] = (1, 2, 4, 8), repeats: int = 30) -> dict[str, Any]:
+    """The landmark model over 3 crops per job, 1..8 jobs per run, one thread (a worker process):
+    ms per job. Decides INFERENCE_BATCH_MAX for CPU workers (batching only pays if this drops)."""
+    from pipeline.models import FaceModels
+
+    models = FaceModels.load(detector=False, threads=1)
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"provider": models.providers[0], "threads": 1, "msPerJob": {}}
+    for jobs in jobs_per_run:
+        batch = rng.random((3 * jobs, 3, 224, 224), dtype=np.float32)
+        models.predict_landmarks(batch)  # warm-up for this shape
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            models.predict_landmarks(batch)
+            times.append((time.perf_counter() - start) * 1000)
+        out["msPerJob"][str(jobs)] = round(statistics.median(times) / jobs, 2)
+    base = out["msPerJob"]["1"]
+    out["bestSpeedup"] = round(base / min(out["msPerJob"].values()), 2)
+    return out
 
 
 def main() -> None:

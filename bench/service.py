@@ -31,6 +31,7 @@ import psutil
 
 from bench.photos import avatar_views
 from jobs import localstack
+from jobs.encryption import generate_key
 from jobs.settings import Settings
 from jobs.store import JobStore
 
@@ -106,6 +107,9 @@ class BenchStack:
             "redis_url": redis_url, "mongodb_uri": mongo_uri, "data_dir": root / "data",
             "port": self.port, "host": "127.0.0.1", "worker_concurrency": workers,
             "api_workers": api_workers, "api_threads": api_threads,
+            # A benchmark is one client sending far more than the per-IP limits allow.
+            "upload_encryption_key": generate_key(),
+            "rate_limit_generate": "1000000 per 15 minutes", "rate_limit_default": "1000000 per 15 minutes",
         }, environ={})
         localstack.wait_redis(redis_url, self.processes["redis"])
         self.processes["worker"] = localstack.start_worker(self.settings, ("cpu", "gpu"), workers, WORKER_NAME,

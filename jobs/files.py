@@ -1,11 +1,14 @@
 """Files on the shared volume (DATA_DIR), laid out by job id.
 
-    uploads/<id>/<view>        the photos as received (biometric data: deleted when the job ends)
-    work/<id>/<name>.npz       what one stage hands to the next (crops, landmarks; also deleted then)
-    results/<id>.glb           the avatar
+    uploads/<id>/<view>        the photos, metadata stripped, AES-GCM encrypted (biometric data:
+                               deleted when the job ends, whatever the outcome)
+    work/<id>/<name>.npz       what one stage hands to the next (decoded photos, crops, landmarks):
+                               encrypted the same way, deleted with the photos
+    results/<id>.glb           the avatar (kept RESULT_RETENTION_DAYS; see jobs.retention)
 
 Every write goes to a temporary file in the same directory and is then renamed over the final name,
-so a reader on another machine sees either the whole file or none of it.
+so a reader on another machine sees either the whole file or none of it. File names are ours (the
+job's random UUID and the view); a client's file name is never used as a path.
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from jobs.encryption import EncryptionKeyError, FileCipher
+from jobs.settings import Settings
+
 
 def result_filename(job_id: str, finished_at: datetime) -> str:
     """The download name the API contract uses: ``avatar_<id>_<unix ms>.glb``."""
@@ -26,10 +32,17 @@ def result_filename(job_id: str, finished_at: datetime) -> str:
 class FileStore:
     """Paths and atomic writes under ``root`` (the shared DATA_DIR)."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, cipher: FileCipher | None = None):
         # Absolute: Flask's send_file resolves a relative path against the app's package, not the
         # working directory (a relative DATA_DIR such as `make run`'s var/data made downloads 500).
         self.root = Path(root).absolute()
+        # None: paths and cleanup only (tests, the sweep); reading or writing photos needs the key.
+        self.cipher = cipher
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "FileStore":
+        """The store with the encryption key of ``settings`` (``EncryptionKeyError`` if it has none)."""
+        return cls(settings.data_dir, FileCipher.from_encoded(settings.upload_encryption_key))
 
     def ensure_dirs(self) -> None:
         for name in ("uploads", "work", "results"):
@@ -67,21 +80,40 @@ class FileStore:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
 
-    def write_bytes(self, final: Path, data: bytes) -> Path:
+    def write_bytes(self, final: Path, data: bytes, fsync: bool = True) -> Path:
         with self.writing(final) as temp:
             with open(temp, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
         return final
 
     def save_uploads(self, job_id: str, images: Mapping[str, bytes]) -> None:
+        """Encrypt and store the photos; the associated data binds each file to its job and view."""
         for view, data in images.items():
-            self.write_bytes(self.upload_dir(job_id) / view, data)
+            self.write_bytes(self.upload_dir(job_id) / view, self._sealer().seal(data, f"{job_id}/{view}"))
 
     def read_uploads(self, job_id: str, views: tuple[str, ...]) -> dict[str, bytes]:
-        """The uploaded photos; raises ``FileNotFoundError`` if they are gone (job ended or purged)."""
-        return {view: (self.upload_dir(job_id) / view).read_bytes() for view in views}
+        """The uploaded photos, decrypted in memory; ``FileNotFoundError`` if they are gone (job ended
+        or purged), ``SealedFileError`` if a file was altered or belongs to another job."""
+        return {view: self._sealer().open((self.upload_dir(job_id) / view).read_bytes(), f"{job_id}/{view}")
+                for view in views}
+
+    def save_stage(self, job_id: str, name: str, data: bytes) -> Path:
+        """Encrypt and store one stage's output (it holds decoded face pixels: biometric too)."""
+        # No fsync, as before encryption: stage files are short-lived and rewritten on a retry.
+        return self.write_bytes(self.work_path(job_id, name), self._sealer().seal(data, f"{job_id}/work/{name}"),
+                                fsync=False)
+
+    def load_stage(self, job_id: str, name: str) -> bytes:
+        return self._sealer().open(self.work_path(job_id, name).read_bytes(), f"{job_id}/work/{name}")
+
+    def _sealer(self) -> FileCipher:
+        if self.cipher is None:
+            raise EncryptionKeyError("this FileStore has no encryption key; build it with "
+                                     "FileStore.from_settings(settings)")
+        return self.cipher
 
     def save_result(self, job_id: str, glb: bytes) -> Path:
         return self.write_bytes(self.result_path(job_id), glb)

@@ -110,11 +110,11 @@ def wait_mongo(uri: str, process: subprocess.Popen | None = None, timeout_s: flo
 # -- worker and API ------------------------------------------------------------------------------
 
 def worker_command(queues: Iterable[str], concurrency: int, hostname: str,
-                   loglevel: str = "INFO") -> list[str]:
+                   loglevel: str = "INFO", pool: str = "prefork") -> list[str]:
     """The ``celery worker`` command line for ``queues``."""
     return [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
             "--queues", ",".join(queues), "--concurrency", str(concurrency), "--hostname", hostname,
-            "--loglevel", loglevel, "--pool", "prefork",
+            "--loglevel", loglevel, "--pool", pool,
             # Gossip/mingle/heartbeat serve remote control between workers: the service does not use
             # them, and mingle alone adds a second to every start.
             "--without-gossip", "--without-mingle", "--without-heartbeat"]

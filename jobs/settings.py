@@ -29,7 +29,26 @@ class Settings:
     # Landmark model the workers load; empty means the file committed in models/.
     onnx_model_path: str = ""
     # Signs and verifies the optional Bearer tokens. The default is only good for a laptop.
-    jwt_secret_key: str = "dev-only-signing-key-change-me-in-production"
+    jwt_secret_key: str = dataclasses.field(default="dev-only-signing-key-change-me-in-production",
+                                            repr=False)
+    # -- security and privacy (issue 4) --
+    # true: every /api/avatar request except health needs a valid Bearer token (401 without one).
+    require_auth: bool = False
+    # AES-256-GCM key for the photos and stage files on DATA_DIR: base64 of 32 random bytes. Required
+    # by the API and the workers; `avatar up` creates one in var/ (0600) on its first run.
+    upload_encryption_key: str = dataclasses.field(default="", repr=False)
+    # Per client IP (flask-limiter syntax, counted in Redis): POST /generate, and every other request.
+    rate_limit_generate: str = "10 per 15 minutes"
+    rate_limit_default: str = "100 per 15 minutes"
+    # Reverse proxies in front of the API that append to X-Forwarded-For. 0: the client IP is the
+    # socket's peer and X-Forwarded-For is ignored (it is whatever the client wrote).
+    trusted_proxies: int = 0
+    # Audit records and finished avatars (record + GLB) are deleted after these many days.
+    audit_retention_days: int = 365
+    result_retention_days: int = 30
+    # Workers run the retention sweep (jobs.retention) at a job's end at most this often, fleet-wide;
+    # 0 leaves it to `avatar sweep` (cron).
+    sweep_interval_s: int = 3600
     # Longest a single pipeline stage may run; the broker's visibility timeout is set above it.
     job_timeout_s: int = 300
     # Upload limits from the API contract.
@@ -49,6 +68,32 @@ class Settings:
     # Page size bounds for GET /api/avatar.
     default_page_size: int = 20
     max_page_size: int = 100
+
+    # -- fleet and fault tolerance (issue 6) --
+    # How long a POST's Idempotency-Key is remembered: a repeat within this window names the same job.
+    idempotency_ttl_s: int = 24 * 3600
+    # Signs the completion webhooks (X-Avatar-Signature: sha256=HMAC(body)). Change it in production.
+    webhook_secret: str = "dev-only-webhook-secret-change-me"
+    # Deliver webhooks to private, loopback and link-local addresses (off: they could reach internal
+    # services on the workers' network).
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = 5
+    # Back-off between webhook attempts: base * 2**attempt seconds (1 s, 2 s, 4 s, ... by default).
+    webhook_backoff_s: float = 1.0
+    webhook_timeout_s: float = 5.0
+    # `avatar worker` without options: the queues it consumes and its node name (default <queues>@<host>).
+    worker_queues: str = "cpu,gpu"
+    worker_hostname: str = ""
+    # The reconciler re-sends the current stage of a running job that has not moved for this long and
+    # that no queue or worker holds (its message was lost); after stall_max_requeues re-sends the job
+    # fails with code "stalled". reconcile_interval_s 0 turns off the reconciler inside the workers.
+    stall_after_s: float = 60.0
+    stall_max_requeues: int = 3
+    reconcile_interval_s: float = 10.0
+    # Landmark-model micro-batching in a threaded gpu worker: up to this many jobs' crops in one run,
+    # waiting at most the window for more to arrive. 1 turns it off (on CPU it does not pay).
+    inference_batch_max: int = 1
+    inference_batch_window_ms: float = 5.0
 
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None,
@@ -87,6 +132,9 @@ def _field(cls: type, name: str) -> dataclasses.Field:
     raise ValueError(f"unknown setting {name!r}")
 
 
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "Path": "a path"}
+
+
 def _coerce(field: dataclasses.Field, raw: str) -> Any:
     kind = field.type if isinstance(field.type, str) else field.type.__name__
     try:
@@ -94,6 +142,15 @@ def _coerce(field: dataclasses.Field, raw: str) -> Any:
             return int(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
     except ValueError:
-        raise ValueError(f"setting {field.name.upper()} must be an integer, got {raw!r}") from None
+        raise ValueError(f"setting {field.name.upper()} must be {_KIND_WORDS.get(kind, kind)}, "
+                         f"got {raw!r}") from None
     return raw

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
@@ -179,14 +179,17 @@ def connect(settings: Settings, server_selection_timeout_ms: int = 5000) -> pymo
 class JobStore:
     """The ``jobs`` collection: creates records and moves them through the state machine."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, result_retention: timedelta | None = None):
         self.db = db
         self.jobs: Collection = db["jobs"]
+        # How long a job's record (and, through jobs.retention, its GLB) is kept; None: for ever.
+        self.result_retention = result_retention
 
     @classmethod
     def from_settings(cls, settings: Settings, client: pymongo.MongoClient | None = None) -> "JobStore":
         client = client or connect(settings)
-        return cls(client[settings.mongodb_db])
+        days = settings.result_retention_days
+        return cls(client[settings.mongodb_db], timedelta(days=days) if days > 0 else None)
 
     def ensure_indexes(self) -> None:
         """Indexes for "my avatars" (owner, newest first) and for sweeping stale jobs."""
@@ -194,15 +197,34 @@ class JobStore:
                                name="owner_createdAt")
         self.jobs.create_index([("status", pymongo.ASCENDING), ("updatedAt", pymongo.ASCENDING)],
                                name="status_updatedAt")
+        # Retention: the server deletes a record once its expiresAt has passed (jobs.retention
+        # deletes the files that go with it).
+        self.jobs.create_index([("expiresAt", pymongo.ASCENDING)], name="expiresAt_ttl", expireAfterSeconds=0)
 
     def ping(self) -> None:
         self.db.client.admin.command("ping")
 
+    # -- retention (jobs.retention) ------------------------------------------------------------
+
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """The status of each of ``job_ids`` that still has a record."""
+        docs = self.jobs.find({"_id": {"$in": list(job_ids)}}, {"status": 1})
+        return {doc["_id"]: JobStatus(doc["status"]) for doc in docs}
+
+    def expired_ids(self, now: datetime, limit: int = 1000) -> list[str]:
+        """Ended jobs whose retention has run out (the TTL monitor may not have removed them yet)."""
+        query = {"expiresAt": {"$lte": now}, "status": {"$in": [s.value for s in TERMINAL_STATUSES]}}
+        return [doc["_id"] for doc in self.jobs.find(query, {"_id": 1}).limit(limit)]
+
     # -- records -----------------------------------------------------------------------------
 
     def create(self, job_id: str, *, owner: str | None, uploads: Mapping[str, Mapping[str, Any]],
-               client: Mapping[str, Any] | None = None, method: str = "image_upload") -> Job:
-        """Insert a new ``queued`` job. Call before enqueueing, so a worker always finds the record."""
+               client: Mapping[str, Any] | None = None, method: str = "image_upload",
+               callback_url: str | None = None) -> Job:
+        """Insert a new ``queued`` job. Call before enqueueing, so a worker always finds the record.
+
+        ``callback_url`` (optional) receives a signed webhook when the job ends (``jobs.webhooks``).
+        """
         now = utcnow()
         doc = {
             "_id": job_id,
@@ -218,6 +240,10 @@ class JobStore:
             "workers": {},
             "downloadCount": 0,
         }
+        if self.result_retention is not None:
+            doc["expiresAt"] = now + self.result_retention
+        if callback_url:
+            doc["callbackUrl"] = callback_url
         self.jobs.insert_one(doc)
         return Job(doc)
 
@@ -286,7 +312,10 @@ class JobStore:
         update = _stage_fields(JobStatus.EXPORTING, timings_ms, worker, trace)
         update.update({"status": JobStatus.COMPLETED.value, "updatedAt": now, "finishedAt": now,
                        "result": dict(result)})
-        self._transition(job_id, "complete", (JobStatus.EXPORTING,), {"$set": update})
+        # ``completions`` counts winning complete() calls: the guard keeps it at 1, and the fault
+        # tests check that it does, whatever was redelivered or re-sent.
+        self._transition(job_id, "complete", (JobStatus.EXPORTING,),
+                         {"$set": update, "$inc": {"completions": 1}})
 
     def fail(self, job_id: str, code: str, message: str, view: str | None = None) -> None:
         """Any running state → failed, with a stable ``code`` and a ``message`` a person can act on."""
@@ -302,6 +331,35 @@ class JobStore:
         now = utcnow()
         self._transition(job_id, "cancel", ACTIVE_STATUSES, {"$set": {
             "status": JobStatus.CANCELED.value, "updatedAt": now, "finishedAt": now}})
+
+    # -- recovery (the reconciler) -------------------------------------------------------------
+
+    def stale_jobs(self, updated_before: datetime, limit: int = 500) -> list[Job]:
+        """Running jobs whose record has not changed since ``updated_before``, oldest first."""
+        cursor = self.jobs.find(
+            {"status": {"$in": [s.value for s in ACTIVE_STATUSES]}, "updatedAt": {"$lt": updated_before}},
+            {"status": 1, "stage": 1, "updatedAt": 1, "createdAt": 1, "requeues": 1},
+        ).sort("updatedAt", pymongo.ASCENDING).limit(limit)
+        return [Job(doc) for doc in cursor]
+
+    def mark_requeued(self, job: Job) -> bool:
+        """Claim the re-send of ``job``'s current stage: only if the record is exactly as it was read
+        (same status and ``updatedAt``), so of two reconcilers racing only one re-sends. Counts the
+        re-send in ``requeues`` and restarts the stall clock. True if this caller won."""
+        query = {"_id": job.id, "status": job.status.value, "updatedAt": job.doc["updatedAt"]}
+        update = {"$set": {"updatedAt": utcnow()}, "$inc": {"requeues": 1}}
+        return self.jobs.update_one(query, update).modified_count == 1
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def callback_url(self, job_id: str) -> str | None:
+        """The job's webhook URL, if it was submitted with one."""
+        doc = self.jobs.find_one({"_id": job_id}, {"callbackUrl": 1})
+        return doc.get("callbackUrl") if doc else None
+
+    def record_webhook(self, job_id: str, **fields: Any) -> None:
+        """Note a delivery attempt's outcome on the job (``webhook.<field>``); not a transition."""
+        self.jobs.update_one({"_id": job_id}, {"$set": {f"webhook.{k}": v for k, v in fields.items()}})
 
     def _transition(self, job_id: str, name: str, expected: tuple[JobStatus, ...],
                     update: Mapping[str, Any]) -> None:

@@ -4,6 +4,9 @@ Sending goes by task name, so the API never imports the tasks (nor the pipeline 
 """
 from __future__ import annotations
 
+import base64
+import json
+
 from celery import Celery
 
 import celeryconfig
@@ -37,6 +40,21 @@ def enqueue_stage(celery: Celery, task_name: str, job_id: str) -> None:
     stage that fails or finds its job canceled simply queues nothing.
     """
     celery.send_task(task_name, args=(job_id,))
+
+
+def message_job(raw: bytes) -> tuple[str, str] | None:
+    """(task name, job id) of one of our messages as it waits in a Redis queue (kombu's JSON
+    envelope, body base64-encoded ``[args, kwargs, embed]``), or None if it is not one of ours."""
+    try:
+        message = json.loads(raw)
+        task = message["headers"]["task"]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return task, str(args[0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 # The worker's app: `celery -A worker.app worker -Q cpu,gpu`.

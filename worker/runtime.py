@@ -22,6 +22,8 @@ from jobs.settings import Settings
 from jobs.store import JobStore
 from pipeline.models import FaceModels
 from pipeline.stages import warm_up
+from worker.batching import BatchedModels, LandmarkBatcher
+from worker.reconciler import RUNNING_KEY, Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,11 @@ class WorkerRuntime:
     models: FaceModels | None = None  # None if loading failed
     model_error: str | None = None
     outputs: RecentOutputs = field(default_factory=RecentOutputs)
+    # Shares landmark-model runs between concurrent inference tasks (threaded gpu workers only).
+    batcher: LandmarkBatcher | None = None
+    # The jobs this process is running a stage of right now (kept alive in Redis for the reconciler).
+    running: set[str] = field(default_factory=set)
+    _running_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -81,10 +88,14 @@ class WorkerRuntime:
         client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
         runtime = cls(
             settings=settings, hostname=hostname, queues=queues,
-            store=JobStore.from_settings(settings), files=FileStore(settings.data_dir),
+            store=JobStore.from_settings(settings), files=FileStore.from_settings(settings),
             events=JobEvents(client), registry=WorkerRegistry(client, settings.worker_heartbeat_ttl_s),
         )
         runtime.load_models()
+        if runtime.models is not None and runtime.models.landmarks is not None \
+                and settings.inference_batch_max > 1:
+            runtime.batcher = LandmarkBatcher(runtime.models.predict_landmarks, settings.inference_batch_max,
+                                              settings.inference_batch_window_ms / 1000)
         return runtime
 
     def load_models(self) -> None:
@@ -104,9 +115,43 @@ class WorkerRuntime:
             log.exception("could not load the ONNX models")
             self.model_error = f"{type(exc).__name__}: {exc}"
 
+    def landmark_models(self) -> FaceModels | BatchedModels | None:
+        """The models an inference task uses: through the batcher when there is one."""
+        if self.models is not None and self.batcher is not None:
+            return BatchedModels(self.models, self.batcher)
+        return self.models
+
+    # -- what this process is running (the reconciler leaves these jobs alone) ------------------
+
+    def began(self, job_id: str) -> None:
+        with self._running_lock:
+            self.running.add(job_id)
+        self._mark_running([job_id])
+
+    def ended(self, job_id: str) -> None:
+        with self._running_lock:
+            self.running.discard(job_id)
+        try:
+            self.registry.redis.delete(RUNNING_KEY.format(job_id=job_id))
+        except redis.RedisError:
+            pass  # it expires by itself
+
+    def _mark_running(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        try:
+            pipe = self.registry.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.set(RUNNING_KEY.format(job_id=job_id), self.process_name, ex=self.settings.worker_heartbeat_ttl_s)
+            pipe.execute()
+        except redis.RedisError as exc:  # Redis away: the heartbeat writes them again when it is back
+            log.warning("could not mark jobs running: %s", exc)
+
     def describe(self) -> dict[str, Any]:
         """What the heartbeat publishes (health reads it)."""
-        info: dict[str, Any] = {"hostname": self.hostname, "pid": os.getpid(), "queues": list(self.queues)}
+        info: dict[str, Any] = {"hostname": self.hostname, "pid": os.getpid(), "queues": list(self.queues),
+                                "concurrency": self.settings.worker_concurrency,
+                                "inferenceBatchMax": self.settings.inference_batch_max if self.batcher else 1}
         if self.models is not None:
             info["model"] = self.models.describe()
             info["detector"] = self.models.detector is not None
@@ -124,10 +169,21 @@ class WorkerRuntime:
                     self.registry.beat(self.process_name, info)
                 except redis.RedisError as exc:
                     log.warning("heartbeat failed: %s", exc)
+                with self._running_lock:
+                    running = list(self.running)
+                self._mark_running(running)
                 if self._stop.wait(interval):
                     return
 
         threading.Thread(target=beat_forever, name="heartbeat", daemon=True).start()
+
+    def start_reconciler(self, celery) -> None:
+        """Run the reconciler in a daemon thread (see ``worker.reconciler``); off when the interval is 0."""
+        if self.settings.reconcile_interval_s <= 0:
+            return
+        reconciler = Reconciler(self.settings, self.store, self.registry.redis, celery, self.files)
+        threading.Thread(target=reconciler.run_forever, args=(self.process_name, self._stop),
+                         name="reconciler", daemon=True).start()
 
     def close(self) -> None:
         self._stop.set()
@@ -140,12 +196,23 @@ class WorkerRuntime:
 # The parent learns its node name and queues (after -Q is applied); pool children inherit them.
 _identity: dict[str, Any] = {"hostname": "worker", "queues": celeryconfig.QUEUE_NAMES}
 _runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
 
 
 @signals.worker_init.connect
 def remember_identity(sender: Any = None, **_: Any) -> None:
     _identity["hostname"] = sender.hostname
     _identity["queues"] = tuple(sorted(sender.app.amqp.queues.consume_from))
+    _identity["pool"] = getattr(sender.pool_cls, "__module__", str(sender.pool_cls))
+
+
+@signals.worker_ready.connect
+def open_runtime_in_threaded_worker(**_: Any) -> None:
+    """A threads or solo pool has no pool processes (no ``worker_process_init``): open the runtime
+    here, before the first task, so models load and the heartbeat starts at once. A prefork parent
+    must not: its children would inherit the ONNX sessions and connections."""
+    if "prefork" not in _identity.get("pool", "prefork"):
+        current()
 
 
 @signals.worker_process_init.connect
@@ -153,6 +220,7 @@ def open_runtime(**_: Any) -> None:
     global _runtime
     _runtime = WorkerRuntime.open(Settings.from_env(), _identity["hostname"], _identity["queues"])
     _runtime.start_heartbeat()
+    _runtime.start_reconciler(_celery_app())
 
 
 @signals.worker_process_shutdown.connect
@@ -165,5 +233,15 @@ def current() -> WorkerRuntime:
     """This process's runtime (opened on first use where no pool signal ran, e.g. a solo pool)."""
     global _runtime
     if _runtime is None:
-        _runtime = WorkerRuntime.open(Settings.from_env(), _identity["hostname"], _identity["queues"])
+        with _runtime_lock:  # a threads pool: the first tasks arrive together
+            if _runtime is None:
+                runtime = WorkerRuntime.open(Settings.from_env(), _identity["hostname"], _identity["queues"])
+                runtime.start_heartbeat()
+                runtime.start_reconciler(_celery_app())
+                _runtime = runtime
     return _runtime
+
+
+def _celery_app():
+    from worker.app import app  # the worker's app; imported late: worker.app is being imported now
+    return app

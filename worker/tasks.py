@@ -15,8 +15,10 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from jobs import webhooks
 from jobs.files import result_filename
-from jobs.store import JobNotFound, JobStatus, TransitionError, utcnow
+from jobs.retention import sweep_if_due
+from jobs.store import Job, JobNotFound, JobStatus, TransitionError, utcnow
 from pipeline import VIEWS, PipelineError
 from pipeline.stages import MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, infer_landmarks, prepare_views
 from worker import runtime
@@ -68,7 +70,7 @@ class StageClock:
 
 
 @shared_task(name="avatar.preprocess", bind=True)
-def preprocess(self: Task, job_id: str) -> str | None:
+def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Decode the three photos, find the faces, save the aligned crops."""
 
     def work(rt: WorkerRuntime, clock: StageClock) -> StageOutput:
@@ -79,26 +81,26 @@ def preprocess(self: Task, job_id: str) -> str | None:
             _save_output(rt, job_id, PREPARED, prepared)
         return StageOutput(prepared.timings_ms)
 
-    return run_stage(self, job_id, JobStatus.PREPROCESSING, work)
+    return run_stage(self, job_id, JobStatus.PREPROCESSING, work, resent)
 
 
 @shared_task(name="avatar.inference", bind=True)
-def inference(self: Task, job_id: str) -> str | None:
+def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Run the landmark model on the crops (the one GPU-bound step)."""
 
     def work(rt: WorkerRuntime, clock: StageClock) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
-        landmarks = infer_landmarks(prepared, _models(rt))
+        landmarks = infer_landmarks(prepared, _models(rt, batched=True))
         with clock("save"):
             _save_output(rt, job_id, LANDMARKS, landmarks)
         return StageOutput(landmarks.timings_ms)
 
-    return run_stage(self, job_id, JobStatus.INFERENCE, work)
+    return run_stage(self, job_id, JobStatus.INFERENCE, work, resent)
 
 
 @shared_task(name="avatar.export", bind=True)
-def export(self: Task, job_id: str) -> str | None:
+def export(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Mesh, texture, features and the GLB; the job completes here."""
 
     def work(rt: WorkerRuntime, clock: StageClock) -> StageOutput:
@@ -125,7 +127,7 @@ def export(self: Task, job_id: str) -> str | None:
                if k not in prepared.timings_ms and k not in landmarks.timings_ms}
         return StageOutput(own, result)
 
-    return run_stage(self, job_id, JobStatus.EXPORTING, work)
+    return run_stage(self, job_id, JobStatus.EXPORTING, work, resent)
 
 
 # The files one stage hands to the next, under work/<id>/.
@@ -134,24 +136,25 @@ LANDMARKS = "landmarks"
 
 
 def _save_output(rt: WorkerRuntime, job_id: str, name: str, output: PreparedViews | ViewLandmarks) -> None:
-    """Write the output file (atomically), and keep the object for a next stage in this process."""
-    with rt.files.writing(rt.files.work_path(job_id, name)) as path:
-        output.save(path)
+    """Write the output file (encrypted, atomically), and keep the object for a next stage in this
+    process."""
+    rt.files.save_stage(job_id, name, output.to_bytes())
     rt.outputs.put(job_id, name, output)
 
 
 def _load_output(rt: WorkerRuntime, job_id: str, name: str, kind: type) -> Any:
-    """The previous stage's output: from this process's memory if it ran here, else from its file."""
+    """The previous stage's output: from this process's memory if it ran here, else from its file
+    (decrypted in memory: the decoded faces never touch the disk in clear)."""
     cached = rt.outputs.get(job_id, name)
     if cached is not None:
         return cached
-    return kind.load(rt.files.work_path(job_id, name))
+    return kind.from_bytes(rt.files.load_stage(job_id, name))
 
 
-def _models(rt: WorkerRuntime):
+def _models(rt: WorkerRuntime, batched: bool = False):
     if rt.models is None:
         raise ModelsUnavailable(rt.model_error)
-    return rt.models
+    return rt.landmark_models() if batched else rt.models
 
 
 class ModelsUnavailable(RuntimeError):
@@ -170,7 +173,7 @@ STAGE_TASK = {JobStatus.INFERENCE: INFERENCE, JobStatus.EXPORTING: EXPORT}
 
 
 def run_stage(task: Task, job_id: str, stage: JobStatus,
-              work: Callable[[WorkerRuntime, StageClock], StageOutput]) -> str | None:
+              work: Callable[[WorkerRuntime, StageClock], StageOutput], resent: bool = False) -> str | None:
     """Do ``work`` for ``stage``; record it and enter the next stage in one update; queue the next
     stage's task. Returns the job id, or None when the job stopped or failed.
 
@@ -181,6 +184,11 @@ def run_stage(task: Task, job_id: str, stage: JobStatus,
     A ``PipelineError`` is the photos' fault: it becomes ``error {code, message}`` on the job. Any
     other exception becomes ``internal_error`` with a generic message (the traceback goes to the
     log). Either way no next stage is queued and the job ends ``failed``: no job is left running.
+
+    Running a stage twice is harmless: every transition is guarded, so a duplicate's result is
+    dropped. A message that may be a duplicate (``resent`` by the reconciler, or redelivered by the
+    broker) first checks that the job still waits for this stage, and does nothing if it moved on.
+    While the stage runs, this process keeps the job marked running for the reconciler.
     """
     received = time.time()
     started = time.perf_counter()
@@ -188,6 +196,29 @@ def run_stage(task: Task, job_id: str, stage: JobStatus,
     worker = task.request.hostname or rt.hostname
     key = STAGE_KEY[stage]
     jlog = JobLog(log, {"job_id": job_id})
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    if (resent or redelivered) and not _still_waiting_for(rt, job_id, stage):
+        jlog.info("skipping a repeated %s: the job has moved on", stage.value)
+        return None
+    rt.began(job_id)
+    try:
+        return _run_stage(task, rt, job_id, stage, work, worker, key, jlog, received, started)
+    finally:
+        rt.ended(job_id)
+
+
+def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool:
+    job = rt.store.find(job_id)
+    if job is None:
+        return False
+    if stage is JobStatus.PREPROCESSING:
+        return job.status in (JobStatus.QUEUED, JobStatus.PREPROCESSING)
+    return job.status is stage
+
+
+def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
+               work: Callable[[WorkerRuntime, StageClock], StageOutput], worker: str, key: str,
+               jlog: JobLog, received: float, started: float) -> str | None:
     if stage is JobStatus.PREPROCESSING:
         try:
             rt.store.start_stage(job_id, stage, worker=worker)
@@ -208,7 +239,7 @@ def run_stage(task: Task, job_id: str, stage: JobStatus,
             jlog.info("completed in %.0f ms of work", output.result["generationTime"])
         else:
             following = rt.store.advance(job_id, stage, timings, worker=worker, trace=trace)
-            enqueue_stage(task.app, STAGE_TASK[following], job_id)
+            _enqueue_next(task, following, job_id, jlog)
         return job_id
     except (TransitionError, JobNotFound) as exc:
         _stopped(rt, job_id, stage, exc)
@@ -226,6 +257,16 @@ def run_stage(task: Task, job_id: str, stage: JobStatus,
     except Exception as exc:
         _fail_unexpected(rt, job_id, stage, exc)
     return None
+
+
+def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog) -> None:
+    """Queue the next stage. The job has already advanced, so a broker outage here must not fail it:
+    the reconciler re-sends the stage once the job has sat still for STALL_AFTER_S."""
+    try:
+        enqueue_stage(task.app, STAGE_TASK[following], job_id)
+    except Exception as exc:
+        jlog.warning("could not queue %s (%s: %s); the reconciler will send it again",
+                     following.value, type(exc).__name__, exc)
 
 
 def _stopped(rt: WorkerRuntime, job_id: str, stage: JobStatus,
@@ -271,3 +312,60 @@ def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
     except Exception as exc:  # waiters re-read the record anyway; a lost notification only delays them
         log.warning("[job %s] could not publish %s: %s", job_id, status.value, exc)
     rt.files.discard_inputs(job_id)
+    sweep_if_due(rt.store, rt.files, rt.events.redis, rt.settings.sweep_interval_s)
+    _queue_webhook(rt, job_id, status)
+
+
+def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
+    """If the job was submitted with a callbackUrl, queue its webhook (delivered by ``webhook``).
+    After the waiters were told and the photos deleted: a webhook never delays a job's end."""
+    try:
+        if rt.store.callback_url(job_id):
+            event = "avatar.completed" if status is JobStatus.COMPLETED else "avatar.failed"
+            webhook.apply_async(args=(job_id,), kwargs={"event": event})
+    except Exception as exc:
+        log.warning("[job %s] could not queue its webhook: %s", job_id, exc)
+
+
+@shared_task(name="avatar.webhook", bind=True)
+def webhook(self: Task, job_id: str, event: str) -> bool:
+    """POST the signed event to the job's callbackUrl; retried with back-off up to
+    WEBHOOK_MAX_ATTEMPTS times. Each attempt's outcome is noted on the job (``webhook``)."""
+    rt = runtime.current()
+    settings = rt.settings
+    job = rt.store.find(job_id)
+    if job is None or not job.doc.get("callbackUrl"):
+        return False
+    attempt = self.request.retries + 1
+    body = webhooks.event_body(event, job_id, job.status.value, webhook_data(job))
+    try:
+        outcome = webhooks.deliver(job.doc["callbackUrl"], body, event, settings.webhook_secret,
+                                   allow_private=settings.webhook_allow_private,
+                                   timeout_s=settings.webhook_timeout_s)
+    except webhooks.CallbackRefused as exc:
+        log.warning("[job %s] webhook refused: %s", job_id, exc)
+        rt.store.record_webhook(job_id, event=event, attempts=attempt, state="refused", lastError=str(exc))
+        return False
+    if outcome.ok:
+        rt.store.record_webhook(job_id, event=event, attempts=attempt, state="delivered",
+                                lastStatus=outcome.status, deliveredAt=utcnow())
+        return True
+    if attempt >= settings.webhook_max_attempts:
+        log.warning("[job %s] webhook gave up after %d attempts: %s", job_id, attempt, outcome.error)
+        rt.store.record_webhook(job_id, event=event, attempts=attempt, state="gave_up",
+                                lastStatus=outcome.status, lastError=outcome.error)
+        return False
+    rt.store.record_webhook(job_id, event=event, attempts=attempt, state="retrying",
+                            lastStatus=outcome.status, lastError=outcome.error)
+    raise self.retry(countdown=settings.webhook_backoff_s * 2 ** (attempt - 1), max_retries=None)
+
+
+def webhook_data(job: Job) -> dict[str, Any]:
+    """What the event says about the job: the result's summary, or the error."""
+    if job.status is JobStatus.COMPLETED:
+        result = job.result
+        return {"downloadUrl": f"/api/avatar/download/{job.id}", "statusUrl": f"/api/avatar/jobs/{job.id}",
+                "generationTime": result.get("generationTime"), "inferenceTime": result.get("inferenceTime"),
+                "glbInfo": {"size": result.get("glbSize"), "filename": result.get("filename")},
+                "warnings": result.get("warnings", [])}
+    return {"statusUrl": f"/api/avatar/jobs/{job.id}", "error": job.error}

@@ -13,9 +13,15 @@ import redis
 import requests
 from PIL import Image
 
+from jobs.audit import AuditLog
 from jobs.files import FileStore
 from jobs.settings import Settings
 from jobs.store import JobStore
+
+
+# The shared test stack sends hundreds of requests from one address: the contract's rate limits
+# (10 generations / 100 requests per 15 minutes) are raised for it; test_rate_limits uses the real ones.
+UNTHROTTLED = {"rate_limit_generate": "1000000 per 15 minutes", "rate_limit_default": "1000000 per 15 minutes"}
 
 
 @dataclass
@@ -29,6 +35,17 @@ class LocalStack:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
+
+    def audit_record(self, request_id: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The audit record of the request whose ``X-Request-Id`` is ``request_id``; the API writes it
+        after the response has been sent, so wait for it a little."""
+        log = AuditLog(self.store.db, self.settings.audit_retention_days)
+        deadline = time.monotonic() + timeout_s
+        while (record := log.for_request(request_id)) is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no audit record for request {request_id} after {timeout_s} s")
+            time.sleep(0.02)
+        return record
 
     def wait_for_end(self, avatar_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
         """Poll the status endpoint until the job ends; returns its last ``data``."""

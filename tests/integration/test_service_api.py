@@ -156,11 +156,11 @@ def test_missing_and_invalid_files_get_per_field_details(stack: LocalStack, astr
     assert response.status_code == 400
     body = response.json()
     assert body == {"success": False, "error": "Image validation failed", "details": [
-        {"field": "front", "filename": "front.jpg", "valid": True},
-        {"field": "left", "filename": None, "valid": False,
-         "error": "Missing file: 'left' is required (a left profile face photo)."},
-        {"field": "right", "filename": None, "valid": False,
-         "error": "Missing file: 'right' is required (a right profile face photo)."},
+        {"filename": "front.jpg", "valid": True, "error": None, "field": "front"},
+        {"filename": None, "valid": False,
+         "error": "Missing file: 'left' is required (a left profile face photo).", "field": "left"},
+        {"filename": None, "valid": False,
+         "error": "Missing file: 'right' is required (a right profile face photo).", "field": "right"},
     ]}
 
 
@@ -188,6 +188,7 @@ def test_health_reports_every_piece(stack: LocalStack) -> None:
     assert data["model"]["path"].endswith(".onnx")
     assert data["workers"]["seen"] == 2
     assert set(data["queues"]) == {"cpu", "gpu"}
+    assert data["queues"]["gpu"]["processes"] == 2 and data["queues"]["cpu"]["depth"] is not None
     assert data["redis"]["reachable"] and data["mongodb"]["reachable"]
     assert data["memory"]["totalBytes"] > 0 and data["disk"]["freeBytes"] > 0
     assert response.elapsed.total_seconds() < 1

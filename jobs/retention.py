@@ -1,0 +1,120 @@
+"""Deleting what the service no longer needs to keep: expired avatars, and files nothing refers to.
+
+Two mechanisms, because MongoDB can expire records but not files:
+
+- The job record carries ``expiresAt`` (created + ``RESULT_RETENTION_DAYS``) under a TTL index: the
+  server deletes the record by itself (within about a minute of the time).
+- ``sweep`` deletes files: the GLB and any leftovers of jobs whose record has expired or is gone,
+  and photos or stage files of jobs that have ended (or never got a record: the API died between
+  storing the photos and recording the job). It also removes records past ``expiresAt`` that the
+  TTL monitor has not reached yet, with their files.
+
+``sweep`` runs from ``avatar sweep`` (cron) and inside the workers: at the end of a job, at most once
+per ``SWEEP_INTERVAL_S`` across the fleet (a Redis lock), so a deployment without cron is still
+swept. Files younger than ``grace_s`` are left alone: a POST writes the photos a moment before it
+writes the record.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from jobs.files import FileStore
+from jobs.store import JobNotFound, JobStore, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE_S = 3600.0
+SWEEP_LOCK_KEY = "avatar:retention-sweep"
+
+
+@dataclass
+class SweepReport:
+    expired_records: int = 0
+    orphan_results: int = 0
+    leftover_inputs: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"expiredRecords": self.expired_records, "orphanResults": self.orphan_results,
+                "leftoverInputs": self.leftover_inputs, "errors": self.errors}
+
+
+def sweep(store: JobStore, files: FileStore, now: datetime | None = None,
+          grace_s: float = DEFAULT_GRACE_S) -> SweepReport:
+    """One pass; see the module docstring. Safe to run from several processes at once."""
+    now = now or utcnow()
+    report = SweepReport()
+    for job_id in store.expired_ids(now):
+        with contextlib.suppress(JobNotFound):
+            store.delete(job_id)
+        files.discard_all(job_id)
+        report.expired_records += 1
+
+    cutoff = time.time() - grace_s
+    results = {p.stem: p for p in _entries(files.root / "results") if p.suffix == ".glb"}
+    inputs: dict[str, list[Path]] = {}
+    for folder in ("uploads", "work"):
+        for path in _entries(files.root / folder):
+            inputs.setdefault(path.name, []).append(path)
+    ids = [i for i in {*results, *inputs} if _is_job_id(i)]
+    known = {}
+    for start in range(0, len(ids), 500):
+        known.update(store.statuses(ids[start:start + 500]))
+
+    for job_id, path in results.items():
+        if job_id not in known and _older(path, cutoff):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            report.orphan_results += 1
+    for job_id, paths in inputs.items():
+        status = known.get(job_id)
+        if status is not None and not status.is_terminal():
+            continue  # a running job's photos: the job deletes them when it ends
+        if all(_older(path, cutoff) for path in paths):
+            files.discard_inputs(job_id)
+            report.leftover_inputs += 1
+    if any(report.as_dict()[k] for k in ("expiredRecords", "orphanResults", "leftoverInputs")):
+        log.info("retention sweep: %s", report.as_dict())
+    return report
+
+
+def sweep_if_due(store: JobStore, files: FileStore, redis_client, interval_s: float,
+                 grace_s: float = DEFAULT_GRACE_S) -> SweepReport | None:
+    """``sweep`` unless another process swept within ``interval_s`` (a Redis lock with that expiry).
+    Never raises: retention must not fail the job whose end triggered it."""
+    if interval_s <= 0:
+        return None
+    try:
+        if not redis_client.set(SWEEP_LOCK_KEY, "1", nx=True, ex=int(interval_s)):
+            return None
+        return sweep(store, files, grace_s=grace_s)
+    except Exception as exc:
+        log.warning("retention sweep failed: %s", exc)
+        return None
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def _is_job_id(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
