@@ -33,4 +33,5 @@ def test_fingerprints_change_with_any_part_the_names_or_the_caller() -> None:
     assert base != fingerprint("anonymous", parts(front=b"a", left=b"c", right=b"b"))  # swapped views
     assert base != fingerprint("anonymous", parts(front=b"a", left=b"b", right=b"c", callbackUrl=b"http://x"))
     # Length prefixes: moving bytes between neighbouring parts changes the hash.
-    assert fingerprint("anonymous", parts(front=b"ab", left=b"")) != fingerprint("anonymous", parts(front=b"a", left=b"b"))
+    assert (fingerprint("anonymous", parts(front=b"ab", left=b""))
+            != fingerprint("anonymous", parts(front=b"a", left=b"b")))

@@ -10,7 +10,8 @@ must notice the jobs that no queue or worker holds and send their stage again.
 
 Checked: every accepted job ends ``completed`` exactly once — the store's per-job ``completions``
 counter (incremented by the guarded complete transition) is 1, no job has two "completed" lines in
-the workers' logs, there is one GLB per job on disk and no other — and no photos are left on disk. The counts are printed (``pytest -s`` shows them).
+the workers' logs, there is one GLB per job on disk and no other — and no photos are left on disk.
+The counts are printed (``pytest -s`` shows them).
 """
 from __future__ import annotations
 
