@@ -73,9 +73,10 @@ def validate_uploads(form: Mapping[str, FormPart], settings: Settings) -> dict[s
     details: list[dict[str, Any]] = []
     error_classes: set[type[ApiError]] = set()
 
-    def verdict(field: str, filename: str | None, error: str | None) -> None:
-        details.append({"filename": display_filename(filename), "valid": error is None, "error": error,
-                        "field": field})
+    def verdict(filename: str | None, error: str | None) -> None:
+        # Exactly the contract's three keys; the order (front, left, right, then any extra parts)
+        # and the messages, which name the field where the file name cannot, tell them apart.
+        details.append({"filename": display_filename(filename), "valid": error is None, "error": error})
 
     for view in VIEWS:
         part = next((p for p in parts if p.name == view), None)
@@ -85,10 +86,10 @@ def validate_uploads(form: Mapping[str, FormPart], settings: Settings) -> dict[s
             upload = _validate_one(view, photo, settings)
         except _Rejected as rejected:
             error_classes.add(rejected.error_class)
-            verdict(view, photo.filename if photo else None, rejected.message)
+            verdict(photo.filename if photo else None, rejected.message)
             continue
         accepted[view] = upload
-        verdict(view, photo.filename, None)
+        verdict(photo.filename, None)
     seen: set[str] = set()
     for part in parts:
         duplicate = part.name in seen
@@ -99,9 +100,9 @@ def validate_uploads(form: Mapping[str, FormPart], settings: Settings) -> dict[s
             continue
         error_classes.add(BadRequest)
         if duplicate:
-            verdict(part.name, part.filename, f"Duplicate field '{display_filename(part.name)}': send it once.")
+            verdict(part.filename, f"Duplicate field '{display_filename(part.name)}': send it once.")
         else:
-            verdict(part.name, part.filename,
+            verdict(part.filename,
                     f"Unexpected field '{display_filename(part.name)}': send only front, left and right.")
     if error_classes:
         # One kind of problem gets its own status (413, 415); a mix is a plain 400.

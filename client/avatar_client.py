@@ -34,6 +34,9 @@ from client.errors import (ApiError, ClientError, Interrupted, JobCanceled, JobF
 VIEWS = ("front", "left", "right")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# 409 on a keyed POST: the same Idempotency-Key is still being turned into a job; asking again
+# shortly returns that job (the IETF draft's "request in progress").
+IN_PROGRESS = 409
 GLB_MAGIC = b"glTF"
 
 # A photo: a path to read, or the encoded bytes themselves.
@@ -273,7 +276,8 @@ class AvatarClient:
                 continue
             if response.status_code < 400:
                 return response
-            if retry and response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+            in_progress = response.status_code == IN_PROGRESS and method == "POST" and safe_to_repeat
+            if retry and (response.status_code in RETRY_STATUSES or in_progress) and attempt < self.max_retries:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if retry_after is None or retry_after <= self.max_retry_wait_s:
                     delay = self._backoff_delay(attempt) if retry_after is None else \

@@ -112,6 +112,14 @@ def test_429_is_waited_out_and_the_post_repeated_with_the_same_key(server: Scrip
     assert all(b"left-bytes" in r["body"] for r in posts)  # each attempt carries the photos again
 
 
+def test_a_keyed_post_still_in_progress_is_asked_again(server: ScriptedServer) -> None:
+    busy = json_reply(409, {"success": False, "error": "A request with this Idempotency-Key is in progress"},
+                      {"Retry-After": "0"})
+    server.on("POST", "/api/avatar/generate", busy, json_reply(202, ACCEPTED))
+    assert AvatarClient(server.url).submit(*PHOTOS, idempotency_key="k").avatar_id == "a1"
+    assert server.count("POST", "/api/avatar/generate") == 2
+
+
 def test_a_post_whose_connection_dropped_is_repeated_with_the_same_key(server: ScriptedServer) -> None:
     server.on("POST", "/api/avatar/generate", drop_connection, json_reply(202, ACCEPTED))
     submission = AvatarClient(server.url).submit(*PHOTOS, idempotency_key="my-key")

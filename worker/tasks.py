@@ -304,14 +304,14 @@ def _fail(rt: WorkerRuntime, job_id: str, code: str, message: str,
 
 
 def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
-    """Tell waiters first (they only need the record), then delete the photos and crops: they are
-    biometric data and go as soon as the job is over."""
+    """Delete the photos and crops (biometric data: gone before anyone learns the job is over, so
+    a client that sees the end never finds them), then tell the waiters."""
     rt.outputs.forget(job_id)
+    rt.files.discard_inputs(job_id)
     try:
         rt.events.publish_finished(job_id, status.value)
     except Exception as exc:  # waiters re-read the record anyway; a lost notification only delays them
         log.warning("[job %s] could not publish %s: %s", job_id, status.value, exc)
-    rt.files.discard_inputs(job_id)
     sweep_if_due(rt.store, rt.files, rt.events.redis, rt.settings.sweep_interval_s)
     _queue_webhook(rt, job_id, status)
 

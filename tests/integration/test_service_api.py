@@ -156,11 +156,11 @@ def test_missing_and_invalid_files_get_per_field_details(stack: LocalStack, astr
     assert response.status_code == 400
     body = response.json()
     assert body == {"success": False, "error": "Image validation failed", "details": [
-        {"filename": "front.jpg", "valid": True, "error": None, "field": "front"},
+        {"filename": "front.jpg", "valid": True, "error": None},
         {"filename": None, "valid": False,
-         "error": "Missing file: 'left' is required (a left profile face photo).", "field": "left"},
+         "error": "Missing file: 'left' is required (a left profile face photo)."},
         {"filename": None, "valid": False,
-         "error": "Missing file: 'right' is required (a right profile face photo).", "field": "right"},
+         "error": "Missing file: 'right' is required (a right profile face photo)."},
     ]}
 
 
@@ -303,5 +303,5 @@ def test_a_text_field_is_not_a_photo(stack: LocalStack, astronaut_jpeg: bytes) -
     response = raw_post(stack, body)
     assert response.status_code == 400
     assert response.json()["details"][0] == {
-        "field": "front", "filename": None, "valid": False,
+        "filename": None, "valid": False,
         "error": "Missing file: 'front' is required (a front-facing face photo)."}
