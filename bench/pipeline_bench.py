@@ -1,7 +1,6 @@
 """In-process pipeline timings: our path against a naive one, on the same inputs, in one run."""
 from __future__ import annotations
 
-import io
 import os
 import statistics
 import time

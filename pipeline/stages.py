@@ -16,7 +16,7 @@ import numpy as np
 
 from models import load_topology
 from pipeline import VIEWS
-from pipeline.align import crop_points_to_image, crop_transform, extract_crop
+from pipeline.align import crop_points_to_image, crop_transform, extract_crop, face_region
 from pipeline.decode import check_dimensions, decode_image, read_header
 from pipeline.detect import detect_faces
 from pipeline.errors import PipelineError
@@ -113,22 +113,24 @@ class PreparedViews(StageFile):
     """Decoded photos and their face crops, one entry per view, front first."""
 
     views: list[str]
-    images: list[np.ndarray]  # RGB uint8, longest side <= DECODE_MAX_SIDE[view]
+    images: list[np.ndarray]  # RGB uint8: the part of each photo around the face (``face_region``)
     crops: np.ndarray  # [N,224,224,3] uint8
-    crop_to_image: np.ndarray  # [N,2,3]
+    crop_to_image: np.ndarray  # [N,2,3] crop pixels to ``images`` pixels
+    region_corners: np.ndarray  # [N,2] where each of ``images`` starts in its decoded photo (x, y)
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def _buffers(self) -> list[bytes | memoryview]:
         arrays = {f"image_{v}": img for v, img in zip(self.views, self.images)}
-        return pack_arrays({**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image},
+        return pack_arrays({**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image,
+                            "region_corners": self.region_corners},
                            {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "PreparedViews":
         arrays, meta = unpack_arrays(data)
         return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
-                   arrays["crop_to_image"], meta["warnings"], meta["timings_ms"])
+                   arrays["crop_to_image"], arrays["region_corners"], meta["warnings"], meta["timings_ms"])
 
 
 @dataclass
@@ -223,7 +225,7 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedVi
     with _timed(timings, "detect"):
         found = detect_faces(models, decoded)
     with _timed(timings, "crop"):
-        views, kept, transforms, crops = [], [], [], []
+        views, kept, transforms, crops, corners = [], [], [], [], []
         for view, image, faces in zip(VIEWS, decoded, found):
             if not faces:
                 if view == "front":
@@ -232,11 +234,15 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedVi
                 continue
             if len(faces) > 1:
                 warnings.append(f"{view}: {len(faces)} faces found; the largest was used")
+            transform = crop_transform(faces[0])
+            crops.append(extract_crop(image, transform))
+            region, transform, corner = face_region(image, transform)
             views.append(view)
-            kept.append(image)
-            transforms.append(crop_transform(faces[0]))
-            crops.append(extract_crop(image, transforms[-1]))
-    return PreparedViews(views, kept, np.stack(crops), np.stack(transforms), warnings, timings)
+            kept.append(region)
+            transforms.append(transform)
+            corners.append(corner)
+    return PreparedViews(views, kept, np.stack(crops), np.stack(transforms), np.stack(corners), warnings,
+                         timings)
 
 
 def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmarks:

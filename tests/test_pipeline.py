@@ -146,8 +146,6 @@ def test_bad_image_bytes_give_a_clear_error(models, data, code):
 
 
 def _encode_with_pil(image, fmt: str, **kw) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     image.save(buf, fmt, **kw)
     return buf.getvalue()

@@ -3,21 +3,21 @@ the gpu queue with landmark micro-batching (threads pool, INFERENCE_BATCH_MAX=4)
 ``avatar worker`` with WORKER_QUEUES / WORKER_HOSTNAME / WORKER_CONCURRENCY from the environment."""
 from __future__ import annotations
 
-import base64
 import os
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 
 import requests
 
 from bench.photos import avatar_views
 from client.avatar_client import AvatarClient
 from jobs import localstack
+from jobs.encryption import generate_key
 from jobs.settings import Settings
 from jobs.store import JobStore
+from service_stack import UNTHROTTLED
 
 JOBS = 24
 
@@ -33,12 +33,7 @@ def test_cpu_and_gpu_nodes_with_batched_inference(tmp_path) -> None:
                      "data_dir": tmp_path / "data", "port": localstack.free_port(), "host": "127.0.0.1",
                      "api_workers": 1, "api_threads": 8, "inference_batch_max": 4,
                      "inference_batch_window_ms": 20.0}
-        names = {f.name for f in fields(Settings)}
-        for name in ("rate_limit_generate", "rate_limit_default"):
-            if name in names:
-                overrides[name] = "100000 per minute"
-        if "upload_encryption_key" in names:
-            overrides["upload_encryption_key"] = base64.b64encode(os.urandom(32)).decode()
+        overrides.update(UNTHROTTLED, upload_encryption_key=generate_key())
         settings = Settings.from_env(overrides, environ={})
         localstack.wait_redis(redis_url, redis_proc)
         nodes = {"cpu": ("cpu-node@fleet", "2", "prefork"), "gpu": ("gpu-node@fleet", "4", "threads")}
