@@ -25,6 +25,19 @@ def grace_hopper_rgb() -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+def encode_with_pil(image, fmt: str, **options) -> bytes:
+    """``image`` (an RGB array or a PIL image) encoded by Pillow as ``fmt`` with its ``options``."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
 def encode_jpeg(rgb: np.ndarray, side: int | None = None, quality: int = 90) -> bytes:
     """JPEG bytes of ``rgb``, optionally resized to a ``side`` x ``side`` square first."""
     if side is not None:

@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from bench.photos import encode_with_pil as encode
 from pipeline.decode import ImageHeader, check_dimensions, decode_image, read_header
 from pipeline.errors import PipelineError
 
 
-def encode(image: np.ndarray | Image.Image, fmt: str, **options) -> bytes:
-    """Encode an RGB array (or PIL image) with Pillow."""
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def exif_with_orientation(orientation: int, big_endian: bool = False) -> bytes:

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.photos import astronaut_rgb, avatar_views, encode_jpeg, grace_hopper_rgb
+from bench.photos import astronaut_rgb, avatar_views, encode_jpeg, encode_with_pil, grace_hopper_rgb
 from pipeline import PipelineError
 from pipeline.detect import detect_faces
 from pipeline.features import (EYE_LEFT_INNER, EYE_LEFT_OUTER, EYE_RIGHT_INNER, EYE_RIGHT_OUTER,
@@ -145,12 +145,6 @@ def test_bad_image_bytes_give_a_clear_error(models, data, code):
     assert err.value.code == code and err.value.message.startswith("right: ")
 
 
-def _encode_with_pil(image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
 def test_awkward_but_valid_photos_still_make_an_avatar(models):
     from PIL import Image
 
@@ -158,13 +152,13 @@ def test_awkward_but_valid_photos_still_make_an_avatar(models):
 
     rgb = astronaut_rgb()
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    cmyk = _encode_with_pil(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=90)
+    cmyk = encode_with_pil(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=90)
     png16 = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)[1].tobytes()
     alpha = cv2.imencode(".png", np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                            np.full(rgb.shape[:2], 255, np.uint8)]))[1].tobytes()
     # Stored lying on its side with EXIF orientation 6 ("rotate 90° clockwise to view").
     sideways = np.ascontiguousarray(np.rot90(rgb, 1))
-    rotated = _encode_with_pil(Image.fromarray(sideways), "JPEG", exif=exif_with_orientation(6))
+    rotated = encode_with_pil(Image.fromarray(sideways), "JPEG", exif=exif_with_orientation(6))
 
     def eyes_above_mouth(front: bytes) -> bool:
         views = {"front": front, "left": cmyk, "right": cmyk}

@@ -10,13 +10,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from bench.photos import encode_with_pil as encode
 
-def encode(image: Image.Image | np.ndarray, fmt: str, **options) -> bytes:
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def grey_jpeg(width: int, height: int) -> bytes:
