@@ -329,7 +329,7 @@ def landmark_fit_px(subject: SyntheticSubject, renders: dict[str, np.ndarray], y
     hidden ones have no position to check), in px and as a share of the true eye-corner span."""
     from pipeline.glb import vertex_normals
     from pipeline.preview import rotation_matrix
-    from pipeline.stages import DECODE_MAX_SIDE, infer_landmarks, prepare_views
+    from pipeline.stages import infer_landmarks, prepare_views
 
     jpegs = {v: encode_jpeg(img) for v, img in renders.items()}
     prepared = prepare_views(jpegs, models)
@@ -347,9 +347,9 @@ def landmark_fit_px(subject: SyntheticSubject, renders: dict[str, np.ndarray], y
         truth = subject.project_face(yaws[view], size)
         facing = (normals @ rotation_matrix(yaws[view]).T)[:, 2] > 0.5
         # Landmarks are in the face region's pixels of the photo as decoded (maybe smaller).
-        scale = min(1.0, DECODE_MAX_SIDE[view] / size)
-        in_photo = found.points[k][:, :2] + prepared.region_corners[prepared.views.index(view)]
-        err = np.linalg.norm(in_photo / scale - truth, axis=1)[facing]
+        index = prepared.views.index(view)
+        in_photo = (found.points[k][:, :2] + prepared.region_corners[index]) / prepared.photo_scales[index]
+        err = np.linalg.norm(in_photo - truth, axis=1)[facing]
         eye_span = float(np.linalg.norm(truth[33] - truth[263]))
         out[view] = {"yaw_deg": yaws[view], "fitted": True,
                      "face_score": round(float(found.face_scores[k]), 3),

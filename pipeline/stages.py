@@ -25,11 +25,16 @@ from pipeline.glb import GlbMesh, write_glb
 from pipeline.mesh import fuse_views
 from pipeline.morphs import build_morph_targets
 from pipeline.models import FaceModels
-from pipeline.texture import bake_atlas, encode_jpeg, texture_size_for
+from pipeline.texture import bake_atlas, encode_jpeg, texture_size_for, texture_size_for_height
 
-# Longest side each photo is decoded to. The front is the texture's main source; the side views
-# only need to show the face well enough to fit, so they decode straight to half that.
-DECODE_MAX_SIDE = {"front": 1024, "left": 512, "right": 512}
+# Longest side every photo is first decoded to (JPEG straight to it): plenty to find and fit the
+# face, which the landmark model sees at 192 px.
+DECODE_MAX_SIDE = 512
+# The front photo is the texture's main source: where its face has more detail than the first
+# decode shows (it would fill a bigger texture), it is decoded again, up to this side.
+TEXTURE_DECODE_MAX_SIDE = 1024
+# Forehead-to-chin height over the detector's box height (the box stops at the brows).
+FACE_HEIGHT_OVER_BOX = 1.2
 # Below this face-presence probability the landmark model is fitting something that is not a face.
 MIN_FACE_SCORE = 0.5
 MODEL_VERSION = "mediapipe-face-mesh-0.10.21"
@@ -117,20 +122,22 @@ class PreparedViews(StageFile):
     crops: np.ndarray  # [N,224,224,3] uint8
     crop_to_image: np.ndarray  # [N,2,3] crop pixels to ``images`` pixels
     region_corners: np.ndarray  # [N,2] where each of ``images`` starts in its decoded photo (x, y)
+    photo_scales: np.ndarray  # [N] decoded photo pixels per original photo pixel
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def _buffers(self) -> list[bytes | memoryview]:
         arrays = {f"image_{v}": img for v, img in zip(self.views, self.images)}
         return pack_arrays({**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image,
-                            "region_corners": self.region_corners},
+                            "region_corners": self.region_corners, "photo_scales": self.photo_scales},
                            {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "PreparedViews":
         arrays, meta = unpack_arrays(data)
         return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
-                   arrays["crop_to_image"], arrays["region_corners"], meta["warnings"], meta["timings_ms"])
+                   arrays["crop_to_image"], arrays["region_corners"], arrays["photo_scales"], meta["warnings"],
+                   meta["timings_ms"])
 
 
 @dataclass
@@ -215,34 +222,56 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedVi
     timings: dict[str, float] = {}
     warnings: list[str] = []
     with _timed(timings, "decode"):
-        decoded = []
+        headers, decoded = {}, []
         for view in VIEWS:
-            header = validate_upload(view, images[view])
-            try:
-                decoded.append(decode_image(images[view], max_side=DECODE_MAX_SIDE[view], header=header))
-            except PipelineError as err:
-                raise PipelineError(err.code, err.message, view) from None
+            headers[view] = validate_upload(view, images[view])
+            decoded.append(_decode(view, images[view], headers[view], DECODE_MAX_SIDE))
     with _timed(timings, "detect"):
         found = detect_faces(models, decoded)
-    with _timed(timings, "crop"):
-        views, kept, transforms, crops, corners = [], [], [], [], []
-        for view, image, faces in zip(VIEWS, decoded, found):
-            if not faces:
-                if view == "front":
-                    raise PipelineError("no_face", "no face found", view)
-                warnings.append(_side_view_dropped(view, "no face found"))
-                continue
-            if len(faces) > 1:
-                warnings.append(f"{view}: {len(faces)} faces found; the largest was used")
+    views, kept, transforms, crops, corners, scales = [], [], [], [], [], []
+    for view, image, faces in zip(VIEWS, decoded, found):
+        if not faces:
+            if view == "front":
+                raise PipelineError("no_face", "no face found", view)
+            warnings.append(_side_view_dropped(view, "no face found"))
+            continue
+        if len(faces) > 1:
+            warnings.append(f"{view}: {len(faces)} faces found; the largest was used")
+        with _timed(timings, "crop"):
             transform = crop_transform(faces[0])
             crops.append(extract_crop(image, transform))
+        if view == "front":
+            with _timed(timings, "decode"):
+                image, transform = _sharper_for_texture(images[view], headers[view], image, transform, faces[0])
+        with _timed(timings, "crop"):
             region, transform, corner = face_region(image, transform)
-            views.append(view)
-            kept.append(region)
-            transforms.append(transform)
-            corners.append(corner)
-    return PreparedViews(views, kept, np.stack(crops), np.stack(transforms), np.stack(corners), warnings,
-                         timings)
+        views.append(view)
+        kept.append(region)
+        transforms.append(transform)
+        corners.append(corner)
+        scales.append(max(image.shape[:2]) / max(headers[view].upright_size))
+    return PreparedViews(views, kept, np.stack(crops), np.stack(transforms), np.stack(corners),
+                         np.array(scales), warnings, timings)
+
+
+def _decode(view: str, data: bytes, header, max_side: int) -> np.ndarray:
+    try:
+        return decode_image(data, max_side=max_side, header=header)
+    except PipelineError as err:
+        raise PipelineError(err.code, err.message, view) from None
+
+
+def _sharper_for_texture(data: bytes, header, image: np.ndarray, crop_to_image: np.ndarray,
+                         face) -> tuple[np.ndarray, np.ndarray]:
+    """The front photo decoded again at a higher resolution if its face would fill a bigger
+    texture there; else ``image`` as it is. ``crop_to_image`` follows the image it returns."""
+    side = max(image.shape[:2])
+    sharper_side = min(max(header.upright_size), TEXTURE_DECODE_MAX_SIDE)
+    face_height = FACE_HEIGHT_OVER_BOX * float(face.box[3] - face.box[1])
+    if texture_size_for_height(face_height * sharper_side / side) <= texture_size_for_height(face_height):
+        return image, crop_to_image
+    sharper = _decode("front", data, header, sharper_side)
+    return sharper, crop_to_image * (max(sharper.shape[:2]) / side)
 
 
 def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmarks:

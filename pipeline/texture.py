@@ -95,7 +95,11 @@ def texture_size_for(image_xy: np.ndarray, max_size: int = MAX_TEXTURE_SIZE) -> 
     Texels beyond the photo's own resolution would only be interpolated, making the GLB bigger
     and the bake slower for no detail.
     """
-    face_height = float(np.ptp(image_xy[:, 1]))
+    return texture_size_for_height(float(np.ptp(image_xy[:, 1])), max_size)
+
+
+def texture_size_for_height(face_height: float, max_size: int = MAX_TEXTURE_SIZE) -> int:
+    """``texture_size_for`` from the face's height in photo pixels (forehead to chin)."""
     wanted = face_height / FACE_SHARE_OF_UV
     size = 1 << max(0, int(np.ceil(np.log2(max(wanted, 1.0)))))
     return int(np.clip(size, MIN_TEXTURE_SIZE, max_size))
