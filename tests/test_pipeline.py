@@ -227,3 +227,14 @@ def test_stage_file_refuses_what_it_did_not_write(tmp_path):
     (tmp_path / "x").write_bytes(b"PK\x03\x04 a zip, or anything else")
     with pytest.raises(ValueError, match="not a stage file"):
         PreparedViews.load(tmp_path / "x")
+
+
+def test_the_front_is_decoded_sharper_only_when_its_face_fills_a_bigger_texture(models):
+    # A 1024 px photo whose face is small: the 512 px decode already holds all the face detail.
+    small_face = prepare_views(avatar_views(1024), models)
+    assert small_face.photo_scales[0] == 0.5
+    # The same face filling the frame: decoded again at 1024 px, and the texture is 1024².
+    close_up = {v: encode_jpeg(astronaut_rgb()[30:230, 120:320], 1024) for v in ("front", "left", "right")}
+    prepared = prepare_views(close_up, models)
+    assert prepared.photo_scales.tolist() == [1.0, 0.5, 0.5]
+    assert build_avatar(prepared, infer_landmarks(prepared, models)).texture.shape == (1024, 1024, 3)
