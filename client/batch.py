@@ -268,6 +268,8 @@ def _process(client: AvatarClient, subject: Subject, record: SubjectRecord | Non
             result.permanent = False
             result.timings["totalMs"] = _ms(started)
             return result
+        except Interrupted:
+            raise  # Ctrl-C: not this subject's failure; the next run resumes it
         except ClientError as exc:  # e.g. the download was not a GLB
             result.errorCode, result.errorMessage, result.permanent = "client_error", str(exc), False
             result.timings["totalMs"] = _ms(started)

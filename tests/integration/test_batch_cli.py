@@ -188,6 +188,7 @@ def test_an_interrupted_batch_resumes_without_submitting_anything_twice(stack: L
         statuses = {row["subject"]: row["status"] for row in csv.DictReader(handle)}
     assert {s for s, status in statuses.items() if status == "completed"} == finished
     assert "interrupted" in statuses.values()
+    assert "failed" not in statuses.values()  # a subject cut short by Ctrl-C is resumed, not failed
 
     rerun = run_batch(*args)
     assert rerun.returncode == 0, rerun.stderr
