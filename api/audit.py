@@ -47,11 +47,6 @@ def note_avatar(avatar_id: str) -> None:
     g.audit_avatar_id = avatar_id
 
 
-def note_error_code(code: str) -> None:
-    """A more precise error code than the status's (``validation_failed``, ``no_face``, ...)."""
-    g.audit_error_code = code
-
-
 def init_audit(app: Flask, audit_log: AuditLog) -> None:
     """Register the hooks; call before other extensions' ``before_request`` so every request,
     even one they refuse, has its id and start time."""

@@ -55,6 +55,3 @@ class Backoff:
         base = self._next
         self._next = min(self.max_s, self._next * self.factor)
         return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
-
-    def reset(self) -> None:
-        self._next = self.first_s

@@ -23,10 +23,6 @@ class ApiError(ClientError):
         self.details = details
         self.retry_after_s = retry_after_s
 
-    @property
-    def is_permanent(self) -> bool:
-        """True when sending the same request again cannot help (bad photos, bad token, gone)."""
-        return 400 <= self.status < 500 and self.status not in (408, 429)
 
 
 class InvalidRequest(ApiError):

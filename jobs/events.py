@@ -1,7 +1,6 @@
 """Small Redis conventions beside the broker: "job finished" notifications and worker heartbeats."""
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -34,13 +33,6 @@ class JobEvents:
         job that ends at once cannot finish unseen; then ``wait()`` on it and ``close()`` it."""
         return FinishedWait(self.redis, job_id)
 
-    def wait_until(self, job_id: str, is_finished: Callable[[], bool], timeout_s: float) -> bool:
-        """Block until ``is_finished()`` is true or ``timeout_s`` passes; returns the last answer.
-
-        For a job queued earlier: checks once after subscribing, so an end that came before is seen.
-        """
-        with contextlib.closing(self.subscribe(job_id)) as waiting:
-            return is_finished() or waiting.wait(is_finished, timeout_s)
 
 
 class FinishedWait:

@@ -15,6 +15,3 @@ class PipelineError(Exception):
         self.view = view
         self.message = f"{view}: {message}" if view else message
         super().__init__(self.message)
-
-    def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message, "view": self.view}
