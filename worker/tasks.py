@@ -199,12 +199,21 @@ def run_stage(task: Task, job_id: str, stage: JobStatus,
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
     if (resent or redelivered) and not _still_waiting_for(rt, job_id, stage):
         jlog.info("skipping a repeated %s: the job has moved on", stage.value)
+        _forget_if_ended(rt, job_id)
         return None
     rt.began(job_id)
     try:
         return _run_stage(task, rt, job_id, stage, work, worker, key, jlog, received, started)
     finally:
         rt.ended(job_id)
+
+
+def _forget_if_ended(rt: WorkerRuntime, job_id: str) -> None:
+    """A worker that died between recording a job's end and deleting its photos leaves them
+    behind; the redelivered message is the first chance to delete them."""
+    job = rt.store.find(job_id)
+    if job is None or job.status.is_terminal():
+        rt.files.discard_inputs(job_id)
 
 
 def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool:
