@@ -17,8 +17,8 @@ import numpy as np
 from models import load_topology
 from pipeline import VIEWS
 from pipeline.align import crop_points_to_image, crop_transform, extract_crop, face_region
-from pipeline.decode import check_dimensions, decode_image, read_header
-from pipeline.detect import detect_faces
+from pipeline.decode import ImageHeader, check_dimensions, decode_image, read_header
+from pipeline.detect import Detection, detect_faces
 from pipeline.errors import PipelineError
 from pipeline.features import EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
 from pipeline.glb import GlbMesh, write_glb
@@ -196,13 +196,22 @@ class AvatarResult:
         }
 
 
-def validate_upload(view: str, data: bytes):
-    """Header-only checks (format by content, dimensions); returns the parsed header."""
+@contextmanager
+def _about(view: str) -> Iterator[None]:
+    """Name the view in a ``PipelineError`` raised inside ("left: image data is corrupt ...")."""
     try:
+        yield
+    except PipelineError as err:
+        if err.view is not None:
+            raise
+        raise PipelineError(err.code, err.message, view) from None
+
+
+def validate_upload(view: str, data: bytes) -> ImageHeader:
+    """Header-only checks (format by content, dimensions); returns the parsed header."""
+    with _about(view):
         header = read_header(data)
         check_dimensions(header)
-    except PipelineError as err:
-        raise PipelineError(err.code, err.message, view) from None
     return header
 
 
@@ -254,15 +263,13 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedVi
                          np.array(scales), warnings, timings)
 
 
-def _decode(view: str, data: bytes, header, max_side: int) -> np.ndarray:
-    try:
+def _decode(view: str, data: bytes, header: ImageHeader, max_side: int) -> np.ndarray:
+    with _about(view):
         return decode_image(data, max_side=max_side, header=header)
-    except PipelineError as err:
-        raise PipelineError(err.code, err.message, view) from None
 
 
-def _sharper_for_texture(data: bytes, header, image: np.ndarray, crop_to_image: np.ndarray,
-                         face) -> tuple[np.ndarray, np.ndarray]:
+def _sharper_for_texture(data: bytes, header: ImageHeader, image: np.ndarray, crop_to_image: np.ndarray,
+                         face: Detection) -> tuple[np.ndarray, np.ndarray]:
     """The front photo decoded again at a higher resolution if its face would fill a bigger
     texture there; else ``image`` as it is. ``crop_to_image`` follows the image it returns."""
     side = max(image.shape[:2])
