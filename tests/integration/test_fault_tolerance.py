@@ -123,6 +123,20 @@ def _restart_redis(fleet: FleetStack) -> None:
     localstack.wait_redis(url, fleet.processes["redis"])
 
 
+def _diagnosis(fleet: FleetStack, store: JobStore, ids: list[str]) -> str:
+    """What a stuck run looked like: the unfinished jobs, the queues, the running marks, the logs."""
+    broker = redis.Redis.from_url(fleet.settings.broker_url)
+    stuck = [(d["_id"], d["status"], d.get("requeues", 0), str(d.get("updatedAt")))
+             for d in store.jobs.find({"_id": {"$in": ids}, "status": {"$nin": ["completed", "failed", "canceled"]}})]
+    lines = [f"stuck jobs (id, status, requeues, updatedAt): {stuck[:10]} ({len(stuck)} in all)",
+             f"queue depths: {{'cpu': {broker.llen('cpu')}, 'gpu': {broker.llen('gpu')}}}",
+             f"running marks: {len(broker.keys('avatar:running:*'))}"]
+    for path in sorted(fleet.logs.glob("*.log")):
+        tail = path.read_text(errors="replace").splitlines()[-25:]
+        lines.append(f"--- {path.name}\n" + "\n".join(tail))
+    return "\n".join(lines)
+
+
 def _status_counts(store: JobStore, ids: list[str]) -> Counter:
     return Counter(doc["status"] for doc in store.jobs.find({"_id": {"$in": ids}}, {"status": 1}))
 
@@ -164,7 +178,7 @@ def test_every_job_completes_once_despite_a_killed_worker_and_a_redis_restart(fl
         if counts["completed"] + counts["failed"] + counts["canceled"] == JOBS:
             break
         if time.monotonic() - started > DEADLINE_S:
-            pytest.fail(f"not every job ended within {DEADLINE_S} s: {dict(counts)}; logs in {fleet.logs}")
+            pytest.fail(f"not every job ended within {DEADLINE_S} s: {dict(counts)}\n{_diagnosis(fleet, store, accepted)}")
         time.sleep(0.2)
     finished_s = time.monotonic() - started
 
