@@ -58,30 +58,50 @@ def sweep(store: JobStore, files: FileStore, now: datetime | None = None,
 
     cutoff = time.time() - grace_s
     results = {p.stem: p for p in _entries(files.root / "results") if p.suffix == ".glb"}
-    inputs: dict[str, list[Path]] = {}
-    for folder in ("uploads", "work"):
-        for path in _entries(files.root / folder):
-            inputs.setdefault(path.name, []).append(path)
-    ids = [i for i in {*results, *inputs} if _is_job_id(i)]
-    known = {}
-    for start in range(0, len(ids), 500):
-        known.update(store.statuses(ids[start:start + 500]))
-
+    known = _statuses(store, [i for i in results if _is_job_id(i)])
     for job_id, path in results.items():
         if job_id not in known and _older(path, cutoff):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             report.orphan_results += 1
+    report.leftover_inputs = discard_ended_inputs(store, files, grace_s)
+    if any(report.as_dict()[k] for k in ("expiredRecords", "orphanResults", "leftoverInputs")):
+        log.info("retention sweep: %s", report.as_dict())
+    return report
+
+
+def discard_ended_inputs(store: JobStore, files: FileStore, grace_s: float = DEFAULT_GRACE_S) -> int:
+    """Delete the photos and stage files of jobs that have ended, and of ids with no record once
+    they are older than ``grace_s``; returns how many jobs' inputs went.
+
+    A job deletes its own inputs when it ends; this catches a worker that died between recording
+    the end and deleting them (its message may be gone too, so nothing else would come back).
+    Cheap: it lists only the in-flight jobs' folders. The reconciler runs it on every pass.
+    """
+    cutoff = time.time() - grace_s
+    inputs: dict[str, list[Path]] = {}
+    for folder in ("uploads", "work"):
+        for path in _entries(files.root / folder):
+            inputs.setdefault(path.name, []).append(path)
+    known = _statuses(store, [i for i in inputs if _is_job_id(i)])
+    discarded = 0
     for job_id, paths in inputs.items():
         status = known.get(job_id)
         if status is not None and not status.is_terminal():
             continue  # a running job's photos: the job deletes them when it ends
-        if all(_older(path, cutoff) for path in paths):
+        if status is not None or all(_older(path, cutoff) for path in paths):
+            # Ended: at once. No record: only past the grace, since a POST writes the photos a
+            # moment before it writes the record.
             files.discard_inputs(job_id)
-            report.leftover_inputs += 1
-    if any(report.as_dict()[k] for k in ("expiredRecords", "orphanResults", "leftoverInputs")):
-        log.info("retention sweep: %s", report.as_dict())
-    return report
+            discarded += 1
+    return discarded
+
+
+def _statuses(store: JobStore, ids: list[str]) -> dict:
+    known = {}
+    for start in range(0, len(ids), 500):
+        known.update(store.statuses(ids[start:start + 500]))
+    return known
 
 
 def sweep_if_due(store: JobStore, files: FileStore, redis_client, interval_s: float,

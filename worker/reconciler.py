@@ -16,7 +16,8 @@ A job is *stalled* when all of these hold:
 For each stalled job the reconciler claims the re-send with a guarded update (same status and same
 ``updatedAt`` as read, so two reconcilers cannot both send) that also counts it in ``requeues``, then
 sends the stage's task again with ``resent=True``. After ``STALL_MAX_REQUEUES`` re-sends the job fails
-with code ``stalled``. A re-sent task that finds its job already moved on does nothing, and every
+with code ``stalled``. Each pass also deletes the photos of jobs that ended while their worker died
+before it could (``jobs.retention.discard_ended_inputs``). A re-sent task that finds its job already moved on does nothing, and every
 stage transition is guarded, so a message that was only late (not lost) cannot complete a job twice.
 
 Where it runs: inside every worker process as a daemon thread (``WorkerRuntime.start_reconciler``),
@@ -36,6 +37,7 @@ from celery import Celery
 from celeryconfig import QUEUE_NAMES
 from jobs.events import JobEvents
 from jobs.files import FileStore
+from jobs.retention import discard_ended_inputs
 from jobs.settings import Settings
 from jobs.store import Job, JobNotFound, JobStatus, JobStore, TransitionError, utcnow
 from worker.app import EXPORT, INFERENCE, PREPROCESS, message_job
@@ -80,6 +82,7 @@ class Reconciler:
 
     def run_once(self) -> ReconcileReport:
         report = ReconcileReport()
+        discard_ended_inputs(self.store, self.files)
         cutoff = utcnow() - timedelta(seconds=self.settings.stall_after_s)
         stale = self.store.stale_jobs(cutoff)
         report.stale = len(stale)
