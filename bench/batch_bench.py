@@ -24,8 +24,6 @@ import numpy as np
 
 from bench.photos import avatar_views
 from jobs import localstack
-from jobs.encryption import generate_key
-from jobs.settings import Settings
 
 WORKER_NAME = "batchbench@" + socket.gethostname()
 
@@ -40,14 +38,9 @@ def local_stack(root: Path, worker_processes: int, nodes: int = 1) -> Iterator[s
         processes.append(redis_proc)
         mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=root / "logs" / "mongo.log")
         processes.append(mongo_proc)
-        port = localstack.free_port()
-        settings = Settings.from_env({
-            "redis_url": redis_url, "mongodb_uri": mongo_uri, "data_dir": root / "data", "port": port,
-            "host": "127.0.0.1", "worker_concurrency": worker_processes, "api_workers": 2, "api_threads": 8,
-            # A benchmark is one client sending far more than the per-IP limits allow.
-            "upload_encryption_key": generate_key(),
-            "rate_limit_generate": "1000000 per 15 minutes", "rate_limit_default": "1000000 per 15 minutes",
-        }, environ={})
+        settings = localstack.stack_settings(redis_url, mongo_uri, root / "data", **{
+            "worker_concurrency": worker_processes, "api_workers": 2, "api_threads": 8})
+        port = settings.port
         localstack.wait_redis(redis_url, redis_proc)
         per_node = max(1, worker_processes // nodes)
         workers = {}

@@ -31,7 +31,6 @@ import psutil
 
 from bench.photos import avatar_views
 from jobs import localstack
-from jobs.encryption import generate_key
 from jobs.settings import Settings
 from jobs.store import JobStore
 
@@ -102,15 +101,9 @@ class BenchStack:
         self.processes: dict[str, Any] = {}
         redis_url, self.processes["redis"] = localstack.start_redis(root / "redis", persist=False)
         mongo_uri, self.processes["mongodb"] = localstack.start_mongo(None, log_path=root / "mongo.log")
-        self.port = localstack.free_port()
-        self.settings = Settings.from_env({
-            "redis_url": redis_url, "mongodb_uri": mongo_uri, "data_dir": root / "data",
-            "port": self.port, "host": "127.0.0.1", "worker_concurrency": workers,
-            "api_workers": api_workers, "api_threads": api_threads,
-            # A benchmark is one client sending far more than the per-IP limits allow.
-            "upload_encryption_key": generate_key(),
-            "rate_limit_generate": "1000000 per 15 minutes", "rate_limit_default": "1000000 per 15 minutes",
-        }, environ={})
+        self.settings = localstack.stack_settings(redis_url, mongo_uri, root / "data", **{
+            "worker_concurrency": workers, "api_workers": api_workers, "api_threads": api_threads})
+        self.port = self.settings.port
         localstack.wait_redis(redis_url, self.processes["redis"])
         self.processes["worker"] = localstack.start_worker(self.settings, ("cpu", "gpu"), workers, WORKER_NAME,
                                                            root / "worker.log")

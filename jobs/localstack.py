@@ -27,6 +27,21 @@ class StackError(RuntimeError):
     """A local piece did not start; the message says which and where its log is."""
 
 
+def stack_settings(redis_url: str, mongodb_uri: str, data_dir: Path, **overrides) -> Settings:
+    """Settings for a stack that tests and benchmarks start on this machine: loopback on a free
+    port, a fresh upload key, rate limits raised far above the contract's (one client sends far
+    more than 10 generations per 15 minutes), and nothing read from the developer's environment
+    (their own REDIS_URL etc. must not leak in). ``overrides`` (field names) go on top."""
+    from jobs.encryption import generate_key
+
+    unlimited = "1000000 per 15 minutes"
+    return Settings.from_env({
+        "redis_url": redis_url, "mongodb_uri": mongodb_uri, "data_dir": data_dir,
+        "host": "127.0.0.1", "port": free_port(), "upload_encryption_key": generate_key(),
+        "rate_limit_generate": unlimited, "rate_limit_default": unlimited, **overrides,
+    }, environ={})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from service_stack import UNTHROTTLED, LocalStack, encode_jpeg
+from service_stack import LocalStack, encode_jpeg
 
 from jobs import localstack
-from jobs.encryption import generate_key
 from jobs.files import FileStore
-from jobs.settings import Settings
 from jobs.store import JobStore
 
 WORKER_NAME = "itest@localhost"
@@ -34,16 +32,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         processes.append(redis_proc)
         mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=logs / "mongo.log")
         processes.append(mongo_proc)
-        port = localstack.free_port()
-        # environ={}: the developer's own REDIS_URL etc. must not leak into the test stack.
-        settings = Settings.from_env({
-            "redis_url": redis_url, "mongodb_uri": mongo_uri, "mongodb_db": "avatar_itest",
-            "data_dir": root / "data", "port": port, "host": "127.0.0.1",
-            "api_workers": 1, "api_threads": 8, "worker_concurrency": WORKER_PROCESSES,
-            "upload_encryption_key": generate_key(), **UNTHROTTLED,
+        settings = localstack.stack_settings(redis_url, mongo_uri, root / "data", **{
+            "mongodb_db": "avatar_itest", "api_workers": 1, "api_threads": 8,
+            "worker_concurrency": WORKER_PROCESSES,
             # Webhook tests post to a receiver on loopback, with a short back-off between attempts.
             "webhook_allow_private": True, "webhook_backoff_s": 0.3,
-        }, environ={})
+        })
+        port = settings.port
         localstack.wait_redis(redis_url, redis_proc)
         worker = localstack.start_worker(settings, ("cpu", "gpu"), WORKER_PROCESSES, WORKER_NAME,
                                          logs / "worker.log")

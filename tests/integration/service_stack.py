@@ -19,11 +19,6 @@ from jobs.settings import Settings
 from jobs.store import JobStore
 
 
-# The shared test stack sends hundreds of requests from one address: the contract's rate limits
-# (10 generations / 100 requests per 15 minutes) are raised for it; test_rate_limits uses the real ones.
-UNTHROTTLED = {"rate_limit_generate": "1000000 per 15 minutes", "rate_limit_default": "1000000 per 15 minutes"}
-
-
 @dataclass
 class LocalStack:
     settings: Settings

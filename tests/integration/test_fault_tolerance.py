@@ -34,11 +34,9 @@ import requests
 from bench.photos import avatar_views
 from client.avatar_client import AvatarClient
 from jobs import localstack
-from jobs.encryption import generate_key
 from jobs.files import FileStore
 from jobs.settings import Settings
 from jobs.store import JobStore
-from service_stack import UNTHROTTLED
 
 JOBS = 200
 SIDE = 512
@@ -63,19 +61,15 @@ class FleetStack:
         return self.root / "logs"
 
 
-def _settings_for(root: Path, redis_url: str, mongo_uri: str, port: int) -> Settings:
-    overrides = {
-        "redis_url": redis_url, "mongodb_uri": mongo_uri, "mongodb_db": "avatar_fault",
-        "data_dir": root / "data", "port": port, "host": "127.0.0.1",
-        "api_workers": 2, "api_threads": 8, "worker_concurrency": PROCESSES_PER_WORKER,
+def _settings_for(root: Path, redis_url: str, mongo_uri: str) -> Settings:
+    return localstack.stack_settings(redis_url, mongo_uri, root / "data", **{
+        "mongodb_db": "avatar_fault", "api_workers": 2, "api_threads": 8,
+        "worker_concurrency": PROCESSES_PER_WORKER,
         # Short clocks, so recovery fits in the test: heartbeats and running marks live 3 s, a job
         # that has not moved for 3 s with no message and no worker is re-sent, checked every second.
         "worker_heartbeat_ttl_s": 3, "stall_after_s": 3.0, "reconcile_interval_s": 1.0,
         "stall_max_requeues": 5,
-    }
-    # 200 submissions from one IP must not hit the rate limits.
-    overrides.update(UNTHROTTLED, upload_encryption_key=generate_key())
-    return Settings.from_env(overrides, environ={})
+    })
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +81,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetStack]:
     try:
         redis_url, processes["redis"] = localstack.start_redis(redis_dir, redis_port, persist=False)
         mongo_uri, processes["mongo"] = localstack.start_mongo(None, log_path=root / "logs" / "mongo.log")
-        settings = _settings_for(root, redis_url, mongo_uri, localstack.free_port())
+        settings = _settings_for(root, redis_url, mongo_uri)
         localstack.wait_redis(redis_url, processes["redis"])
         for name in WORKERS:
             processes[name] = localstack.start_worker(settings, ("cpu", "gpu"), PROCESSES_PER_WORKER, name,

@@ -14,10 +14,7 @@ import requests
 from bench.photos import avatar_views
 from client.avatar_client import AvatarClient
 from jobs import localstack
-from jobs.encryption import generate_key
-from jobs.settings import Settings
 from jobs.store import JobStore
-from service_stack import UNTHROTTLED
 
 JOBS = 24
 
@@ -29,12 +26,9 @@ def test_cpu_and_gpu_nodes_with_batched_inference(tmp_path) -> None:
         processes.append(redis_proc)
         mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=tmp_path / "mongo.log")
         processes.append(mongo_proc)
-        overrides = {"redis_url": redis_url, "mongodb_uri": mongo_uri, "mongodb_db": "avatar_fleet",
-                     "data_dir": tmp_path / "data", "port": localstack.free_port(), "host": "127.0.0.1",
-                     "api_workers": 1, "api_threads": 8, "inference_batch_max": 4,
-                     "inference_batch_window_ms": 20.0}
-        overrides.update(UNTHROTTLED, upload_encryption_key=generate_key())
-        settings = Settings.from_env(overrides, environ={})
+        settings = localstack.stack_settings(redis_url, mongo_uri, tmp_path / "data", **{
+            "mongodb_db": "avatar_fleet", "api_workers": 1, "api_threads": 8,
+            "inference_batch_max": 4, "inference_batch_window_ms": 20.0})
         localstack.wait_redis(redis_url, redis_proc)
         nodes = {"cpu": ("cpu-node@fleet", "2", "prefork"), "gpu": ("gpu-node@fleet", "4", "threads")}
         for queue, (hostname, concurrency, pool) in nodes.items():
