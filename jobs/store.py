@@ -3,9 +3,10 @@
     queued → preprocessing → inference → exporting → completed
        └──────────┴──────────────┴────────────┴──────→ failed | canceled
 
-``queued`` is entered by the API and left when the first stage starts. Past that, a running status
-names the stage the job is waiting for or running: the update that finishes one stage also enters
-the next (``advance``), so each stage costs one round trip to the store, not two.
+``queued`` is entered by the API and left when the first stage starts (``start``: a note nobody waits
+for; finishing preprocess accepts queued too). Past that, a running status names the stage the job is
+waiting for or running: the update that finishes one stage also enters the next (``advance``), so
+each stage costs one round trip to the store, not two.
 
 Every transition is a guarded ``update_one({"_id": id, "status": <expected>}, ...)`` followed by a
 ``modified_count`` check, so two processes racing on one job cannot both win: the loser gets a
@@ -25,6 +26,7 @@ from typing import Any
 import pymongo
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.write_concern import WriteConcern
 
 from jobs.settings import Settings
 
@@ -47,12 +49,12 @@ class JobStatus(str, Enum):
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 ACTIVE_STATUSES = tuple(s for s in JobStatus if s not in TERMINAL_STATUSES)
 
-# The stage each running status follows: a stage may only start from the one before it.
-STAGE_ORDER = (JobStatus.QUEUED, JobStatus.PREPROCESSING, JobStatus.INFERENCE, JobStatus.EXPORTING)
-PREVIOUS_STAGE = {STAGE_ORDER[i]: STAGE_ORDER[i - 1] for i in range(1, len(STAGE_ORDER))}
 # What finishing a stage enters.
 NEXT_STAGE = {JobStatus.PREPROCESSING: JobStatus.INFERENCE, JobStatus.INFERENCE: JobStatus.EXPORTING,
               JobStatus.EXPORTING: JobStatus.COMPLETED}
+
+# Writes nobody waits for (JobStore.start).
+UNACKNOWLEDGED = WriteConcern(w=0)
 
 # Rough share of the work done when a status is entered (for clients' progress bars).
 PROGRESS = {
@@ -274,21 +276,22 @@ class JobStore:
 
     # -- transitions -------------------------------------------------------------------------
 
-    def start_stage(self, job_id: str, stage: JobStatus, worker: str | None = None,
-                    started_at: datetime | None = None) -> None:
-        """Enter a running stage from the one before it (only the first stage needs this).
+    def start(self, job_id: str, *, worker: str | None = None, started_at: datetime | None = None) -> None:
+        """queued → preprocessing, without waiting for the store's answer.
 
-        Re-entering the stage the job is already in is allowed: with late acknowledgement a task whose
-        worker died is delivered again, and the redelivered task must be able to redo its stage.
+        It only tells pollers (and ``startedAt``) that a worker has picked the job up, and it costs a
+        full store round trip on every job's critical path when waited for. Nothing depends on it
+        having landed: finishing preprocess is guarded on queued *or* preprocessing, so a canceled or
+        deleted job is still caught there, and it cannot resurrect an ended job (it is guarded on
+        queued, or on preprocessing for a task redelivered after its worker died).
         """
-        previous = PREVIOUS_STAGE[stage]
-        now = utcnow()
-        update: dict[str, Any] = {"status": stage.value, "stage": stage.value, "updatedAt": now}
-        if stage is JobStatus.PREPROCESSING:
-            update["startedAt"] = _ms(started_at) if started_at else now
+        update: dict[str, Any] = {"status": JobStatus.PREPROCESSING.value, "stage": JobStatus.PREPROCESSING.value,
+                                  "updatedAt": utcnow(), "startedAt": _ms(started_at or utcnow())}
         if worker:
-            update[f"workers.{stage.value}"] = worker
-        self._transition(job_id, f"start {stage.value}", (previous, stage), {"$set": update})
+            update[f"workers.{JobStatus.PREPROCESSING.value}"] = worker
+        guard = {"$in": [JobStatus.QUEUED.value, JobStatus.PREPROCESSING.value]}
+        self.jobs.with_options(write_concern=UNACKNOWLEDGED).update_one({"_id": job_id, "status": guard},
+                                                                        {"$set": update})
 
     def advance(self, job_id: str, stage: JobStatus, timings_ms: Mapping[str, float], *,
                 worker: str | None = None, trace: Mapping[str, float] | None = None) -> JobStatus:
@@ -300,9 +303,16 @@ class JobStore:
         following = NEXT_STAGE[stage]
         if following is JobStatus.COMPLETED:
             raise ValueError("the last stage ends with complete(), which records the result")
+        now = utcnow()
         update = _stage_fields(stage, timings_ms, worker, trace)
-        update.update({"status": following.value, "stage": following.value, "updatedAt": utcnow()})
-        self._transition(job_id, f"finish {stage.value}", (stage,), {"$set": update})
+        update.update({"status": following.value, "stage": following.value, "updatedAt": now})
+        change: dict[str, Any] = {"$set": update}
+        expected: tuple[JobStatus, ...] = (stage,)
+        if stage is JobStatus.PREPROCESSING:
+            # start() is not waited for, so it may not have landed yet (or at all).
+            expected = (JobStatus.QUEUED, JobStatus.PREPROCESSING)
+            change["$min"] = {"startedAt": now}
+        self._transition(job_id, f"finish {stage.value}", expected, change)
         return following
 
     def complete(self, job_id: str, result: Mapping[str, Any], timings_ms: Mapping[str, float], *,

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import Task, shared_task
@@ -177,9 +178,10 @@ def run_stage(task: Task, job_id: str, stage: JobStatus,
     """Do ``work`` for ``stage``; record it and enter the next stage in one update; queue the next
     stage's task. Returns the job id, or None when the job stopped or failed.
 
-    Only the first stage records its start (queued → preprocessing: a cheap check that the job was
-    not canceled before the costliest step, and the job's ``startedAt``); later stages were entered
-    by the update that finished the one before.
+    Only the first stage records its start (queued → preprocessing, and the job's ``startedAt``),
+    without waiting for the store's answer; later stages were entered by the update that finished
+    the one before. A job canceled or deleted while queued has lost its photos, so its preprocess
+    stops at once, and the guarded update at the end of the stage says why.
 
     A ``PipelineError`` is the photos' fault: it becomes ``error {code, message}`` on the job. Any
     other exception becomes ``internal_error`` with a generic message (the traceback goes to the
@@ -228,15 +230,9 @@ def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool
 def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
                work: Callable[[WorkerRuntime, StageClock], StageOutput], worker: str, key: str,
                jlog: JobLog, received: float, started: float) -> str | None:
-    if stage is JobStatus.PREPROCESSING:
-        try:
-            rt.store.start_stage(job_id, stage, worker=worker)
-        except (TransitionError, JobNotFound) as exc:
-            # Canceled, deleted, failed, or a redelivery of a stage already done: nothing to do.
-            jlog.info("skipping %s: %s", stage.value, exc)
-            return None
-
     try:
+        if stage is JobStatus.PREPROCESSING:
+            rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
         clock = StageClock(key)
         output = work(rt, clock)
         timings = {**output.timings_ms, **clock.timings_ms,
@@ -254,13 +250,13 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
         _stopped(rt, job_id, stage, exc)
     except PipelineError as exc:
         jlog.info("failed in %s: %s (%s)", stage.value, exc.message, exc.code)
-        _fail(rt, job_id, exc.code, exc.message, exc.view)
+        _fail(rt, job_id, stage, exc.code, exc.message, exc.view)
     except ModelsUnavailable as exc:
         jlog.error("no models loaded: %s", exc)
-        _fail(rt, job_id, "models_unavailable", MODELS_MISSING_MESSAGE)
+        _fail(rt, job_id, stage, "models_unavailable", MODELS_MISSING_MESSAGE)
     except SoftTimeLimitExceeded:
         jlog.error("%s ran past %d s", stage.value, rt.settings.job_timeout_s)
-        _fail(rt, job_id, "timeout",
+        _fail(rt, job_id, stage, "timeout",
               f"Generating the avatar took longer than {rt.settings.job_timeout_s} s at the "
               f"{stage.value} step. Please try again, or send smaller photos.")
     except Exception as exc:
@@ -303,12 +299,13 @@ def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exce
     _job_ended(rt, job_id, JobStatus.FAILED)
 
 
-def _fail(rt: WorkerRuntime, job_id: str, code: str, message: str,
+def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, code: str, message: str,
           view: str | None = None) -> None:
     try:
         rt.store.fail(job_id, code, message, view)
-    except (TransitionError, JobNotFound) as exc:
-        log.info("[job %s] not marked failed: %s", job_id, exc)
+    except (TransitionError, JobNotFound) as exc:  # canceled or deleted meanwhile: not a failure
+        _stopped(rt, job_id, stage, exc)
+        return
     _job_ended(rt, job_id, JobStatus.FAILED)
 
 

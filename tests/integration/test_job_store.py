@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta, timezone
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,7 +25,7 @@ def new_job(store: JobStore, owner: str | None = None) -> str:
 def test_happy_path_records_stages_timings_and_result(store: JobStore) -> None:
     job_id = new_job(store)
     assert store.get(job_id).status is JobStatus.QUEUED
-    store.start_stage(job_id, JobStatus.PREPROCESSING, worker="w1")
+    store.start(job_id, worker="w1")
     assert store.get(job_id).status is JobStatus.PREPROCESSING
     # Finishing a stage enters the next one in the same update.
     assert store.advance(job_id, JobStatus.PREPROCESSING, {"preprocessingMs": 1.5}, worker="w1",
@@ -45,7 +46,7 @@ def test_happy_path_records_stages_timings_and_result(store: JobStore) -> None:
 
 def test_a_stage_can_only_be_finished_by_its_own_task(store: JobStore) -> None:
     job_id = new_job(store)
-    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    store.start(job_id)
     store.advance(job_id, JobStatus.PREPROCESSING, {})
     # A redelivered preprocess, or an export that jumped the queue, cannot move the job.
     for attempt in (lambda: store.advance(job_id, JobStatus.PREPROCESSING, {}),
@@ -53,48 +54,71 @@ def test_a_stage_can_only_be_finished_by_its_own_task(store: JobStore) -> None:
         with pytest.raises(TransitionError) as raised:
             attempt()
         assert raised.value.actual is JobStatus.INFERENCE
-    with pytest.raises(TransitionError):
-        store.start_stage(job_id, JobStatus.PREPROCESSING)
     with pytest.raises(ValueError):
         store.advance(job_id, JobStatus.EXPORTING, {})
+    # A late start (a redelivered preprocess) does not take the job back either.
+    store.start(job_id)
     assert store.get(job_id).status is JobStatus.INFERENCE
 
 
 @pytest.mark.parametrize("stage", [JobStatus.INFERENCE, JobStatus.EXPORTING])
-def test_a_stage_cannot_start_out_of_order(store: JobStore, stage: JobStatus) -> None:
+def test_a_later_stage_cannot_finish_a_queued_job(store: JobStore, stage: JobStatus) -> None:
     job_id = new_job(store)
     with pytest.raises(TransitionError) as raised:
-        store.start_stage(job_id, stage)
+        if stage is JobStatus.EXPORTING:
+            store.complete(job_id, {}, {})
+        else:
+            store.advance(job_id, stage, {})
     assert raised.value.actual is JobStatus.QUEUED
     assert store.get(job_id).status is JobStatus.QUEUED
 
 
+def test_preprocess_finishes_even_if_its_start_never_landed(store: JobStore) -> None:
+    """start() is not waited for; the guarded finish must not depend on it."""
+    job_id = new_job(store)
+    assert store.advance(job_id, JobStatus.PREPROCESSING, {"decode": 1.0}) is JobStatus.INFERENCE
+    job = store.get(job_id)
+    assert job.status is JobStatus.INFERENCE
+    assert job.doc["startedAt"] >= job.doc["createdAt"]
+
+
+def test_start_keeps_the_time_the_worker_took_the_job(store: JobStore) -> None:
+    job_id = new_job(store)
+    taken = store.get(job_id).created_at + timedelta(milliseconds=2)
+    store.start(job_id, worker="w1", started_at=taken)
+    time.sleep(0.02)  # finishing later must not move startedAt
+    store.advance(job_id, JobStatus.PREPROCESSING, {})
+    job = store.get(job_id)
+    assert job.doc["workers"]["preprocessing"] == "w1"
+    assert job.doc["startedAt"].replace(tzinfo=timezone.utc) == taken
+
+
 def test_complete_needs_exporting(store: JobStore) -> None:
     job_id = new_job(store)
-    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    store.start(job_id)
     with pytest.raises(TransitionError):
         store.complete(job_id, {}, {})
 
 
 def test_a_redelivered_stage_may_restart(store: JobStore) -> None:
     job_id = new_job(store)
-    store.start_stage(job_id, JobStatus.PREPROCESSING, worker="died")
-    store.start_stage(job_id, JobStatus.PREPROCESSING, worker="retry")
+    store.start(job_id, worker="died")
+    store.start(job_id, worker="retry")
     assert store.get(job_id).doc["workers"]["preprocessing"] == "retry"
 
 
 @pytest.mark.parametrize("end", ["fail", "cancel"])
 def test_terminal_states_refuse_every_transition(store: JobStore, end: str) -> None:
     job_id = new_job(store)
-    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    store.start(job_id)
     if end == "fail":
         store.fail(job_id, "no_face", "left: no face found", "left")
         assert store.get(job_id).error == {"code": "no_face", "message": "left: no face found", "view": "left"}
     else:
         store.cancel(job_id)
     ended = store.get(job_id).status
+    store.start(job_id)  # not waited for, and guarded: it must not revive the job
     attempts = [
-        lambda: store.start_stage(job_id, JobStatus.INFERENCE),
         lambda: store.advance(job_id, JobStatus.PREPROCESSING, {"x": 1}),
         lambda: store.complete(job_id, {}, {}),
         lambda: store.fail(job_id, "internal_error", "boom"),
@@ -109,7 +133,7 @@ def test_terminal_states_refuse_every_transition(store: JobStore, end: str) -> N
 
 def test_finishing_a_stage_after_cancel_tells_the_worker_to_stop(store: JobStore) -> None:
     job_id = new_job(store)
-    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    store.start(job_id)
     store.cancel(job_id)
     with pytest.raises(TransitionError) as raised:
         store.advance(job_id, JobStatus.PREPROCESSING, {"decode": 1})
@@ -132,7 +156,7 @@ def test_concurrent_downloads_all_count(store: JobStore) -> None:
 
 def test_only_one_of_two_racing_transitions_wins(store: JobStore) -> None:
     job_id = new_job(store)
-    store.start_stage(job_id, JobStatus.PREPROCESSING)
+    store.start(job_id)
     outcomes = []
 
     def try_(transition):
