@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from flask import Blueprint, Response, request, send_file
 
@@ -61,18 +63,57 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
 
     job_id = str(uuid.uuid4())
     audit.note_avatar(job_id)
-    with timing.step("store"):
-        svc.files.save_uploads(job_id, {view: upload.data for view, upload in uploads.items()})
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
-    with timing.step("record"):
-        job = svc.store.create(
-            job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
-            client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
-            callback_url=callback_url,
-        )
+    saving = _save_photos_meanwhile(svc, job_id, {view: upload.data for view, upload in uploads.items()})
+    try:
+        with timing.step("record"):
+            job = svc.store.create(
+                job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
+                client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
+                callback_url=callback_url,
+            )
+    except BaseException:
+        wait(saving)
+        svc.files.discard_inputs(job_id)
+        raise
+    try:
+        timing.record("store", saving.result())
+    except BaseException as exc:
+        _forget_record(svc, job_id)
+        if isinstance(exc, OSError):  # disk full, volume gone, ...
+            log.error("could not store the photos of job %s: %s", job_id, exc)
+            raise ServiceUnavailable("The photos could not be stored, so the avatar was not started; "
+                                     "please retry in a minute.", headers={"Retry-After": "30"}) from None
+        raise
     with timing.step("enqueue"):
         waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
     return job, waiting
+
+
+# Writes (and fsyncs) the photos while the request's thread inserts the record: the one waits on the
+# disk, the other on the store, so together they take as long as the slower (~5 and ~3 ms at 3×1024²).
+_photo_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="photo-writer")
+
+
+def _save_photos_meanwhile(svc: Services, job_id: str, images: dict[str, bytes]) -> Future[float]:
+    """Start storing the photos; the future gives the ms it took. Both it and the record must have
+    succeeded before the job is queued."""
+    started = time.perf_counter()
+
+    def save() -> float:
+        svc.files.save_uploads(job_id, images)
+        return (time.perf_counter() - started) * 1000
+
+    return _photo_writer.submit(save)
+
+
+def _forget_record(svc: Services, job_id: str) -> None:
+    """The photos could not be stored: remove the record too, so no queued job without photos stays."""
+    svc.files.discard_inputs(job_id)
+    try:
+        svc.store.delete(job_id)
+    except Exception as exc:  # the reconciler ends it: its preprocess finds no photos
+        log.error("could not remove the record of job %s whose photos were not stored: %s", job_id, exc)
 
 
 def _replay(svc: Services, job_id: str, wait_s: int) -> Response:

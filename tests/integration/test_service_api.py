@@ -231,7 +231,8 @@ def test_generate_reports_where_the_time_went(stack: LocalStack, astronaut_jpeg:
     response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
     assert response.status_code == 200, response.text
     steps = [entry.split(";")[0] for entry in response.headers["Server-Timing"].split(", ")]
-    assert steps[:6] == ["parse", "validate", "store", "record", "enqueue", "wait"]
+    # The photos are stored while the record is inserted: "store" is timed in its own thread.
+    assert steps[:6] == ["parse", "validate", "record", "store", "enqueue", "wait"]
     avatar_id = response.json()["data"]["avatarId"]
 
     timings = requests.get(stack.url(f"/api/avatar/jobs/{avatar_id}"), timeout=5).json()["data"]["timings"]
@@ -305,3 +306,27 @@ def test_a_text_field_is_not_a_photo(stack: LocalStack, astronaut_jpeg: bytes) -
     assert response.json()["details"][0] == {
         "filename": None, "valid": False,
         "error": "Missing file: 'front' is required (a front-facing face photo)."}
+
+
+def test_photos_that_cannot_be_stored_leave_no_job_behind(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    """The photos are written while the record is inserted; if writing fails, the record goes too."""
+    uploads = stack.settings.data_dir / "uploads"
+    moved = uploads.with_name("uploads.moved")
+    jobs_before = stack.store.jobs.count_documents({})
+    uploads.rename(moved)
+    uploads.write_text("not a directory")  # as root, permissions would not stop the write
+    try:
+        response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg))
+    finally:
+        uploads.unlink()
+        moved.rename(uploads)
+    assert response.status_code == 503, response.text
+    assert response.json()["success"] is False
+    assert response.json()["error"] == ("The photos could not be stored, so the avatar was not started; "
+                                        "please retry in a minute.")
+    assert response.headers["Retry-After"] == "30"
+    assert stack.store.jobs.count_documents({}) == jobs_before
+    # And the service still works.
+    response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg))
+    assert response.status_code == 202
+    assert stack.wait_for_end(response.json()["data"]["avatarId"])["status"] == "completed"
