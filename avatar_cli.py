@@ -107,16 +107,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             started.append(("mongodb", mongo_proc))
             settings = settings.replace(mongodb_uri=uri)
         localstack.wait_redis(settings.broker_url, redis_proc)
-        worker_name = f"local@{socket.gethostname()}"
-        worker = localstack.start_worker(settings, ("cpu", "gpu"), settings.worker_concurrency,
-                                         worker_name, logs / "worker.log")
-        started.append(("worker", worker))
+        # WORKER_CONCURRENCY worker processes, each its own solo node (see start_solo_workers).
+        workers = localstack.start_solo_workers(settings, ("cpu", "gpu"), settings.worker_concurrency,
+                                                f"local@{socket.gethostname()}", logs)
+        started.extend(workers.items())
         localstack.wait_mongo(settings.mongodb_uri, mongo_proc)
         api = localstack.start_api(settings, logs / "api.log")
         started.append(("api", api))
         base_url = f"http://127.0.0.1:{settings.port}"
         localstack.wait_api(base_url, api)
-        localstack.wait_worker(settings, worker_name, settings.worker_concurrency, worker)
+        for node, process in workers.items():
+            localstack.wait_worker(settings, node, 1, process)
         print(f"avatar service ready: {base_url}/api/avatar/health  (logs in {logs}/, Ctrl-C stops)",
               flush=True)
         while True:

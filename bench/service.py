@@ -94,7 +94,8 @@ def parse_server_timing(header: str) -> dict[str, float]:
 # -- the stack -------------------------------------------------------------------------------------
 
 class BenchStack:
-    """A private local stack (Redis, the store, one worker with ``workers`` processes, the API)."""
+    """A private local stack as `avatar up` runs it: Redis, the store, ``workers`` single-process
+    (solo) worker nodes, the API."""
 
     def __init__(self, root: Path, workers: int, api_workers: int, api_threads: int):
         self.root = root
@@ -105,12 +106,13 @@ class BenchStack:
             "worker_concurrency": workers, "api_workers": api_workers, "api_threads": api_threads})
         self.port = self.settings.port
         localstack.wait_redis(redis_url, self.processes["redis"])
-        self.processes["worker"] = localstack.start_worker(self.settings, ("cpu", "gpu"), workers, WORKER_NAME,
-                                                           root / "worker.log")
+        nodes = localstack.start_solo_workers(self.settings, ("cpu", "gpu"), workers, WORKER_NAME, root)
+        self.processes["worker"] = list(nodes.values())
         localstack.wait_mongo(mongo_uri, self.processes["mongodb"])
         self.processes["api"] = localstack.start_api(self.settings, root / "api.log")
         localstack.wait_api(f"http://127.0.0.1:{self.port}", self.processes["api"])
-        localstack.wait_worker(self.settings, WORKER_NAME, workers, self.processes["worker"])
+        for node, process in nodes.items():
+            localstack.wait_worker(self.settings, node, 1, process)
         self.store = JobStore.from_settings(self.settings)
 
     def client(self) -> Client:
@@ -119,21 +121,27 @@ class BenchStack:
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) each piece has used so far, its child processes included."""
         used = {}
-        for name, process in self.processes.items():
+        for name, processes in self.processes.items():
             try:
-                parent = psutil.Process(process.pid)
                 total = 0.0
-                for proc in [parent, *parent.children(recursive=True)]:
-                    times = proc.cpu_times()
-                    total += times.user + times.system
+                for process in _as_list(processes):
+                    parent = psutil.Process(process.pid)
+                    for proc in [parent, *parent.children(recursive=True)]:
+                        times = proc.cpu_times()
+                        total += times.user + times.system
                 used[name] = total
             except psutil.Error:
                 used[name] = float("nan")
         return used
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            localstack.stop(process)
+        for processes in reversed(list(self.processes.values())):
+            for process in _as_list(processes):
+                localstack.stop(process)
+
+
+def _as_list(processes: Any) -> list[Any]:
+    return processes if isinstance(processes, list) else [processes]
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -243,7 +251,8 @@ def run_service_bench(sides: tuple[int, ...] = (1024, 4096), requests_per_size: 
         finally:
             stack.stop()
     return {
-        "stack": {"workerProcesses": workers, "apiWorkers": api_workers, "apiThreads": api_threads},
+        "stack": {"workerProcesses": workers, "workerPool": "solo", "apiWorkers": api_workers,
+                  "apiThreads": api_threads},
         "postToCompleted": latency,
         "throughput": {"photos": f"3x{sides[0]}", "workerProcesses": workers, **throughput},
     }

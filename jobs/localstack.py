@@ -141,6 +141,26 @@ def start_worker(settings: Settings, queues: Iterable[str], concurrency: int, ho
     return _spawn(worker_command(queues, concurrency, hostname), log_path, env)
 
 
+def start_solo_workers(settings: Settings, queues: Iterable[str], processes: int, hostname: str,
+                       log_dir: Path) -> dict[str, subprocess.Popen]:
+    """``processes`` workers of one process each (``--pool solo``), as the local stack runs them:
+    ``{node name: process}``, the nodes named ``<name>-1@<host>``, ``<name>-2@<host>``, ...
+
+    A prefork worker with N children does the same work with one more process that receives every
+    message and passes it to a child over a pipe; on 2 cores the solo processes gave 2-20% more
+    avatars/s (4 interleaved rounds) for the same latency. A solo worker has no Celery time limit
+    (``worker.deadline`` provides the stage limit), and a crashed one is recovered like a lost node:
+    by the reconciler, not by its parent.
+    """
+    name, _, host = hostname.partition("@")
+    env = {**os.environ, **settings.to_env(), "WORKER_CONCURRENCY": "1"}
+    nodes = {}
+    for index in range(1, processes + 1):
+        node = f"{name}-{index}@{host}" if host else f"{name}-{index}"
+        nodes[node] = _spawn(worker_command(queues, 1, node, pool="solo"), log_dir / f"worker-{index}.log", env)
+    return nodes
+
+
 def wait_worker(settings: Settings, hostname: str, processes: int = 1,
                 process: subprocess.Popen | None = None, timeout_s: float = 60.0) -> None:
     """Until ``processes`` pool processes of ``hostname`` have loaded their models and sent a heartbeat."""

@@ -49,8 +49,9 @@ class Settings:
     # Workers run the retention sweep (jobs.retention) at a job's end at most this often, fleet-wide;
     # 0 leaves it to `avatar sweep` (cron).
     sweep_interval_s: int = 3600
-    # Longest a single pipeline stage may run; the broker's visibility timeout is set above it.
-    job_timeout_s: int = 300
+    # Longest a single pipeline stage may run (worker.deadline); the broker's visibility timeout is
+    # set above it.
+    job_timeout_s: float = 300.0
     # Upload limits from the API contract.
     max_image_bytes: int = 10 * 1024 * 1024
     min_image_side: int = 224

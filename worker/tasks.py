@@ -24,6 +24,7 @@ from pipeline import VIEWS, PipelineError
 from pipeline.stages import MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, infer_landmarks, prepare_views
 from worker import runtime
 from worker.app import EXPORT, INFERENCE, enqueue_stage
+from worker.deadline import deadline
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,8 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
         if stage is JobStatus.PREPROCESSING:
             rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
         clock = StageClock(key)
-        output = work(rt, clock)
+        with deadline(rt.settings.job_timeout_s):
+            output = work(rt, clock)
         timings = {**output.timings_ms, **clock.timings_ms,
                    f"{key}Stage": (time.perf_counter() - started) * 1000}
         trace = {f"{key}Received": received, f"{key}Finished": time.time()}
@@ -255,9 +257,9 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
         jlog.error("no models loaded: %s", exc)
         _fail(rt, job_id, stage, "models_unavailable", MODELS_MISSING_MESSAGE)
     except SoftTimeLimitExceeded:
-        jlog.error("%s ran past %d s", stage.value, rt.settings.job_timeout_s)
+        jlog.error("%s ran past %g s", stage.value, rt.settings.job_timeout_s)
         _fail(rt, job_id, stage, "timeout",
-              f"Generating the avatar took longer than {rt.settings.job_timeout_s} s at the "
+              f"Generating the avatar took longer than {rt.settings.job_timeout_s:g} s at the "
               f"{stage.value} step. Please try again, or send smaller photos.")
     except Exception as exc:
         _fail_unexpected(rt, job_id, stage, exc)

@@ -1,0 +1,73 @@
+"""The workers as `avatar up` runs them: one solo process per worker node (``start_solo_workers``).
+
+Both nodes share the jobs, and a stage that runs past JOB_TIMEOUT_S fails the job with code
+"timeout" even though Celery's own time limit does not exist in the solo pool (``worker.deadline``).
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.photos import avatar_views
+from client.avatar_client import AvatarClient
+from client.errors import JobFailed
+from jobs import localstack
+from jobs.store import JobStore
+
+JOBS = 8
+
+
+def test_solo_nodes_share_the_jobs_and_enforce_the_stage_time_limit(tmp_path) -> None:
+    processes = []
+    try:
+        redis_url, redis_proc = localstack.start_redis(tmp_path / "redis", persist=False)
+        processes.append(redis_proc)
+        mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=tmp_path / "mongo.log")
+        processes.append(mongo_proc)
+        settings = localstack.stack_settings(redis_url, mongo_uri, tmp_path / "data", **{
+            "mongodb_db": "avatar_solo", "api_workers": 1, "api_threads": 4})
+        localstack.wait_redis(redis_url, redis_proc)
+        nodes = localstack.start_solo_workers(settings, ("cpu", "gpu"), 2, "solo@itest", tmp_path)
+        processes.extend(nodes.values())
+        localstack.wait_mongo(mongo_uri, mongo_proc)
+        api = localstack.start_api(settings, tmp_path / "api.log")
+        processes.append(api)
+        base_url = f"http://127.0.0.1:{settings.port}"
+        localstack.wait_api(base_url, api)
+        assert sorted(nodes) == ["solo-1@itest", "solo-2@itest"]
+        for node, process in nodes.items():
+            localstack.wait_worker(settings, node, 1, process)
+
+        views = avatar_views(512)
+        client = AvatarClient(base_url, timeout=30)
+        ids = [client.submit(views["front"], views["left"], views["right"]).avatar_id for _ in range(JOBS)]
+        states = [client.wait(avatar_id, timeout=60) for avatar_id in ids]
+        assert [s.status for s in states] == ["completed"] * JOBS
+        store = JobStore.from_settings(settings)
+        ran_on = {name for doc in store.jobs.find({"_id": {"$in": ids}}, {"workers": 1})
+                  for name in doc["workers"].values()}
+        assert ran_on == set(nodes), "both solo nodes should have run stages"
+
+        # The same kind of node with a 5 ms stage limit: every preprocess runs past it.
+        for process in nodes.values():
+            localstack.stop(process)
+        strict = settings.replace(job_timeout_s=0.005)
+        (node, process), = localstack.start_solo_workers(strict, ("cpu", "gpu"), 1, "strict@itest",
+                                                          tmp_path / "strict").items()
+        processes.append(process)
+        localstack.wait_worker(settings, node, 1, process)
+        avatar_id = client.submit(views["front"], views["left"], views["right"]).avatar_id
+        with pytest.raises(JobFailed) as failed:
+            client.wait(avatar_id, timeout=30)
+        assert failed.value.code == "timeout"
+        job = store.get(avatar_id)
+        assert job.error["code"] == "timeout", job.error
+        assert "longer than 0.005 s at the preprocessing step" in job.error["message"]
+        assert not settings.data_dir.joinpath("uploads", avatar_id).exists()
+        # The node survived its timed-out stage.
+        time.sleep(0.2)
+        assert process.poll() is None
+    finally:
+        for process in reversed(processes):
+            localstack.stop(process)
