@@ -16,7 +16,7 @@ from api.errors import BadRequest, Conflict, Gone, ServiceUnavailable, Unprocess
 from api.lookup import load_job
 from api.multipart import read_form
 from api.services import Services, services
-from api.uploads import validate_uploads
+from api.uploads import Upload, validate_uploads
 from jobs.events import FinishedWait
 from jobs.store import Job, JobStatus
 from jobs.webhooks import CallbackRefused, check_url
@@ -64,6 +64,16 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
     job_id = str(uuid.uuid4())
     audit.note_avatar(job_id)
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
+    job = _store_and_record(svc, job_id, owner, uploads, callback_url)
+    with timing.step("enqueue"):
+        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
+    return job, waiting
+
+
+def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: dict[str, Upload],
+                      callback_url: str | None) -> Job:
+    """Store the photos and insert the record at the same time; both have succeeded when this
+    returns. If either fails the other is undone, so no job is left without its photos."""
     saving = _save_photos_meanwhile(svc, job_id, {view: upload.data for view, upload in uploads.items()})
     try:
         with timing.step("record"):
@@ -73,7 +83,7 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
                 callback_url=callback_url,
             )
     except BaseException:
-        wait(saving)
+        wait([saving])
         svc.files.discard_inputs(job_id)
         raise
     try:
@@ -85,9 +95,7 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
             raise ServiceUnavailable("The photos could not be stored, so the avatar was not started; "
                                      "please retry in a minute.", headers={"Retry-After": "30"}) from None
         raise
-    with timing.step("enqueue"):
-        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
-    return job, waiting
+    return job
 
 
 # Writes (and fsyncs) the photos while the request's thread inserts the record: the one waits on the

@@ -98,9 +98,9 @@ class FinishedListener:
                         self._subscribed.set()
                     elif message["type"] == "pmessage":
                         self._deliver(_text(message["channel"]).removeprefix(prefix), message["data"])
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:  # Redis gone (or a bug): never let the thread die
                 self._subscribed.clear()
-                log.warning("job-finished listener lost Redis (%s); resubscribing", exc)
+                log.warning("job-finished listener stopped (%s: %s); resubscribing", type(exc).__name__, exc)
                 time.sleep(LISTENER_RETRY_S)
             finally:
                 pubsub.close()
