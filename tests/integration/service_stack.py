@@ -13,6 +13,7 @@ import redis
 import requests
 from PIL import Image
 
+from jobs import localstack
 from jobs.audit import AuditLog
 from jobs.files import FileStore
 from jobs.settings import Settings
@@ -64,3 +65,25 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 def multipart(front: bytes, left: bytes, right: bytes) -> dict[str, tuple[str, bytes, str]]:
     return {"front": ("front.jpg", front, "image/jpeg"), "left": ("left.jpg", left, "image/jpeg"),
             "right": ("right.jpg", right, "image/jpeg")}
+
+
+def start_redis_and_store(root: Path, processes: list, **overrides: Any) -> Settings:
+    """A test's own Redis and wire-protocol store under ``root`` (appended to ``processes``, which
+    the caller stops), both answering; returns the stack settings for them with ``overrides``."""
+    redis_url, redis_proc = localstack.start_redis(root / "redis", persist=False)
+    processes.append(redis_proc)
+    mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=root / "mongo.log")
+    processes.append(mongo_proc)
+    settings = localstack.stack_settings(redis_url, mongo_uri, root / "data", **overrides)
+    localstack.wait_redis(redis_url, redis_proc)
+    localstack.wait_mongo(mongo_uri, mongo_proc)
+    return settings
+
+
+def start_api(settings: Settings, root: Path, processes: list) -> str:
+    """The API for ``settings`` (appended to ``processes``), answering; returns its base URL."""
+    api = localstack.start_api(settings, root / "api.log")
+    processes.append(api)
+    base_url = f"http://127.0.0.1:{settings.port}"
+    localstack.wait_api(base_url, api)
+    return base_url

@@ -15,6 +15,7 @@ from bench.photos import avatar_views
 from client.avatar_client import AvatarClient
 from jobs import localstack
 from jobs.store import JobStore
+from service_stack import start_api, start_redis_and_store
 
 JOBS = 24
 
@@ -22,25 +23,15 @@ JOBS = 24
 def test_cpu_and_gpu_nodes_with_batched_inference(tmp_path) -> None:
     processes = []
     try:
-        redis_url, redis_proc = localstack.start_redis(tmp_path / "redis", persist=False)
-        processes.append(redis_proc)
-        mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=tmp_path / "mongo.log")
-        processes.append(mongo_proc)
-        settings = localstack.stack_settings(redis_url, mongo_uri, tmp_path / "data", **{
-            "mongodb_db": "avatar_fleet", "api_workers": 1, "api_threads": 8,
-            "inference_batch_max": 4, "inference_batch_window_ms": 20.0})
-        localstack.wait_redis(redis_url, redis_proc)
+        settings = start_redis_and_store(tmp_path, processes, mongodb_db="avatar_fleet", api_workers=1,
+                                         api_threads=8, inference_batch_max=4, inference_batch_window_ms=20.0)
         nodes = {"cpu": ("cpu-node@fleet", "2", "prefork"), "gpu": ("gpu-node@fleet", "4", "threads")}
         for queue, (hostname, concurrency, pool) in nodes.items():
             env = {**os.environ, **settings.to_env(), "WORKER_QUEUES": queue, "WORKER_HOSTNAME": hostname,
                    "WORKER_CONCURRENCY": concurrency}
             processes.append(localstack._spawn([sys.executable, "-m", "avatar_cli", "worker", "--pool", pool],
                                                tmp_path / f"{queue}.log", env))
-        localstack.wait_mongo(mongo_uri, mongo_proc)
-        api = localstack.start_api(settings, tmp_path / "api.log")
-        processes.append(api)
-        base_url = f"http://127.0.0.1:{settings.port}"
-        localstack.wait_api(base_url, api)
+        base_url = start_api(settings, tmp_path, processes)
         localstack.wait_worker(settings, "cpu-node@fleet", 2, processes[2])
         localstack.wait_worker(settings, "gpu-node@fleet", 1, processes[3])
 

@@ -14,6 +14,7 @@ from client.avatar_client import AvatarClient
 from client.errors import JobFailed
 from jobs import localstack
 from jobs.store import JobStore
+from service_stack import start_api, start_redis_and_store
 
 JOBS = 8
 
@@ -21,20 +22,11 @@ JOBS = 8
 def test_solo_nodes_share_the_jobs_and_enforce_the_stage_time_limit(tmp_path) -> None:
     processes = []
     try:
-        redis_url, redis_proc = localstack.start_redis(tmp_path / "redis", persist=False)
-        processes.append(redis_proc)
-        mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=tmp_path / "mongo.log")
-        processes.append(mongo_proc)
-        settings = localstack.stack_settings(redis_url, mongo_uri, tmp_path / "data", **{
-            "mongodb_db": "avatar_solo", "api_workers": 1, "api_threads": 4})
-        localstack.wait_redis(redis_url, redis_proc)
+        settings = start_redis_and_store(tmp_path, processes, mongodb_db="avatar_solo", api_workers=1,
+                                         api_threads=4)
         nodes = localstack.start_solo_workers(settings, ("cpu", "gpu"), 2, "solo@itest", tmp_path)
         processes.extend(nodes.values())
-        localstack.wait_mongo(mongo_uri, mongo_proc)
-        api = localstack.start_api(settings, tmp_path / "api.log")
-        processes.append(api)
-        base_url = f"http://127.0.0.1:{settings.port}"
-        localstack.wait_api(base_url, api)
+        base_url = start_api(settings, tmp_path, processes)
         assert sorted(nodes) == ["solo-1@itest", "solo-2@itest"]
         for node, process in nodes.items():
             localstack.wait_worker(settings, node, 1, process)
