@@ -116,8 +116,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         started.append(("api", api))
         base_url = f"http://127.0.0.1:{settings.port}"
         localstack.wait_api(base_url, api)
-        for node, process in workers.items():
-            localstack.wait_worker(settings, node, 1, process)
+        localstack.wait_solo_workers(settings, workers)
         print(f"avatar service ready: {base_url}/api/avatar/health  (logs in {logs}/, Ctrl-C stops)",
               flush=True)
         while True:

@@ -111,8 +111,7 @@ class BenchStack:
         localstack.wait_mongo(mongo_uri, self.processes["mongodb"])
         self.processes["api"] = localstack.start_api(self.settings, root / "api.log")
         localstack.wait_api(f"http://127.0.0.1:{self.port}", self.processes["api"])
-        for node, process in nodes.items():
-            localstack.wait_worker(self.settings, node, 1, process)
+        localstack.wait_solo_workers(self.settings, nodes)
         self.store = JobStore.from_settings(self.settings)
 
     def client(self) -> Client:

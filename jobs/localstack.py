@@ -161,6 +161,12 @@ def start_solo_workers(settings: Settings, queues: Iterable[str], processes: int
     return nodes
 
 
+def wait_solo_workers(settings: Settings, nodes: dict[str, subprocess.Popen], timeout_s: float = 60.0) -> None:
+    """Until every node ``start_solo_workers`` started has loaded its models and sent a heartbeat."""
+    for node, process in nodes.items():
+        wait_worker(settings, node, 1, process, timeout_s)
+
+
 def wait_worker(settings: Settings, hostname: str, processes: int = 1,
                 process: subprocess.Popen | None = None, timeout_s: float = 60.0) -> None:
     """Until ``processes`` pool processes of ``hostname`` have loaded their models and sent a heartbeat."""

@@ -28,8 +28,7 @@ def test_solo_nodes_share_the_jobs_and_enforce_the_stage_time_limit(tmp_path) ->
         processes.extend(nodes.values())
         base_url = start_api(settings, tmp_path, processes)
         assert sorted(nodes) == ["solo-1@itest", "solo-2@itest"]
-        for node, process in nodes.items():
-            localstack.wait_worker(settings, node, 1, process)
+        localstack.wait_solo_workers(settings, nodes)
 
         views = avatar_views(512)
         client = AvatarClient(base_url, timeout=30)
@@ -45,10 +44,10 @@ def test_solo_nodes_share_the_jobs_and_enforce_the_stage_time_limit(tmp_path) ->
         for process in nodes.values():
             localstack.stop(process)
         strict = settings.replace(job_timeout_s=0.005)
-        (node, process), = localstack.start_solo_workers(strict, ("cpu", "gpu"), 1, "strict@itest",
-                                                          tmp_path / "strict").items()
+        strict_nodes = localstack.start_solo_workers(strict, ("cpu", "gpu"), 1, "strict@itest", tmp_path / "strict")
+        (process,) = strict_nodes.values()
         processes.append(process)
-        localstack.wait_worker(settings, node, 1, process)
+        localstack.wait_solo_workers(settings, strict_nodes)
         avatar_id = client.submit(views["front"], views["left"], views["right"]).avatar_id
         with pytest.raises(JobFailed) as failed:
             client.wait(avatar_id, timeout=30)
