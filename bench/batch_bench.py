@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.photos import avatar_views
+from bench.pipeline_bench import measure_inference_batching
 from jobs import localstack
 
 WORKER_NAME = "batchbench@" + socket.gethostname()
@@ -125,28 +126,6 @@ def run_batch_bench(subjects: int = 40, side: int = 1024,
                                            for r in runs if r["workerProcesses"] > 1}
     report["inferenceBatching"] = measure_inference_batching()
     return {"batch": report}
-
-
-def measure_inference_batching(jobs_per_run: tuple[int, ...] = (1, 2, 4, 8), repeats: int = 30) -> dict[str, Any]:
-    """The landmark model over 3 crops per job, 1..8 jobs per run, one thread (a worker process):
-    ms per job. Decides INFERENCE_BATCH_MAX for CPU workers (batching only pays if this drops)."""
-    from pipeline.models import FaceModels
-
-    models = FaceModels.load(detector=False, threads=1)
-    rng = np.random.default_rng(0)
-    out: dict[str, Any] = {"provider": models.providers[0], "threads": 1, "msPerJob": {}}
-    for jobs in jobs_per_run:
-        batch = rng.random((3 * jobs, 3, 224, 224), dtype=np.float32)
-        models.predict_landmarks(batch)  # warm-up for this shape
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            models.predict_landmarks(batch)
-            times.append((time.perf_counter() - start) * 1000)
-        out["msPerJob"][str(jobs)] = round(statistics.median(times) / jobs, 2)
-    base = out["msPerJob"]["1"]
-    out["bestSpeedup"] = round(base / min(out["msPerJob"].values()), 2)
-    return out
 
 
 def main() -> None:

@@ -62,12 +62,13 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> tuple[float, list[floa
     return round(statistics.median(samples), 2), samples
 
 
-def run_pipeline_bench(sizes: tuple[int, ...] = (1024, 4096), repeats: int = 15) -> dict:
+def run_pipeline_bench(sizes: tuple[int, ...] = (1024, 4096), repeats: int = 15,
+                       providers: list[str] | None = None) -> dict:
     """Per-stage and whole-avatar medians for our path, and the naive path's median, per size."""
     import trimesh  # noqa: F401  (import cost is per process, not per avatar)
 
     cv2.setNumThreads(1)  # one thread per library call (ONNX Runtime: threads=1; BLAS: bench/__main__)
-    models = FaceModels.load(threads=1)
+    models = FaceModels.load(threads=1, providers=providers)
     # The three photos are decoded at the same time, one thread each (pipeline.stages._decode_all),
     # as the workers do; everything else runs on one thread.
     out: dict = {"threads": 1, "decodeThreads": len(VIEWS), "providers": models.providers,
@@ -107,6 +108,27 @@ def run_pipeline_bench(sizes: tuple[int, ...] = (1024, 4096), repeats: int = 15)
             "repeats": n,
             "input_bytes": sum(len(b) for b in views.values()),
         }
+    return out
+
+
+def measure_inference_batching(jobs_per_run: tuple[int, ...] = (1, 2, 4, 8), repeats: int = 30,
+                               providers: list[str] | None = None) -> dict:
+    """The landmark model over 3 crops per job, ``jobs_per_run`` jobs per run, one thread (as a
+    worker process runs): ms per job. Decides INFERENCE_BATCH_MAX (batching only pays if this drops)."""
+    models = FaceModels.load(detector=False, threads=1, providers=providers)
+    rng = np.random.default_rng(0)
+    out: dict = {"provider": models.providers[0], "threads": 1, "msPerJob": {}}
+    for jobs in jobs_per_run:
+        batch = rng.random((3 * jobs, 3, 224, 224), dtype=np.float32)
+        models.predict_landmarks(batch)  # warm-up for this shape
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            models.predict_landmarks(batch)
+            times.append((time.perf_counter() - start) * 1000)
+        out["msPerJob"][str(jobs)] = round(statistics.median(times) / jobs, 2)
+    base = out["msPerJob"]["1"]
+    out["bestSpeedup"] = round(base / min(out["msPerJob"].values()), 2)
     return out
 
 

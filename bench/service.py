@@ -117,6 +117,14 @@ class BenchStack:
     def client(self) -> Client:
         return Client("127.0.0.1", self.port)
 
+    def worker_providers(self) -> dict[str, list[str]]:
+        """The execution providers each worker process reports in health (what really runs the models)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/avatar/health", timeout=10) as response:
+            health = json.load(response)["data"]
+        return {p["hostname"]: p["model"].get("providers", []) for p in health["workers"]["processes"]}
+
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) each piece has used so far, its child processes included."""
         used = {}
@@ -244,6 +252,7 @@ def run_service_bench(sides: tuple[int, ...] = (1024, 4096), requests_per_size: 
     with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
         stack = BenchStack(Path(tmp), workers, api_workers, api_threads)
         try:
+            providers = stack.worker_providers()
             measure_latency(stack, photos[sides[0]], warmup)
             latency = {f"3x{side}": measure_latency(stack, photos[side], requests_per_size) for side in sides}
             throughput = measure_throughput(stack, photos[sides[0]], throughput_requests, clients)
@@ -251,7 +260,7 @@ def run_service_bench(sides: tuple[int, ...] = (1024, 4096), requests_per_size: 
             stack.stop()
     return {
         "stack": {"workerProcesses": workers, "workerPool": "solo", "apiWorkers": api_workers,
-                  "apiThreads": api_threads},
+                  "apiThreads": api_threads, "workerProviders": providers},
         "postToCompleted": latency,
         "throughput": {"photos": f"3x{sides[0]}", "workerProcesses": workers, **throughput},
     }

@@ -1,8 +1,10 @@
 """ONNX sessions for the face detector and the landmark model, created once per process."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,9 @@ from models import DETECTOR_MODEL_PATH, LANDMARK_MODEL_PATH
 
 LANDMARK_INPUT_SIZE = 224
 DETECTOR_INPUT_SIZE = 128
+CUDA = "CUDAExecutionProvider"
+
+log = logging.getLogger(__name__)
 
 
 def _session(path: Path, providers: list[str] | None, threads: int) -> ort.InferenceSession:
@@ -21,13 +26,29 @@ def _session(path: Path, providers: list[str] | None, threads: int) -> ort.Infer
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     wanted = providers or default_providers()
+    if CUDA in wanted:
+        load_cuda_libraries()
     return ort.InferenceSession(str(path), sess_options=options, providers=wanted)
 
 
 def default_providers() -> list[str]:
     """CUDA first where this onnxruntime build has it, CPU always as the fallback."""
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return [p for p in (CUDA, "CPUExecutionProvider") if p in available]
+
+
+@lru_cache(maxsize=1)
+def load_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries of the ``nvidia-*`` wheels (the ``gpu`` extra installs them
+    with onnxruntime-gpu) before the first CUDA session: they live in site-packages, not on the
+    library path, and without them onnxruntime-gpu silently runs on the CPU. Libraries already on
+    the path (a CUDA base image) are used as they are."""
+    if CUDA not in ort.get_available_providers() or not hasattr(ort, "preload_dlls"):
+        return
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - the session reports what it really got
+        log.warning("could not preload the CUDA libraries: %s", exc)
 
 
 @dataclass

@@ -249,3 +249,44 @@ def test_protobuf_reader_packed_and_unpacked() -> None:
     assert repeated(fields[4], "varint") == [1, 300]
     packed_floats = bytes([0x1A, 8]) + np.array([0.25, 4.0], "<f4").tobytes()
     assert repeated(proto_fields(packed_floats)[3], "float") == [0.25, 4.0]
+
+
+def _fake_gpu_build(monkeypatch, preload) -> list[str]:
+    """This onnxruntime as if it were onnxruntime-gpu: CUDA listed, ``preload`` as preload_dlls."""
+    from pipeline import models as face_models
+
+    calls: list[str] = []
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "preload_dlls", lambda: (calls.append("preload"), preload())[1], raising=False)
+    face_models.load_cuda_libraries.cache_clear()
+    return calls
+
+
+def test_cuda_libraries_are_loaded_once_before_the_first_cuda_session(monkeypatch) -> None:
+    from pipeline.models import FaceModels, load_cuda_libraries
+
+    calls = _fake_gpu_build(monkeypatch, lambda: None)
+    try:
+        FaceModels.load(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        FaceModels.load(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        assert calls == ["preload"]
+    finally:
+        load_cuda_libraries.cache_clear()
+
+
+def test_cpu_sessions_do_not_load_cuda_and_a_failed_preload_is_only_logged(monkeypatch, caplog) -> None:
+    from pipeline.models import FaceModels, load_cuda_libraries
+
+    def broken() -> None:
+        raise OSError("libcublas.so.13: cannot open shared object file")
+
+    calls = _fake_gpu_build(monkeypatch, broken)
+    try:
+        FaceModels.load(providers=["CPUExecutionProvider"])
+        assert calls == []
+        models_ = FaceModels.load(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        assert calls == ["preload"]
+        assert "libcublas.so.13" in caplog.text
+        assert models_.providers[0] == "CPUExecutionProvider"  # this build has no CUDA: it fell back
+    finally:
+        load_cuda_libraries.cache_clear()
