@@ -83,11 +83,12 @@ def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: di
                 callback_url=callback_url,
             )
     except BaseException:
-        wait([saving])
+        wait(saving)
         svc.files.discard_inputs(job_id)
         raise
+    wait(saving)  # all of them, so none is still writing if one failed and the job is undone
     try:
-        timing.record("store", saving.result())
+        timing.record("store", max(future.result() for future in saving))
     except BaseException as exc:
         _forget_record(svc, job_id)
         if isinstance(exc, OSError):  # disk full, volume gone, ...
@@ -98,21 +99,22 @@ def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: di
     return job
 
 
-# Writes (and fsyncs) the photos while the request's thread inserts the record: the one waits on the
-# disk, the other on the store, so together they take as long as the slower (~5 and ~3 ms at 3×1024²).
-_photo_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="photo-writer")
+# Writes (and fsyncs) the photos, each in its own thread, while the request's thread inserts the
+# record: the writers wait on the disk, the insert on the store, so together they take as long as
+# the slowest. Three fsyncs at once cost ~2.6 ms here, one after the other ~3.7 ms.
+_photo_writer = ThreadPoolExecutor(max_workers=12, thread_name_prefix="photo-writer")
 
 
-def _save_photos_meanwhile(svc: Services, job_id: str, images: dict[str, bytes]) -> Future[float]:
-    """Start storing the photos; the future gives the ms it took. Both it and the record must have
-    succeeded before the job is queued."""
+def _save_photos_meanwhile(svc: Services, job_id: str, images: dict[str, bytes]) -> list[Future[float]]:
+    """Start storing the photos; each future gives the ms since the start when its photo was stored.
+    They and the record must all have succeeded before the job is queued."""
     started = time.perf_counter()
 
-    def save() -> float:
-        svc.files.save_uploads(job_id, images)
+    def save(view: str, data: bytes) -> float:
+        svc.files.save_upload(job_id, view, data)
         return (time.perf_counter() - started) * 1000
 
-    return _photo_writer.submit(save)
+    return [_photo_writer.submit(save, view, data) for view, data in images.items()]
 
 
 def _forget_record(svc: Services, job_id: str) -> None:

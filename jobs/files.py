@@ -90,9 +90,13 @@ class FileStore:
         return final
 
     def save_uploads(self, job_id: str, images: Mapping[str, bytes]) -> None:
-        """Encrypt and store the photos; the associated data binds each file to its job and view."""
+        """Encrypt and store the photos (one after the other; the API stores them at the same time)."""
         for view, data in images.items():
-            self.write_bytes(self.upload_dir(job_id) / view, self._sealer().seal(data, f"{job_id}/{view}"))
+            self.save_upload(job_id, view, data)
+
+    def save_upload(self, job_id: str, view: str, data: bytes) -> None:
+        """Encrypt and store one photo; the associated data binds the file to its job and view."""
+        self.write_bytes(self.upload_dir(job_id) / view, self._sealer().seal(data, f"{job_id}/{view}"))
 
     def read_uploads(self, job_id: str, views: tuple[str, ...]) -> dict[str, bytes]:
         """The uploaded photos, decrypted in memory; ``FileNotFoundError`` if they are gone (job ended
@@ -122,8 +126,12 @@ class FileStore:
 
     def discard_inputs(self, job_id: str) -> None:
         """Delete the photos and intermediate files of a job that has ended (whatever the outcome)."""
-        shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
+        self.discard_uploads(job_id)
         shutil.rmtree(self.work_dir(job_id), ignore_errors=True)
+
+    def discard_uploads(self, job_id: str) -> None:
+        """Delete the photos (a job's preprocess is done with them once it has handed over)."""
+        shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
 
     def discard_all(self, job_id: str) -> None:
         """Delete everything a job left on disk, the avatar included."""

@@ -104,12 +104,24 @@ def _statuses(store: JobStore, ids: list[str]) -> dict:
     return known
 
 
+# When this process may next ask for the sweep lock (time.monotonic()): every job's end calls
+# sweep_if_due, and a Redis round trip per job to learn that another process holds the lock costs
+# more than the check.
+_next_lock_try = 0.0
+
+
 def sweep_if_due(store: JobStore, files: FileStore, redis_client, interval_s: float,
                  grace_s: float = DEFAULT_GRACE_S) -> SweepReport | None:
-    """``sweep`` unless another process swept within ``interval_s`` (a Redis lock with that expiry).
-    Never raises: retention must not fail the job whose end triggered it."""
+    """``sweep`` unless another process swept within ``interval_s`` (a Redis lock with that expiry);
+    each process asks for the lock at most once per ``interval_s``. Never raises: retention must not
+    fail the job whose end triggered it."""
+    global _next_lock_try
     if interval_s <= 0:
         return None
+    now = time.monotonic()
+    if now < _next_lock_try:
+        return None
+    _next_lock_try = now + interval_s
     try:
         if not redis_client.set(SWEEP_LOCK_KEY, "1", nx=True, ex=int(interval_s)):
             return None

@@ -247,6 +247,11 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
         else:
             following = rt.store.advance(job_id, stage, timings, worker=worker, trace=trace)
             _enqueue_next(task, following, job_id, jlog)
+            if stage is JobStatus.PREPROCESSING:
+                # Handed over: no later step reads the photos (a retry or re-send of inference or
+                # export starts from the stage files), so they go now, while the next stage runs,
+                # not at the job's end, where the deletion would delay the answer.
+                rt.files.discard_uploads(job_id)
         return job_id
     except (TransitionError, JobNotFound) as exc:
         _stopped(rt, job_id, stage, exc)

@@ -134,3 +134,24 @@ def test_photos_of_a_job_that_ended_without_deleting_them_go_at_once(stack: Loca
     discard_ended_inputs(stack.store, stack.files)
     assert not photo.parent.exists() and fresh.exists()
     stack.files.discard_inputs(fresh.parent.name)
+
+
+def test_each_process_asks_for_the_sweep_lock_at_most_once_per_interval(stack: LocalStack, monkeypatch) -> None:
+    """Every job's end calls sweep_if_due; only the first call per interval may cost a Redis round trip."""
+    import redis
+
+    from jobs import retention
+
+    monkeypatch.setattr(retention, "_next_lock_try", 0.0)
+    # Redis database 2: the stack's workers take the same lock key in database 0.
+    client = redis.Redis.from_url(stack.settings.redis_url.rsplit("/", 1)[0] + "/2")
+    client.delete(retention.SWEEP_LOCK_KEY)
+    files = FileStore(stack.settings.data_dir)
+    assert retention.sweep_if_due(stack.store, files, client, interval_s=60) is not None
+    assert client.ttl(retention.SWEEP_LOCK_KEY) > 0
+    client.delete(retention.SWEEP_LOCK_KEY)  # as if another process's lock had just expired
+    assert retention.sweep_if_due(stack.store, files, client, interval_s=60) is None
+    assert not client.exists(retention.SWEEP_LOCK_KEY), "it asked Redis again within the interval"
+    monkeypatch.setattr(retention, "_next_lock_try", 0.0)  # the interval has passed
+    assert retention.sweep_if_due(stack.store, files, client, interval_s=60) is not None
+    client.delete(retention.SWEEP_LOCK_KEY)

@@ -40,9 +40,29 @@ def test_solo_nodes_share_the_jobs_and_enforce_the_stage_time_limit(tmp_path) ->
                   for name in doc["workers"].values()}
         assert ran_on == set(nodes), "both solo nodes should have run stages"
 
-        # The same kind of node with a 5 ms stage limit: every preprocess runs past it.
         for process in nodes.values():
             localstack.stop(process)
+
+        # A node for the cpu queue alone: a job stops at inference, so what preprocess left is seen.
+        # The photos are gone as soon as preprocess has handed over; the stage file is still there.
+        cpu_only = localstack.start_solo_workers(settings, ("cpu",), 1, "cpu-only@itest", tmp_path / "cpu-only")
+        (process,) = cpu_only.values()
+        processes.append(process)
+        localstack.wait_solo_workers(settings, cpu_only)
+        avatar_id = client.submit(views["front"], views["left"], views["right"]).avatar_id
+        deadline = time.monotonic() + 30
+        while store.get(avatar_id).status.value != "inference":
+            assert time.monotonic() < deadline, store.get(avatar_id).status
+            time.sleep(0.05)
+        deadline = time.monotonic() + 5  # the deletion follows the hand-over
+        while settings.data_dir.joinpath("uploads", avatar_id).exists():
+            assert time.monotonic() < deadline, "the photos outlived preprocess"
+            time.sleep(0.01)
+        assert any(settings.data_dir.joinpath("work", avatar_id).iterdir())
+        client.cancel(avatar_id)
+        localstack.stop(process)
+
+        # The same kind of node with a 5 ms stage limit: every preprocess runs past it.
         strict = settings.replace(job_timeout_s=0.005)
         strict_nodes = localstack.start_solo_workers(strict, ("cpu", "gpu"), 1, "strict@itest", tmp_path / "strict")
         (process,) = strict_nodes.values()
