@@ -61,7 +61,10 @@ class LandmarkBatcher:
                 self._runner.start()
         try:
             self._requests.put(request)
-            request.done.wait()
+            # Short waits, not one long one: the stage's time limit (worker.deadline) reaches this
+            # thread only between two bytecodes, so a stuck model run must not hold it in C.
+            while not request.done.wait(0.05):
+                pass
         finally:
             with self._lock:
                 self._inside -= 1
