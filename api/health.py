@@ -20,7 +20,8 @@ bp = Blueprint("health", __name__, url_prefix="/api/avatar")
 
 @bp.get("/health")
 def health() -> Response:
-    """200 when Redis and MongoDB answer (``degraded`` if no worker serves a queue); 503 otherwise."""
+    """200 when Redis and MongoDB answer (``degraded`` if no worker serves a queue, or ``warnings``
+    names a worker to fix); 503 otherwise."""
     svc = services()
     redis_state = _probe(lambda: svc.health_redis.ping())
     mongo_state = _probe(lambda: svc.health_mongo.admin.command("ping"))
@@ -36,11 +37,13 @@ def health() -> Response:
 
     served = {queue for w in workers for queue in w["queues"]}
     unserved = [queue for queue in QUEUE_NAMES if queue not in served]
+    warnings = _worker_warnings(workers)
     down = [name for name, state in (("Redis", redis_state), ("MongoDB", mongo_state)) if not state["reachable"]]
-    status = "unhealthy" if down else ("degraded" if unserved else "healthy")
+    status = "unhealthy" if down else ("degraded" if unserved or warnings else "healthy")
 
     data = {
         "status": status,
+        "warnings": warnings,
         "model": _model_summary(workers),
         "workers": {"seen": len(workers), "processes": workers, "queuesWithoutWorkers": unserved},
         "queues": queues,
@@ -70,6 +73,14 @@ def _worker_processes(svc: Services) -> list[dict[str, Any]]:
         "inferenceBatchMax": beat.get("inferenceBatchMax", 1),
         "lastSeenSecondsAgo": round(now - beat.get("seenAt", now), 1),
     } for beat in sorted(svc.workers.alive(), key=lambda b: b.get("name", ""))]
+
+
+def _worker_warnings(workers: list[dict[str, Any]]) -> list[str]:
+    """What an operator should fix although every queue is served."""
+    return [f"{w['name']}: onnxruntime-gpu is installed but its models run on the CPU, because the CUDA or "
+            "cuDNN libraries could not be loaded (the worker's log says which); install the gpu extra's "
+            "CUDA libraries or fix the driver (docs/FLEET.md)"
+            for w in workers if w["model"].get("cudaFallback")]
 
 
 def _queues(depths: dict[str, int | None], workers: list[dict[str, Any]],

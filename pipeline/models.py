@@ -95,10 +95,17 @@ class FaceModels:
         points, score = self.landmarks.run(["landmarks", "face_score"], {"input": batch})
         return points, score.reshape(-1)
 
+    @property
+    def cuda_fallback(self) -> bool:
+        """This is onnxruntime-gpu, yet the sessions run on the CPU (CUDA or cuDNN missing or of
+        the wrong version: onnxruntime-gpu only logs a warning and carries on, many times slower)."""
+        providers = self.providers
+        return CUDA in ort.get_available_providers() and bool(providers) and providers[0] != CUDA
+
     def describe(self) -> dict:
         """What health reports about the model."""
         info: dict = {"initialized": self.landmarks is not None, "path": str(self.landmark_path),
-                      "providers": self.providers}
+                      "providers": self.providers, "cudaFallback": self.cuda_fallback}
         if self.landmarks is not None:
             inp, out = self.landmarks.get_inputs()[0], self.landmarks.get_outputs()[0]
             info["inputShape"] = [d if isinstance(d, int) else 1 for d in inp.shape]

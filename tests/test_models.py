@@ -290,3 +290,17 @@ def test_cpu_sessions_do_not_load_cuda_and_a_failed_preload_is_only_logged(monke
         assert models_.providers[0] == "CPUExecutionProvider"  # this build has no CUDA: it fell back
     finally:
         load_cuda_libraries.cache_clear()
+
+
+def test_a_gpu_build_running_on_the_cpu_is_reported_as_a_fallback(monkeypatch) -> None:
+    from pipeline.models import FaceModels, load_cuda_libraries
+
+    on_this_build = FaceModels.load(providers=["CPUExecutionProvider"])
+    assert on_this_build.describe()["cudaFallback"] is False  # plain onnxruntime: CPU is all it has
+    _fake_gpu_build(monkeypatch, lambda: None)
+    try:
+        fell_back = FaceModels.load(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        assert fell_back.providers[0] == "CPUExecutionProvider"
+        assert fell_back.describe()["cudaFallback"] is True
+    finally:
+        load_cuda_libraries.cache_clear()

@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+import redis
 import requests
 from service_stack import LocalStack, encode_jpeg, multipart
 
@@ -180,7 +181,7 @@ def test_health_reports_every_piece(stack: LocalStack) -> None:
     response = requests.get(stack.url("/api/avatar/health"), timeout=2)
     assert response.status_code == 200
     data = response.json()["data"]
-    assert data["status"] == "healthy"
+    assert data["status"] == "healthy" and data["warnings"] == []
     assert data["model"]["initialized"] is True
     assert data["model"]["inputShape"] == [1, 3, 224, 224]
     assert data["model"]["outputShape"] == [1, 468, 3]
@@ -216,6 +217,24 @@ def test_tokens_make_avatars_private(stack: LocalStack) -> None:
     assert avatar_id in [item["avatarId"] for item in listing["avatars"]]
     assert requests.get(stack.url("/api/avatar"), timeout=5).status_code == 401
     assert requests.get(stack.url("/api/avatar?page=0"), headers=alice, timeout=5).status_code == 400
+
+
+def test_health_names_a_gpu_worker_whose_models_fell_back_to_the_cpu(stack: LocalStack) -> None:
+    from jobs.events import WorkerRegistry
+
+    registry = WorkerRegistry(redis.Redis.from_url(stack.settings.redis_url), ttl_s=30)
+    name = "gpu-fallback@itest:4242"
+    registry.beat(name, {"hostname": "gpu-fallback@itest", "pid": 4242, "queues": ["gpu"], "concurrency": 1,
+                         "model": {"initialized": True, "providers": ["CPUExecutionProvider"],
+                                   "cudaFallback": True}})
+    try:
+        data = requests.get(stack.url("/api/avatar/health"), timeout=5).json()["data"]
+        assert data["status"] == "degraded"
+        assert len(data["warnings"]) == 1 and data["warnings"][0].startswith(f"{name}: onnxruntime-gpu")
+        assert "CUDA or cuDNN" in data["warnings"][0]
+    finally:
+        registry.forget(name)
+    assert requests.get(stack.url("/api/avatar/health"), timeout=5).json()["data"]["status"] == "healthy"
 
 
 def test_health_405_offers_only_the_health_methods(stack: LocalStack) -> None:
