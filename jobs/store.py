@@ -53,6 +53,17 @@ ACTIVE_STATUSES = tuple(s for s in JobStatus if s not in TERMINAL_STATUSES)
 NEXT_STAGE = {JobStatus.PREPROCESSING: JobStatus.INFERENCE, JobStatus.INFERENCE: JobStatus.EXPORTING,
               JobStatus.EXPORTING: JobStatus.COMPLETED}
 
+# The statuses a stage may be finished from: its own, or any running one before it. A stage queues
+# the next stage's task as soon as its work is done and records its own end while that task is on
+# its way (worker.tasks), so the next stage can start, and in a slow store even finish, before the
+# record shows it. Never from a later or an ended status: a late record of an earlier stage cannot
+# take the job back, and nothing moves a job out of completed, failed or canceled.
+FINISHABLE_FROM = {
+    JobStatus.PREPROCESSING: (JobStatus.QUEUED, JobStatus.PREPROCESSING),
+    JobStatus.INFERENCE: (JobStatus.QUEUED, JobStatus.PREPROCESSING, JobStatus.INFERENCE),
+    JobStatus.EXPORTING: (JobStatus.QUEUED, JobStatus.PREPROCESSING, JobStatus.INFERENCE, JobStatus.EXPORTING),
+}
+
 # Writes nobody waits for (JobStore.start).
 UNACKNOWLEDGED = WriteConcern(w=0)
 
@@ -297,8 +308,10 @@ class JobStore:
                 worker: str | None = None, trace: Mapping[str, float] | None = None) -> JobStatus:
         """Finish ``stage`` and enter the next one in one guarded update; returns the status entered.
 
-        The next stage's task may still be waiting in its queue: a running status means "waiting
-        for or running" that stage. Finishing the last stage is ``complete``.
+        The next stage's task may still be waiting in its queue, or already running: a running
+        status means "waiting for, or running, that stage or a later one". Guarded on
+        ``FINISHABLE_FROM``; ``startedAt`` is set if ``start()`` never landed. Finishing the last
+        stage is ``complete``.
         """
         following = NEXT_STAGE[stage]
         if following is JobStatus.COMPLETED:
@@ -307,12 +320,8 @@ class JobStore:
         update = _stage_fields(stage, timings_ms, worker, trace)
         update.update({"status": following.value, "stage": following.value, "updatedAt": now})
         change: dict[str, Any] = {"$set": update}
-        expected: tuple[JobStatus, ...] = (stage,)
-        if stage is JobStatus.PREPROCESSING:
-            # start() is not waited for, so it may not have landed yet (or at all).
-            expected = (JobStatus.QUEUED, JobStatus.PREPROCESSING)
-            change["$min"] = {"startedAt": now}
-        self._transition(job_id, f"finish {stage.value}", expected, change)
+        change["$min"] = {"startedAt": now}
+        self._transition(job_id, f"finish {stage.value}", FINISHABLE_FROM[stage], change)
         return following
 
     def complete(self, job_id: str, result: Mapping[str, Any], timings_ms: Mapping[str, float], *,
@@ -324,7 +333,7 @@ class JobStore:
                        "result": dict(result)})
         # ``completions`` counts winning complete() calls: the guard keeps it at 1, and the fault
         # tests check that it does, whatever was redelivered or re-sent.
-        self._transition(job_id, "complete", (JobStatus.EXPORTING,),
+        self._transition(job_id, "complete", FINISHABLE_FROM[JobStatus.EXPORTING],
                          {"$set": update, "$inc": {"completions": 1}})
 
     def fail(self, job_id: str, code: str, message: str, view: str | None = None) -> None:

@@ -27,8 +27,8 @@ def create_celery(settings: Settings | None = None, *, with_tasks: bool = False)
 
 
 def enqueue_job(celery: Celery, job_id: str) -> None:
-    """Queue the first stage of ``job_id``. Each stage queues the next once it has recorded its own
-    end (see ``worker.tasks.run_stage``); every message carries only the job id."""
+    """Queue the first stage of ``job_id``. Each stage queues the next as soon as its work is done,
+    then records its own end (see ``worker.tasks.run_stage``); every message carries only the job id."""
     enqueue_stage(celery, PREPROCESS, job_id)
 
 

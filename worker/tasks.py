@@ -1,7 +1,7 @@
 """The three Celery tasks of a job: preprocess (cpu) → inference (gpu) → export (cpu).
 
 Each task only adapts: it gets a job id, loads that job's files, calls one pipeline stage, writes
-the stage's output file, records the transition and queues the next stage's task with the id.
+the stage's output file, queues the next stage's task with the id and records the transition.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from jobs import webhooks
 from jobs.files import result_filename
 from jobs.retention import sweep_if_due
-from jobs.store import Job, JobNotFound, JobStatus, TransitionError, utcnow
+from jobs.store import FINISHABLE_FROM, NEXT_STAGE, Job, JobNotFound, JobStatus, TransitionError, utcnow
 from pipeline import VIEWS, PipelineError
 from pipeline.stages import MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, infer_landmarks, prepare_views
 from worker import runtime
@@ -176,8 +176,10 @@ STAGE_TASK = {JobStatus.INFERENCE: INFERENCE, JobStatus.EXPORTING: EXPORT}
 
 def run_stage(task: Task, job_id: str, stage: JobStatus,
               work: Callable[[WorkerRuntime, StageClock], StageOutput], resent: bool = False) -> str | None:
-    """Do ``work`` for ``stage``; record it and enter the next stage in one update; queue the next
-    stage's task. Returns the job id, or None when the job stopped or failed.
+    """Do ``work`` for ``stage``; queue the next stage's task; then record this stage's end and enter
+    the next stage in one guarded update, while that task is on its way (the store's round trip
+    overlaps the hop; ``FINISHABLE_FROM`` lets the next stage finish even if this record is late).
+    Returns the job id, or None when the job stopped or failed.
 
     Only the first stage records its start (queued → preprocessing, and the job's ``startedAt``),
     without waiting for the store's answer; later stages were entered by the update that finished
@@ -187,6 +189,8 @@ def run_stage(task: Task, job_id: str, stage: JobStatus,
     A ``PipelineError`` is the photos' fault: it becomes ``error {code, message}`` on the job. Any
     other exception becomes ``internal_error`` with a generic message (the traceback goes to the
     log). Either way no next stage is queued and the job ends ``failed``: no job is left running.
+    A job canceled while a stage ran has its next stage queued all the same; that stage finds the
+    job ended (or its files gone) and stops.
 
     Running a stage twice is harmless: every transition is guarded, so a duplicate's result is
     dropped. A message that may be a duplicate (``resent`` by the reconciler, or redelivered by the
@@ -221,11 +225,7 @@ def _forget_if_ended(rt: WorkerRuntime, job_id: str) -> None:
 
 def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool:
     job = rt.store.find(job_id)
-    if job is None:
-        return False
-    if stage is JobStatus.PREPROCESSING:
-        return job.status in (JobStatus.QUEUED, JobStatus.PREPROCESSING)
-    return job.status is stage
+    return job is not None and job.status in FINISHABLE_FROM[stage]
 
 
 def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
@@ -245,8 +245,10 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
             _job_ended(rt, job_id, JobStatus.COMPLETED)
             jlog.info("completed in %.0f ms of work", output.result["generationTime"])
         else:
-            following = rt.store.advance(job_id, stage, timings, worker=worker, trace=trace)
-            _enqueue_next(task, following, job_id, jlog)
+            # The next stage is queued first and this one recorded while its task is on its way:
+            # the store's round trip (~5 ms here) overlaps the hop instead of preceding it.
+            _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog)
+            rt.store.advance(job_id, stage, timings, worker=worker, trace=trace)
             if stage is JobStatus.PREPROCESSING:
                 # Handed over: no later step reads the photos (a retry or re-send of inference or
                 # export starts from the stage files), so they go now, while the next stage runs,
@@ -272,8 +274,8 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
 
 
 def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog) -> None:
-    """Queue the next stage. The job has already advanced, so a broker outage here must not fail it:
-    the reconciler re-sends the stage once the job has sat still for STALL_AFTER_S."""
+    """Queue the next stage. The job advances right after whatever happens here, so a broker outage
+    must not fail it: the reconciler re-sends the stage once the job has sat still for STALL_AFTER_S."""
     try:
         enqueue_stage(task.app, STAGE_TASK[following], job_id)
     except Exception as exc:
@@ -291,8 +293,10 @@ def _stopped(rt: WorkerRuntime, job_id: str, stage: JobStatus,
         rt.files.discard_all(job_id)  # the GLB too, if this was the export
     elif actual.is_terminal():
         rt.files.discard_inputs(job_id)
-    # Still running at a later stage: this was a redelivered duplicate; the files belong to the
-    # task that is ahead of it.
+    elif stage is JobStatus.PREPROCESSING:
+        rt.files.discard_uploads(job_id)  # a later stage runs: nothing reads the photos again
+    # Otherwise still running at a later stage (a redelivered duplicate, or the next stage recorded
+    # its end before this one): the stage files belong to the task that is ahead.
 
 
 def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exception) -> None:
