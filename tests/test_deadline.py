@@ -1,4 +1,4 @@
-"""worker.deadline: the stage time limit the solo and threads pools need (Celery's exists only in prefork)."""
+"""worker.deadline: the stage time limit the solo pool needs (Celery's exists only in prefork)."""
 from __future__ import annotations
 
 import signal
@@ -33,77 +33,19 @@ def test_a_stage_within_its_limit_leaves_no_timer_behind() -> None:
         signal.signal(signal.SIGALRM, before)
 
 
-def _in_a_thread(stage) -> list:
-    outcome: list = []
-    thread = threading.Thread(target=lambda: outcome.append(stage()))
-    thread.start()
-    thread.join(10)
-    return outcome
+def test_off_the_main_thread_it_does_nothing() -> None:
+    outcome: list[str] = []
 
-
-def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-def test_off_the_main_thread_a_stage_past_its_limit_is_interrupted_too() -> None:
-    def stage() -> str:
-        start = time.monotonic()
+    def stage() -> None:
         try:
-            with deadline(0.05):
-                _spin(2)
-            return "ran to the end"
+            with deadline(0.01):
+                time.sleep(0.1)
+            outcome.append("ran to the end")
         except SoftTimeLimitExceeded:
-            return f"interrupted after {time.monotonic() - start:.2f} s"
+            outcome.append("interrupted")
 
-    (outcome,) = _in_a_thread(stage)
-    assert outcome.startswith("interrupted"), outcome
-    assert float(outcome.split()[2]) < 1.0
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no signal timer in a thread
-
-
-def test_a_limit_reached_as_the_block_ends_never_goes_off_after_it() -> None:
-    """The timer can fire just as the block finishes: the exception must be raised inside the block
-    or not at all, never later in whatever the thread runs next."""
-    def stage() -> tuple[int, int]:
-        interrupted = stray = 0
-        for i in range(150):
-            try:
-                # 0 to 8 ms, or 30, against 5 ms (the timer thread waits up to the 5 ms GIL switch
-                # interval): some blocks end before the limit, some after, some just as it fires.
-                with deadline(0.005):
-                    _spin(0.002 * (i % 5) if i % 6 else 0.03)
-            except SoftTimeLimitExceeded:
-                interrupted += 1
-            try:
-                _spin(0.002)
-            except SoftTimeLimitExceeded:
-                stray += 1
-        return interrupted, stray
-
-    ((interrupted, stray),) = _in_a_thread(stage)
-    assert stray == 0
-    assert interrupted > 0  # the race was really run
-
-
-def test_a_stage_waiting_on_a_stuck_batched_model_run_is_interrupted() -> None:
-    import numpy as np
-
-    from worker.batching import LandmarkBatcher
-
-    def stuck_model(crops):
-        time.sleep(1.5)  # one C call the runner thread cannot leave
-        return np.zeros((len(crops), 468, 3), np.float32), np.ones(len(crops), np.float32)
-
-    batcher = LandmarkBatcher(stuck_model, max_jobs=4, window_s=0.0)
-
-    def stage() -> float:
-        start = time.monotonic()
-        with pytest.raises(SoftTimeLimitExceeded):
-            with deadline(0.1):
-                batcher.predict_landmarks(np.zeros((3, 3, 224, 224), np.float32))
-        return time.monotonic() - start
-
-    (waited,) = _in_a_thread(stage)
-    assert waited < 0.5
+    thread = threading.Thread(target=stage)
+    thread.start()
+    thread.join()
+    assert outcome == ["ran to the end"]
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

@@ -61,10 +61,7 @@ class LandmarkBatcher:
                 self._runner.start()
         try:
             self._requests.put(request)
-            # Short waits, not one long one: the stage's time limit (worker.deadline) reaches this
-            # thread only between two bytecodes, so a stuck model run must not hold it in C.
-            while not request.done.wait(0.05):
-                pass
+            request.done.wait()
         finally:
             with self._lock:
                 self._inside -= 1
