@@ -251,6 +251,10 @@ def test_protobuf_reader_packed_and_unpacked() -> None:
     assert repeated(proto_fields(packed_floats)[3], "float") == [0.25, 4.0]
 
 
+# This onnxruntime has no CUDA: asking for it warns, as onnxruntime-gpu without its libraries would.
+_NO_CUDA_HERE = pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+
+
 def _fake_gpu_build(monkeypatch, preload) -> list[str]:
     """This onnxruntime as if it were onnxruntime-gpu: CUDA listed, ``preload`` as preload_dlls."""
     from pipeline import models as face_models
@@ -262,6 +266,7 @@ def _fake_gpu_build(monkeypatch, preload) -> list[str]:
     return calls
 
 
+@_NO_CUDA_HERE
 def test_cuda_libraries_are_loaded_once_before_the_first_cuda_session(monkeypatch) -> None:
     from pipeline.models import FaceModels, load_cuda_libraries
 
@@ -274,6 +279,7 @@ def test_cuda_libraries_are_loaded_once_before_the_first_cuda_session(monkeypatc
         load_cuda_libraries.cache_clear()
 
 
+@_NO_CUDA_HERE
 def test_cpu_sessions_do_not_load_cuda_and_a_failed_preload_is_only_logged(monkeypatch, caplog) -> None:
     from pipeline.models import FaceModels, load_cuda_libraries
 
@@ -292,6 +298,7 @@ def test_cpu_sessions_do_not_load_cuda_and_a_failed_preload_is_only_logged(monke
         load_cuda_libraries.cache_clear()
 
 
+@_NO_CUDA_HERE
 def test_a_gpu_build_running_on_the_cpu_is_reported_as_a_fallback(monkeypatch) -> None:
     from pipeline.models import FaceModels, load_cuda_libraries
 
