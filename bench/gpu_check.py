@@ -28,7 +28,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from bench.photos import avatar_views  # noqa: E402
+from bench.photos import astronaut_rgb, avatar_views  # noqa: E402
 from bench.pipeline_bench import measure_inference_batching, run_pipeline_bench  # noqa: E402
 from pipeline.detect import letterbox  # noqa: E402
 from pipeline.models import FaceModels  # noqa: E402
@@ -73,8 +73,6 @@ def real_inputs(models: FaceModels) -> tuple[np.ndarray, np.ndarray]:
     """Landmark-model crops [3,3,224,224] and detector inputs [3,3,128,128] of real 1024² photos."""
     prepared = prepare_views(avatar_views(1024), models)
     crops = np.ascontiguousarray(prepared.crops.transpose(0, 3, 1, 2).astype(np.float32) / 255)
-    from bench.photos import astronaut_rgb
-
     face = astronaut_rgb()
     detector_in = np.stack([letterbox(img)[0] for img in (face, face, np.ascontiguousarray(face[:, ::-1]))])
     return crops, detector_in

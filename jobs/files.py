@@ -89,11 +89,6 @@ class FileStore:
                     os.fsync(fh.fileno())
         return final
 
-    def save_uploads(self, job_id: str, images: Mapping[str, bytes]) -> None:
-        """Encrypt and store the photos (one after the other; the API stores them at the same time)."""
-        for view, data in images.items():
-            self.save_upload(job_id, view, data)
-
     def save_upload(self, job_id: str, view: str, data: bytes) -> None:
         """Encrypt and store one photo; the associated data binds the file to its job and view."""
         self.write_bytes(self.upload_dir(job_id) / view, self._sealer().seal(data, f"{job_id}/{view}"))

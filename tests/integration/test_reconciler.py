@@ -29,7 +29,9 @@ def orphan_job(stack: LocalStack, photo: bytes | None, requeues: int = 0) -> str
     touched 10 s ago."""
     job_id = str(uuid.uuid4())
     if photo is not None:
-        FileStore.from_settings(stack.settings).save_uploads(job_id, {"front": photo, "left": photo, "right": photo})
+        files = FileStore.from_settings(stack.settings)
+        for view in ("front", "left", "right"):
+            files.save_upload(job_id, view, photo)
     stack.store.create(job_id, owner=None, uploads={})
     stack.store.jobs.update_one({"_id": job_id}, {"$set": {"updatedAt": utcnow() - timedelta(seconds=10),
                                                            "requeues": requeues}})
