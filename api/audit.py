@@ -1,18 +1,24 @@
 """Every API request under /api/avatar (but health) leaves an audit record, whatever its outcome.
 
 The record is assembled in ``after_request`` (which runs for successes, handled errors, validation
-4xx and 429s alike) and written by ``response.call_on_close``: after the response has been sent, so
-the client never waits for it (~1-2 ms per insert on the local store). A failed write is logged and
-never turns into an error for the client. Each response carries ``X-Request-Id``, the key of its
-record (support and tests look records up by it).
+4xx and 429s alike) and handed to ``AuditWriter`` once the response has been sent, which writes it
+from a thread of its own. Neither the client nor the next request on its kept-alive connection waits
+for the store (written by the request's own thread, the insert held that connection ~3 ms). A failed
+write is logged and never turns into an error for the client. Each response carries
+``X-Request-Id``, the key of its record (support and tests look records up by it).
 
 Health is left out: load balancers poll it every few seconds and it touches no one's data.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import queue
+import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -50,6 +56,8 @@ def note_avatar(avatar_id: str) -> None:
 def init_audit(app: Flask, audit_log: AuditLog) -> None:
     """Register the hooks; call before other extensions' ``before_request`` so every request,
     even one they refuse, has its id and start time."""
+    writer = AuditWriter(audit_log)
+    app.extensions["avatar_audit_writer"] = writer
 
     @app.before_request
     def start() -> None:
@@ -63,7 +71,7 @@ def init_audit(app: Flask, audit_log: AuditLog) -> None:
         if request.endpoint in UNAUDITED_ENDPOINTS or not request.path.startswith("/api/"):
             return response
         entry = _entry(response, request_id)
-        response.call_on_close(lambda: _write(audit_log, entry))
+        response.call_on_close(lambda: writer.submit(entry))
         return response
 
 
@@ -105,9 +113,79 @@ def _user_id() -> str | None:
     return str(identity) if identity is not None else None
 
 
-def _write(audit_log: AuditLog, entry: dict[str, Any]) -> None:
+class AuditWriter:
+    """Writes audit records from one background thread per process, in the order they came.
+
+    Whatever is waiting when the thread gets to it goes in one ``insert_many``, so under load a
+    record costs the store less than alone. Records wait in memory only while the store is busy,
+    ``MAX_PENDING`` at most: past that a request writes its own record (slower, nothing dropped).
+    At exit the thread is given ``EXIT_FLUSH_S`` to write what is left. The thread starts with the
+    first record, in the process that serves it (gunicorn forks its workers).
+    """
+
+    MAX_PENDING = 10_000
+    MAX_BATCH = 256
+    EXIT_FLUSH_S = 5.0
+
+    def __init__(self, audit_log: AuditLog):
+        self.audit_log = audit_log
+        self._start_afresh()
+        os.register_at_fork(after_in_child=self._start_afresh)  # the parent's records stay its own
+
+    def _start_afresh(self) -> None:
+        self._pending: queue.Queue[dict[str, Any]] = queue.Queue(self.MAX_PENDING)
+        self._unwritten = 0  # submitted and not yet written (or failed), under _done
+        self._done = threading.Condition()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, entry: Mapping[str, Any]) -> None:
+        self._ensure_thread()
+        with self._done:
+            self._unwritten += 1
+        try:
+            self._pending.put_nowait(dict(entry))
+        except queue.Full:
+            self._written([dict(entry)])
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until every record submitted so far is written (or its write
+        failed); True if none is left."""
+        with self._done:
+            return self._done.wait_for(lambda: self._unwritten == 0, timeout_s)
+
+    def _written(self, entries: list[dict[str, Any]]) -> None:
+        try:
+            _write(self.audit_log, entries)
+        finally:
+            with self._done:
+                self._unwritten -= len(entries)
+                self._done.notify_all()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush, self.EXIT_FLUSH_S)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            self._written(batch)
+
+
+def _write(audit_log: AuditLog, entries: list[dict[str, Any]]) -> None:
     try:
-        audit_log.record(entry)
+        audit_log.record(entries)
     except Exception as exc:  # never fail a request (it has been answered already) over its log line
-        log.warning("could not write the audit record of request %s (%s %s): %s",
-                    entry["requestId"], entry["method"], entry["path"], exc)
+        for entry in entries:
+            log.warning("could not write the audit record of request %s (%s %s): %s",
+                        entry["requestId"], entry["method"], entry["path"], exc)

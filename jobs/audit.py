@@ -50,9 +50,10 @@ class AuditLog:
                                   name="avatarId_time")
         self.records.create_index([("requestId", pymongo.ASCENDING)], name="requestId")
 
-    def record(self, entry: Mapping[str, Any]) -> None:
-        """Write one record (``time`` must be a datetime: the TTL index only expires dates)."""
-        self.records.insert_one(dict(entry))
+    def record(self, entries: list[Mapping[str, Any]]) -> None:
+        """Write records in one round trip; one that fails does not keep out the others.
+        (``time`` must be a datetime: the TTL index only expires dates.)"""
+        self.records.insert_many([dict(entry) for entry in entries], ordered=False)
 
     def for_user(self, user_id: str | None, since: datetime | None = None, until: datetime | None = None,
                  limit: int = 100) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -221,11 +221,14 @@ def _side_view_dropped(view: str, why: str) -> str:
     return f"{view}: {why}; the avatar was built without this view"
 
 
-def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedViews:
+def prepare_views(images: Mapping[str, bytes], models: FaceModels,
+                  on_decoded: Callable[[], None] | None = None) -> PreparedViews:
     """Decode the photos, find the face in each and cut the aligned crops for the landmark model.
 
     The front view is required. A side view whose face cannot be found is dropped with a warning:
-    the avatar is still made from the views that remain.
+    the avatar is still made from the views that remain. ``on_decoded`` is called once every photo
+    has decoded, before the (single-threaded) face detection: the moment to hand other work to a
+    core the decoder threads no longer use.
     """
     missing = [v for v in VIEWS if v not in images]
     if missing:
@@ -235,6 +238,8 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels) -> PreparedVi
     with _timed(timings, "decode"):
         headers = {view: validate_upload(view, images[view]) for view in VIEWS}
         decoded = _decode_all(images, headers, DECODE_MAX_SIDE)
+    if on_decoded is not None:
+        on_decoded()
     with _timed(timings, "detect"):
         found = detect_faces(models, decoded)
     views, kept, transforms, crops, corners, scales = [], [], [], [], [], []

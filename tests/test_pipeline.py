@@ -134,6 +134,15 @@ def test_side_photo_without_a_face_is_dropped_with_a_warning(models, view):
     assert result.mesh_info["vertexCount"] == 468
 
 
+def test_on_decoded_is_called_once_when_the_photos_are_decoded_and_never_for_a_bad_one(models):
+    calls = []
+    prepare_views(_with_view("front", encode_jpeg(astronaut_rgb())), models, on_decoded=lambda: calls.append(1))
+    assert calls == [1]
+    with pytest.raises(PipelineError):
+        prepare_views(_with_view("left", b"not a photo"), models, on_decoded=lambda: calls.append(2))
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("data, code", [
     (b"this is a text file, not a photo", "unsupported_format"),
     (encode_jpeg(astronaut_rgb())[:4000], "invalid_image"),

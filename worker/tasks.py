@@ -71,14 +71,22 @@ class StageClock:
             self.timings_ms[key] = self.timings_ms.get(key, 0.0) + (time.perf_counter() - start) * 1000
 
 
+# Records that the job has started (queued → preprocessing); a stage's work gets one, and only
+# the first stage calls it.
+NoteStarted = Callable[[], None]
+StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted], StageOutput]
+
+
 @shared_task(name="avatar.preprocess", bind=True)
 def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Decode the three photos, find the faces, save the aligned crops."""
 
-    def work(rt: WorkerRuntime, clock: StageClock) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
         with clock("load"):
             images = rt.files.read_uploads(job_id, VIEWS)
-        prepared = prepare_views(images, _models(rt))
+        # The store writes the start note on the other core while detection runs on this one;
+        # sent before decoding, it competed with the decoder threads (preprocess took ~3 ms longer).
+        prepared = prepare_views(images, _models(rt), on_decoded=note_started)
         with clock("save"):
             _save_output(rt, job_id, PREPARED, prepared)
         return StageOutput(prepared.timings_ms)
@@ -90,7 +98,7 @@ def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
 def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Run the landmark model on the crops (the one GPU-bound step)."""
 
-    def work(rt: WorkerRuntime, clock: StageClock) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
         landmarks = infer_landmarks(prepared, _models(rt, batched=True))
@@ -105,7 +113,7 @@ def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
 def export(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Mesh, texture, features and the GLB; the job completes here."""
 
-    def work(rt: WorkerRuntime, clock: StageClock) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
             landmarks = _load_output(rt, job_id, LANDMARKS, ViewLandmarks)
@@ -174,17 +182,16 @@ STAGE_KEY = {
 STAGE_TASK = {JobStatus.INFERENCE: INFERENCE, JobStatus.EXPORTING: EXPORT}
 
 
-def run_stage(task: Task, job_id: str, stage: JobStatus,
-              work: Callable[[WorkerRuntime, StageClock], StageOutput], resent: bool = False) -> str | None:
+def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent: bool = False) -> str | None:
     """Do ``work`` for ``stage``; queue the next stage's task; then record this stage's end and enter
     the next stage in one guarded update, while that task is on its way (the store's round trip
     overlaps the hop; ``FINISHABLE_FROM`` lets the next stage finish even if this record is late).
     Returns the job id, or None when the job stopped or failed.
 
-    Only the first stage records its start (queued → preprocessing, and the job's ``startedAt``),
-    without waiting for the store's answer; later stages were entered by the update that finished
-    the one before. A job canceled or deleted while queued has lost its photos, so its preprocess
-    stops at once, and the guarded update at the end of the stage says why.
+    Only the first stage records its start (queued → preprocessing, and the job's ``startedAt``: the
+    work's ``note_started``), without waiting for the store's answer; later stages were entered by
+    the update that finished the one before. A job canceled or deleted while queued has lost its
+    photos, so its preprocess stops at once, and the guarded update at the end of the stage says why.
 
     A ``PipelineError`` is the photos' fault: it becomes ``error {code, message}`` on the job. Any
     other exception becomes ``internal_error`` with a generic message (the traceback goes to the
@@ -228,15 +235,15 @@ def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool
     return job is not None and job.status in FINISHABLE_FROM[stage]
 
 
-def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus,
-               work: Callable[[WorkerRuntime, StageClock], StageOutput], worker: str, key: str,
-               jlog: JobLog, received: float, started: float) -> str | None:
+def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, work: StageWork,
+               worker: str, key: str, jlog: JobLog, received: float, started: float) -> str | None:
+    def note_started() -> None:
+        rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
+
     try:
-        if stage is JobStatus.PREPROCESSING:
-            rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
         clock = StageClock(key)
         with deadline(rt.settings.job_timeout_s):
-            output = work(rt, clock)
+            output = work(rt, clock, note_started)
         timings = {**output.timings_ms, **clock.timings_ms,
                    f"{key}Stage": (time.perf_counter() - started) * 1000}
         trace = {f"{key}Received": received, f"{key}Finished": time.time()}

@@ -144,3 +144,44 @@ def test_every_operation_is_audited_success_and_failure(stack: LocalStack, token
     indexes = stack.store.db["audit"].index_information()
     assert indexes["time_ttl"]["expireAfterSeconds"] == stack.settings.audit_retention_days * 86400
     assert "userId_time" in indexes
+
+
+def test_the_audit_writer_writes_every_record_it_is_given(stack: LocalStack) -> None:
+    from api.audit import AuditWriter
+    from jobs.audit import AuditLog
+    from jobs.store import utcnow
+
+    db = stack.store.db.client[f"audit_writer_{uuid.uuid4().hex[:8]}"]
+    writer = AuditWriter(AuditLog(db, stack.settings.audit_retention_days))
+    for i in range(300):
+        writer.submit({"time": utcnow(), "requestId": f"request-{i}", "method": "GET", "path": "/api/x"})
+    assert writer.flush(timeout_s=20)
+    assert sorted(r["requestId"] for r in db["audit"].find({}, {"requestId": 1})) == \
+        sorted(f"request-{i}" for i in range(300))
+
+
+def test_an_unreachable_store_never_holds_up_the_request_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    import pymongo
+
+    from api.audit import AuditWriter
+    from jobs.audit import AuditLog
+    from jobs.store import utcnow
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    timeout_ms = 500
+    client = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=timeout_ms)
+    writer = AuditWriter(AuditLog(client["avatar"], 1))
+    started = time.monotonic()
+    writer.submit({"time": utcnow(), "requestId": "lost-1", "method": "GET", "path": "/api/avatar/jobs/x"})
+    # The request's thread hands the record over; only the writer's thread waits for the store.
+    assert time.monotonic() - started < timeout_ms / 1000 / 2
+    assert writer.flush(timeout_s=10)
+    assert "could not write the audit record of request lost-1 (GET /api/avatar/jobs/x)" in caplog.text
+    writer.submit({"time": utcnow(), "requestId": "lost-2", "method": "GET", "path": "/api/avatar/jobs/y"})
+    assert writer.flush(timeout_s=10)  # the thread outlived the failure
+    assert "lost-2" in caplog.text
+    client.close()
