@@ -18,7 +18,7 @@ from api.multipart import read_form
 from api.services import Services, services
 from api.uploads import Upload, validate_uploads
 from jobs.events import FinishedWait
-from jobs.store import Job, JobStatus
+from jobs.store import Job, JobNotFound, JobStatus, TransitionError
 from jobs.webhooks import CallbackRefused, check_url
 from worker.app import enqueue_job
 
@@ -64,17 +64,23 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
     job_id = str(uuid.uuid4())
     audit.note_avatar(job_id)
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
-    job = _store_and_record(svc, job_id, owner, uploads, callback_url)
+    job, syncing = _store_and_record(svc, job_id, owner, uploads, callback_url)
     with timing.step("enqueue"):
         waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
+    with timing.step("sync"):
+        _wait_until_durable(svc, job_id, syncing, waiting)
     return job, waiting
 
 
 def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: dict[str, Upload],
-                      callback_url: str | None) -> Job:
-    """Store the photos and insert the record at the same time; both have succeeded when this
-    returns. If either fails the other is undone, so no job is left without its photos."""
-    saving = _save_photos_meanwhile(svc, job_id, {view: upload.data for view, upload in uploads.items()})
+                      callback_url: str | None) -> tuple[Job, list[Future[None]]]:
+    """Write the photos and insert the record at the same time; both have succeeded when this
+    returns. If either fails the other is undone, so no job is left without its photos.
+
+    The photos are then written (any process can read them), not yet surely on disk: the futures
+    returned end when each one has been synced.
+    """
+    written, syncing = _save_photos_meanwhile(svc, job_id, {view: upload.data for view, upload in uploads.items()})
     try:
         with timing.step("record"):
             job = svc.store.create(
@@ -83,38 +89,72 @@ def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: di
                 callback_url=callback_url,
             )
     except BaseException:
-        wait(saving)
+        wait(syncing)  # none is still writing while the job is undone
         svc.files.discard_inputs(job_id)
         raise
-    wait(saving)  # all of them, so none is still writing if one failed and the job is undone
+    wait(written)
     try:
-        timing.record("store", max(future.result() for future in saving))
+        timing.record("store", max(future.result() for future in written))
     except BaseException as exc:
+        wait(syncing)
         _forget_record(svc, job_id)
         if isinstance(exc, OSError):  # disk full, volume gone, ...
             log.error("could not store the photos of job %s: %s", job_id, exc)
-            raise ServiceUnavailable("The photos could not be stored, so the avatar was not started; "
-                                     "please retry in a minute.", headers={"Retry-After": "30"}) from None
+            raise ServiceUnavailable(PHOTOS_NOT_STORED, headers={"Retry-After": "30"}) from None
         raise
-    return job
+    return job, syncing
 
 
-# Writes (and fsyncs) the photos, each in its own thread, while the request's thread inserts the
-# record: the writers wait on the disk, the insert on the store, so together they take as long as
-# the slowest. Three fsyncs at once cost ~2.6 ms here, one after the other ~3.7 ms.
+PHOTOS_NOT_STORED = "The photos could not be stored, so the avatar was not started; please retry in a minute."
+
+# Writes the photos, each in its own thread, while the request's thread inserts the record: the
+# writers wait on the disk, the insert on the store, so together they take as long as the slowest.
 _photo_writer = ThreadPoolExecutor(max_workers=12, thread_name_prefix="photo-writer")
 
 
-def _save_photos_meanwhile(svc: Services, job_id: str, images: dict[str, bytes]) -> list[Future[float]]:
-    """Start storing the photos; each future gives the ms since the start when its photo was stored.
-    They and the record must all have succeeded before the job is queued."""
+def _save_photos_meanwhile(svc: Services, job_id: str,
+                           images: dict[str, bytes]) -> tuple[list[Future[float]], list[Future[None]]]:
+    """Start storing the photos. Returns a future per photo that gives the ms since the start when
+    it was written, and one that ends when it is also synced to disk.
+
+    The sync (fsync) comes after the job is queued, and the answer after the sync: the client only
+    hears that a job was accepted once its photos are safe, but the worker does not wait for the
+    disk (it reads them from the page cache). Syncing first cost every job ~2 ms at 3x1024² and
+    ~10 ms at 3x4096² here.
+    """
     started = time.perf_counter()
 
-    def save(view: str, data: bytes) -> float:
-        svc.files.save_upload(job_id, view, data)
-        return (time.perf_counter() - started) * 1000
+    def save(view: str, data: bytes, written: Future[float]) -> None:
+        try:
+            svc.files.save_upload(job_id, view, data, sync=False)
+        except BaseException as exc:
+            written.set_exception(exc)
+            return
+        written.set_result((time.perf_counter() - started) * 1000)
+        svc.files.sync_upload(job_id, view)
 
-    return [_photo_writer.submit(save, view, data) for view, data in images.items()]
+    written: dict[str, Future[float]] = {view: Future() for view in images}
+    syncing = [_photo_writer.submit(save, view, data, written[view]) for view, data in images.items()]
+    return list(written.values()), syncing
+
+
+def _wait_until_durable(svc: Services, job_id: str, syncing: list[Future[None]],
+                        waiting: FinishedWait | None) -> None:
+    """Return once every photo is synced. If one could not be, fail the job and answer 503 as for
+    a failed write; unless the job has ended meanwhile (its photos were read: nothing was lost)."""
+    wait(syncing)
+    errors = [future.exception() for future in syncing if future.exception() is not None]
+    if not errors:
+        return
+    log.error("could not sync the photos of job %s to disk: %s", job_id, errors[0])
+    try:
+        svc.store.fail(job_id, "storage_unavailable", "The photos could not be stored; nothing was generated.")
+    except (TransitionError, JobNotFound):
+        return
+    if waiting is not None:
+        waiting.close()
+    svc.files.discard_inputs(job_id)
+    raise ServiceUnavailable(PHOTOS_NOT_STORED, {"avatarId": job_id, "status": "failed"}, {"Retry-After": "30"})
 
 
 def _forget_record(svc: Services, job_id: str) -> None:

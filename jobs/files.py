@@ -89,9 +89,24 @@ class FileStore:
                     os.fsync(fh.fileno())
         return final
 
-    def save_upload(self, job_id: str, view: str, data: bytes) -> None:
-        """Encrypt and store one photo; the associated data binds the file to its job and view."""
-        self.write_bytes(self.upload_dir(job_id) / view, self._sealer().seal(data, f"{job_id}/{view}"))
+    def save_upload(self, job_id: str, view: str, data: bytes, sync: bool = True) -> None:
+        """Encrypt and store one photo; the associated data binds the file to its job and view.
+        ``sync=False`` leaves the fsync to a later ``sync_upload``."""
+        self.write_bytes(self.upload_dir(job_id) / view, self._sealer().seal(data, f"{job_id}/{view}"),
+                         fsync=sync)
+
+    def sync_upload(self, job_id: str, view: str) -> None:
+        """fsync a photo saved with ``sync=False``. Reopened by name: the writer closed it before
+        the job was queued, which is what makes it whole for a reader on another host (NFS). A photo
+        its preprocess has already read and deleted needs nothing more."""
+        try:
+            fd = os.open(self.upload_dir(job_id) / view, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def read_uploads(self, job_id: str, views: tuple[str, ...]) -> dict[str, bytes]:
         """The uploaded photos, decrypted in memory; ``FileNotFoundError`` if they are gone (job ended

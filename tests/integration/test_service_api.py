@@ -1,6 +1,7 @@
 """The service end to end over HTTP: gunicorn → Redis → a real Celery worker → the real pipeline."""
 from __future__ import annotations
 
+import io
 import re
 import time
 import uuid
@@ -250,8 +251,9 @@ def test_generate_reports_where_the_time_went(stack: LocalStack, astronaut_jpeg:
     response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
     assert response.status_code == 200, response.text
     steps = [entry.split(";")[0] for entry in response.headers["Server-Timing"].split(", ")]
-    # The photos are stored while the record is inserted: "store" is timed in its own thread.
-    assert steps[:6] == ["parse", "validate", "record", "store", "enqueue", "wait"]
+    # The photos are written while the record is inserted ("store" is timed in its own thread), and
+    # synced to disk once the job is queued.
+    assert steps[:7] == ["parse", "validate", "record", "store", "enqueue", "sync", "wait"]
     avatar_id = response.json()["data"]["avatarId"]
 
     timings = requests.get(stack.url(f"/api/avatar/jobs/{avatar_id}"), timeout=5).json()["data"]["timings"]
@@ -349,3 +351,31 @@ def test_photos_that_cannot_be_stored_leave_no_job_behind(stack: LocalStack, ast
     response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg))
     assert response.status_code == 202
     assert stack.wait_for_end(response.json()["data"]["avatarId"])["status"] == "completed"
+
+
+def test_photos_that_cannot_be_synced_to_disk_fail_the_job_with_a_503(
+        stack: LocalStack, astronaut_jpeg: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job is queued once its photos are written and answered once they are synced; a failed
+    sync fails it. A disk whose fsync fails cannot be had here, so os.fsync fails instead, in an
+    API run in this process over the real stack (the job goes to the real worker)."""
+    import errno
+
+    from api import create_app
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    client = create_app(stack.settings).test_client()
+    monkeypatch.setattr("jobs.files.os.fsync", failing_fsync)
+    response = client.post("/api/avatar/generate", data={
+        view: (io.BytesIO(astronaut_jpeg), f"{view}.jpg") for view in ("front", "left", "right")})
+    monkeypatch.undo()
+    assert response.status_code == 503, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["error"] == ("The photos could not be stored, so the avatar was not started; "
+                             "please retry in a minute.")
+    assert response.headers["Retry-After"] == "30"
+    avatar_id = body["details"]["avatarId"]
+    job = stack.wait_for_end(avatar_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "storage_unavailable"
+    assert not stack.files.upload_dir(avatar_id).exists()
