@@ -119,8 +119,8 @@ def _save_photos_meanwhile(svc: Services, job_id: str,
 
     The sync (fsync) comes after the job is queued, and the answer after the sync: the client only
     hears that a job was accepted once its photos are safe, but the worker does not wait for the
-    disk (it reads them from the page cache). Syncing first cost every job ~2 ms at 3x1024² and
-    ~10 ms at 3x4096² here.
+    disk (it reads them from the page cache). Syncing first kept every job ~1.5 ms longer at
+    3x1024² and ~7.5 ms at 3x4096² here (the store step: 5.5 → 3.9 ms, 14.1 → 6.6 ms).
     """
     started = time.perf_counter()
 

@@ -85,7 +85,7 @@ def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
         with clock("load"):
             images = rt.files.read_uploads(job_id, VIEWS)
         # The store writes the start note on the other core while detection runs on this one;
-        # sent before decoding, it competed with the decoder threads (preprocess took ~3 ms longer).
+        # sent before decoding, it competed with the decoder threads (decoding took ~1.3 ms longer).
         prepared = prepare_views(images, _models(rt), on_decoded=note_started)
         with clock("save"):
             _save_output(rt, job_id, PREPARED, prepared)
