@@ -185,3 +185,33 @@ def test_an_unreachable_store_never_holds_up_the_request_and_is_logged(caplog: p
     assert writer.flush(timeout_s=10)  # the thread outlived the failure
     assert "lost-2" in caplog.text
     client.close()
+
+
+def test_the_audit_writer_starts_afresh_in_a_forked_process(stack: LocalStack) -> None:
+    """gunicorn forks its workers; a writer whose thread started before the fork must start a new
+    one in the child (threads do not survive a fork), or the child's records would wait for ever."""
+    import os
+
+    import pymongo
+
+    from api.audit import AuditWriter
+    from jobs.audit import AuditLog
+    from jobs.store import utcnow
+
+    name = f"audit_fork_{uuid.uuid4().hex[:8]}"
+    writer = AuditWriter(AuditLog(pymongo.MongoClient(stack.settings.mongodb_uri)[name], 1))
+    writer.submit({"time": utcnow(), "requestId": "parent", "method": "GET", "path": "/api/x"})
+    assert writer.flush(timeout_s=10)
+    pid = os.fork()
+    if pid == 0:  # the child: its own client, as a forked gunicorn worker would have
+        code = 1
+        try:
+            writer.audit_log = AuditLog(pymongo.MongoClient(stack.settings.mongodb_uri)[name], 1)
+            writer.submit({"time": utcnow(), "requestId": "child", "method": "GET", "path": "/api/x"})
+            code = 0 if writer.flush(timeout_s=10) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ids = {r["requestId"] for r in stack.store.db.client[name]["audit"].find({}, {"requestId": 1})}
+    assert ids == {"parent", "child"}
