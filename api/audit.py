@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,7 +58,6 @@ def init_audit(app: Flask, audit_log: AuditLog) -> None:
     """Register the hooks; call before other extensions' ``before_request`` so every request,
     even one they refuse, has its id and start time."""
     writer = AuditWriter(audit_log)
-    app.extensions["avatar_audit_writer"] = writer
 
     @app.before_request
     def start() -> None:
@@ -130,7 +130,7 @@ class AuditWriter:
     def __init__(self, audit_log: AuditLog):
         self.audit_log = audit_log
         self._start_afresh()
-        os.register_at_fork(after_in_child=self._start_afresh)  # the parent's records stay its own
+        _writers.add(self)
 
     def _start_afresh(self) -> None:
         self._pending: queue.Queue[dict[str, Any]] = queue.Queue(self.MAX_PENDING)
@@ -169,7 +169,6 @@ class AuditWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
                 self._thread.start()
-                atexit.register(self.flush, self.EXIT_FLUSH_S)
 
     def _run(self) -> None:
         while True:
@@ -180,6 +179,25 @@ class AuditWriter:
                 except queue.Empty:
                     break
             self._written(batch)
+
+
+# This process's writers: each forked child starts them afresh (the parent's records and thread
+# stay the parent's), and at exit each gets EXIT_FLUSH_S to write what is left.
+_writers: "weakref.WeakSet[AuditWriter]" = weakref.WeakSet()
+
+
+def _start_writers_afresh() -> None:
+    for writer in list(_writers):
+        writer._start_afresh()
+
+
+@atexit.register
+def _flush_writers() -> None:
+    for writer in list(_writers):
+        writer.flush(AuditWriter.EXIT_FLUSH_S)
+
+
+os.register_at_fork(after_in_child=_start_writers_afresh)
 
 
 def _write(audit_log: AuditLog, entries: list[dict[str, Any]]) -> None:
