@@ -11,6 +11,8 @@ from typing import Any
 import redis
 
 FINISHED_CHANNEL = "avatar:job-finished:{job_id}"
+# Not a job id (those are UUIDs): the channel that wakes a listener being stopped.
+STOP_CHANNEL_ID = "-stop-"
 HEARTBEAT_KEY = "avatar:worker:{name}"
 HEARTBEAT_PATTERN = "avatar:worker:*"
 
@@ -49,6 +51,12 @@ class JobEvents:
                     self._listener = FinishedListener(self.redis)
         return self._listener.watch(job_id)
 
+    def close(self) -> None:
+        """Stop this process's listener, if one was started (a process that serves requests keeps
+        it for its whole life; tests that made their own stop theirs)."""
+        if self._listener is not None:
+            self._listener.stop()
+
 
 class FinishedListener:
     """One pattern subscription per process to every job's "finished" channel, shared by all the
@@ -66,7 +74,9 @@ class FinishedListener:
         self._waiters: dict[str, list[FinishedWait]] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        threading.Thread(target=self._listen_forever, name="job-finished-listener", daemon=True).start()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._listen_forever, name="job-finished-listener", daemon=True)
+        self._thread.start()
         # Wait (briefly) for the first subscription, so the first waiter cannot miss its job's end.
         self._subscribed.wait(RECHECK_INTERVAL_S)
 
@@ -84,13 +94,23 @@ class FinishedListener:
             if not waiters:
                 self._waiters.pop(waiter.job_id, None)
 
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """End the listener thread and its subscription. A message on a channel no job has wakes
+        it at once; if Redis is away it is not waiting on Redis, or it ends at its next idle wake-up."""
+        self._stopped.set()
+        try:
+            self.redis.publish(FINISHED_CHANNEL.format(job_id=STOP_CHANNEL_ID), "")
+        except redis.RedisError:
+            pass
+        self._thread.join(timeout_s)
+
     def _listen_forever(self) -> None:
         prefix = FINISHED_CHANNEL.format(job_id="")
-        while True:
+        while not self._stopped.is_set():
             pubsub = self.redis.pubsub()
             try:
                 pubsub.psubscribe(FINISHED_CHANNEL.format(job_id="*"))
-                while True:
+                while not self._stopped.is_set():
                     message = pubsub.get_message(timeout=LISTENER_IDLE_S)
                     if message is None:
                         continue
@@ -100,8 +120,10 @@ class FinishedListener:
                         self._deliver(_text(message["channel"]).removeprefix(prefix), message["data"])
             except Exception as exc:  # Redis gone (or a bug): never let the thread die
                 self._subscribed.clear()
+                if self._stopped.is_set():
+                    return
                 log.warning("job-finished listener stopped (%s: %s); resubscribing", type(exc).__name__, exc)
-                time.sleep(LISTENER_RETRY_S)
+                self._stopped.wait(LISTENER_RETRY_S)
             finally:
                 pubsub.close()
 

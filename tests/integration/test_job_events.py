@@ -4,7 +4,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
+import pytest
 import redis
 
 from jobs.events import JobEvents
@@ -14,8 +16,15 @@ def _pattern_subscribers(client: redis.Redis) -> int:
     return sum(1 for c in client.client_list() if int(c.get("psub", 0)) > 0)
 
 
-def test_each_waiter_wakes_for_its_own_job(stack) -> None:
+@pytest.fixture
+def events(stack) -> Iterator[JobEvents]:
+    """A process's JobEvents; its listener is stopped afterwards, so it does not outlive the stack."""
     events = JobEvents(stack.broker)
+    yield events
+    events.close()
+
+
+def test_each_waiter_wakes_for_its_own_job(stack, events: JobEvents) -> None:
     mine, other = str(uuid.uuid4()), str(uuid.uuid4())
     ended: set[str] = set()
     waiting, bystander = events.subscribe(mine), events.subscribe(other)
@@ -34,9 +43,8 @@ def test_each_waiter_wakes_for_its_own_job(stack) -> None:
         bystander.close()
 
 
-def test_one_subscription_serves_every_waiter_of_a_process(stack) -> None:
+def test_one_subscription_serves_every_waiter_of_a_process(stack, events: JobEvents) -> None:
     before = _pattern_subscribers(stack.broker)
-    events = JobEvents(stack.broker)
     jobs = [str(uuid.uuid4()) for _ in range(20)]
     waits = [events.subscribe(job) for job in jobs]
     assert _pattern_subscribers(stack.broker) == before + 1
@@ -57,8 +65,7 @@ def test_one_subscription_serves_every_waiter_of_a_process(stack) -> None:
     assert all(woke)
 
 
-def test_the_listener_resubscribes_after_losing_its_connection(stack) -> None:
-    events = JobEvents(stack.broker)
+def test_the_listener_resubscribes_after_losing_its_connection(stack, events: JobEvents) -> None:
     job = str(uuid.uuid4())
     waiting = events.subscribe(job)
     try:
@@ -73,3 +80,15 @@ def test_the_listener_resubscribes_after_losing_its_connection(stack) -> None:
         assert waiting.wake_ms is not None
     finally:
         waiting.close()
+
+
+def test_a_stopped_listener_unsubscribes_at_once(stack) -> None:
+    before = _pattern_subscribers(stack.broker)
+    events = JobEvents(stack.broker)
+    events.subscribe(str(uuid.uuid4())).close()
+    assert _pattern_subscribers(stack.broker) == before + 1
+    start = time.monotonic()
+    events.close()
+    # Woken by its stop message, not after its 5 s idle wait.
+    assert time.monotonic() - start < 1.0
+    assert _pattern_subscribers(stack.broker) == before
