@@ -1,0 +1,163 @@
+"""docker-compose.yml and the Dockerfiles, read against the code they deploy.
+
+No Docker engine runs here, so the images are never built in the tests. These checks catch the
+drift that would only show on a deployment: an environment variable no setting reads, a package an
+image does not copy, a container command the CLI rejects, a healthcheck that looks for a key the
+workers do not write.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import fnmatch
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from avatar_cli import build_parser
+from jobs.events import HEARTBEAT_KEY
+from jobs.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILES = {"api": "docker/Dockerfile.api", "worker-cpu": "docker/Dockerfile.worker",
+               "worker-gpu": "docker/Dockerfile.worker-gpu"}
+# Read by Python or pip inside the images, not by our settings.
+RUNTIME_VARIABLES = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR"}
+SETTING_VARIABLES = {field.name.upper() for field in dataclasses.fields(Settings)}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+# What an operator sets for compose's ``${NAME...}`` (a new one must be added here).
+OPERATOR_VALUES = {"JWT_SECRET_KEY": "k" * 43, "UPLOAD_ENCRYPTION_KEY": base64.b64encode(bytes(32)).decode(),
+                   "TRUSTED_PROXIES": "1"}
+
+
+def interpolated(value: str) -> str:
+    """A compose value with each ``${NAME...}`` replaced by what an operator sets."""
+    return re.sub(r"\$\{([A-Z_]+)[^}]*\}", lambda m: OPERATOR_VALUES[m.group(1)], value)
+
+
+def service_environment(compose: dict[str, Any], service: str) -> dict[str, str]:
+    """The environment compose gives ``service`` plus what its image sets with ENV."""
+    env = dockerfile_env(DOCKERFILES[service])
+    env.update({name: interpolated(str(value))
+                for name, value in compose["services"][service].get("environment", {}).items()})
+    return env
+
+
+def dockerfile_lines(path: str) -> list[str]:
+    """Instructions with their continuation lines joined."""
+    return re.sub(r"\\\n\s*", " ", (ROOT / path).read_text()).splitlines()
+
+
+def dockerfile_env(path: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in dockerfile_lines(path):
+        if line.startswith("ENV "):
+            env.update(item.split("=", 1) for item in shlex.split(line[4:]))
+    return env
+
+
+def test_the_services_are_the_ones_the_issue_names(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"redis", "mongo", "api", "worker-cpu", "worker-gpu"}
+    assert services["redis"]["image"] == "redis:7" and services["mongo"]["image"] == "mongo:7"
+    for name in ("redis", "mongo"):
+        assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
+    for name in ("api", "worker-cpu", "worker-gpu"):
+        assert services[name]["build"]["dockerfile"] == DOCKERFILES[name]
+        assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"},
+                                                "mongo": {"condition": "service_healthy"}}
+
+
+def test_the_gpu_worker_reserves_a_gpu_and_serves_only_the_gpu_queue(compose: dict[str, Any]) -> None:
+    service = compose["services"]["worker-gpu"]
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert service_environment(compose, "worker-gpu")["WORKER_QUEUES"] == "gpu"
+    assert service_environment(compose, "worker-cpu")["WORKER_QUEUES"] == "cpu"
+    assert any(".[gpu]" in line for line in dockerfile_lines(DOCKERFILES["worker-gpu"]))
+
+
+def test_the_api_and_every_worker_share_one_data_volume(compose: dict[str, Any]) -> None:
+    mounts = {}
+    for name in ("api", "worker-cpu", "worker-gpu"):
+        data_dir = service_environment(compose, name)["DATA_DIR"]
+        volumes = (mount.partition(":") for mount in compose["services"][name]["volumes"])
+        mounts[name] = {volume for volume, _, path in volumes if path == data_dir}
+        assert mounts[name], f"{name} mounts nothing at its DATA_DIR {data_dir}"
+    shared = set.intersection(*mounts.values())
+    assert shared and shared <= set(compose["volumes"])
+
+
+@pytest.mark.parametrize("service", ["api", "worker-cpu", "worker-gpu"])
+def test_every_environment_variable_is_a_setting_and_parses(compose: dict[str, Any], service: str) -> None:
+    env = service_environment(compose, service)
+    unknown = set(env) - SETTING_VARIABLES - RUNTIME_VARIABLES
+    assert not unknown, f"{service}: no setting reads {sorted(unknown)}"
+    settings = Settings.from_env(environ=env)  # raises on a value of the wrong kind
+    assert str(settings.data_dir) == env["DATA_DIR"]
+
+
+@pytest.mark.parametrize("service", ["api", "worker-cpu", "worker-gpu"])
+def test_each_image_copies_every_package_the_project_installs(service: str) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    needed = {pattern.rstrip("*") for pattern in project["packages"]["find"]["include"]}
+    needed |= {f"{module}.py" for module in project["py-modules"]}
+    copied: set[str] = set()
+    for line in dockerfile_lines(DOCKERFILES[service]):
+        if line.startswith("COPY "):
+            sources = shlex.split(line[5:])[:-1]
+            for source in sources:
+                assert (ROOT / source).exists(), f"{DOCKERFILES[service]} copies {source}: not in the repo"
+            copied.update(sources)
+    assert needed <= copied, f"{DOCKERFILES[service]} does not copy {sorted(needed - copied)}"
+
+
+def container_argv(compose: dict[str, Any], service: str, hostname: str = "host1") -> list[str]:
+    """The image's CMD as the container runs it: a shell form's variables expanded as the container
+    sets them (``hostname`` for ``$(hostname)``)."""
+    (cmd_line,) = [line for line in dockerfile_lines(DOCKERFILES[service]) if line.startswith("CMD ")]
+    argv = yaml.safe_load(cmd_line[4:])  # the exec form is a JSON array
+    if argv[:2] == ["sh", "-c"]:
+        env = service_environment(compose, service)
+        script = argv[2].replace("$(hostname)", hostname)
+        argv = shlex.split(re.sub(r"\$(\w+)", lambda m: env[m.group(1)], script))
+        assert argv[0] == "exec"
+        argv = argv[1:]
+    return argv
+
+
+@pytest.mark.parametrize("service", ["api", "worker-cpu", "worker-gpu"])
+def test_each_container_command_is_one_the_cli_accepts(compose: dict[str, Any], service: str) -> None:
+    argv = container_argv(compose, service)
+    assert argv[0] == "avatar"
+    args = build_parser().parse_args(argv[1:])  # exits (SystemExit) on an unknown subcommand or flag
+    assert args.command == ("api" if service == "api" else "worker")
+
+
+@pytest.mark.parametrize("service", ["worker-cpu", "worker-gpu"])
+def test_the_worker_healthcheck_finds_the_heartbeat_its_workers_write(compose: dict[str, Any],
+                                                                     service: str) -> None:
+    from worker.runtime import WorkerRuntime
+
+    (check,) = [line for line in dockerfile_lines(DOCKERFILES[service]) if line.startswith("HEALTHCHECK ")]
+    pattern = re.search(r"match=f'([^']+)'", check).group(1).replace("{socket.gethostname()}", "host1")
+    # The node the image's CMD starts in a container named host1, and the key each of its
+    # processes writes (WorkerRuntime.process_name is "<node name>:<pid>").
+    node = build_parser().parse_args(container_argv(compose, service, "host1")[1:]).hostname
+    process_name = WorkerRuntime.process_name.fget(SimpleNamespace(hostname=node))
+    assert fnmatch.fnmatchcase(HEARTBEAT_KEY.format(name=process_name), pattern), (process_name, pattern)
+    # ... and not the workers of another container.
+    other = build_parser().parse_args(container_argv(compose, service, "host2")[1:]).hostname
+    assert not fnmatch.fnmatchcase(HEARTBEAT_KEY.format(name=f"{other}:4242"), pattern)
