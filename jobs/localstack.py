@@ -182,15 +182,15 @@ def wait_worker(settings: Settings, hostname: str, processes: int = 1,
     _wait_until(ready, f"worker {hostname}", process, timeout_s)
 
 
-def api_command(settings: Settings, bind: str | None = None) -> list[str]:
-    """The gunicorn command line serving ``api.wsgi:app``."""
+def api_command(settings: Settings, bind: str | None = None, app: str = "api.wsgi:app") -> list[str]:
+    """The gunicorn command line serving ``app`` (the API's, unless a benchmark serves its own)."""
     return [sys.executable, "-m", "gunicorn",
             "--bind", bind or f"{settings.host}:{settings.port}",
             # Threads, because ``Prefer: wait`` parks a request for up to a minute.
             "--worker-class", "gthread", "--workers", str(settings.api_workers),
             "--threads", str(settings.api_threads),
             "--timeout", str(settings.max_wait_s + 30), "--graceful-timeout", "10",
-            "--access-logfile", "-", "api.wsgi:app"]
+            "--access-logfile", "-", app]
 
 
 def start_api(settings: Settings, log_path: Path, bind: str | None = None) -> subprocess.Popen:
