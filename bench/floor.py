@@ -31,6 +31,7 @@ from typing import Any
 from celery import Celery
 
 from bench.photos import avatar_views
+from bench.pipeline_bench import median_ms
 from bench.service import multipart_body
 from jobs import localstack
 
@@ -242,13 +243,7 @@ def run_floor(side: int = 1024) -> dict[str, Any]:
     models = FaceModels.load(threads=1)
     warm_up()
     views = avatar_views(side)
-    run_pipeline(views, models)
-    walls = []
-    for _ in range(REPEATS if side <= 1024 else REPEATS // 2):
-        start = time.perf_counter()
-        run_pipeline(views, models)
-        walls.append((time.perf_counter() - start) * 1000)
-    inprocess = statistics.median(walls)
+    inprocess = median_ms(lambda: run_pipeline(views, models), REPEATS if side <= 1024 else REPEATS // 2)
     prepared = prepare_views(views, models)
     landmarks = infer_landmarks(prepared, models)
     avatar = build_avatar(prepared, landmarks)

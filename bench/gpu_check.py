@@ -20,16 +20,14 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import json  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from bench.photos import astronaut_rgb, avatar_views  # noqa: E402
-from bench.pipeline_bench import measure_inference_batching, run_pipeline_bench  # noqa: E402
+from bench.pipeline_bench import measure_inference_batching, median_ms, run_pipeline_bench  # noqa: E402
 from pipeline.detect import letterbox  # noqa: E402
 from pipeline.models import FaceModels  # noqa: E402
 from pipeline.stages import prepare_views  # noqa: E402
@@ -49,22 +47,12 @@ def gpu_name() -> str | None:
         return None
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: this shape's first run allocates and picks kernels
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(samples), 3)
-
-
 def per_batch(run, batches: tuple[int, ...], make_input, repeats: int) -> dict:
     """Median ms per run and inputs/s for each batch size."""
     out = {}
     for n in batches:
         batch = make_input(n)
-        ms = median_ms(lambda: run(batch), repeats)
+        ms = median_ms(lambda: run(batch), repeats, digits=3)
         out[str(n)] = {"ms": ms, "facesPerSecond": round(n / ms * 1000, 1)}
     return out
 

@@ -52,14 +52,16 @@ def naive_pipeline(images: Mapping[str, bytes], models: FaceModels) -> bytes:
     return mesh.export(file_type="glb")
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
-    fn()  # warm-up: first-call allocations, lazy caches
+def median_ms(fn: Callable[[], object], repeats: int, digits: int = 2) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``, after one warm-up call (first-call
+    allocations, lazy caches; on a GPU, the shape's kernel choice)."""
+    fn()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(samples), 2), samples
+    return round(statistics.median(samples), digits)
 
 
 def run_pipeline_bench(sizes: tuple[int, ...] = (1024, 4096), repeats: int = 15,
@@ -98,7 +100,7 @@ def run_pipeline_bench(sizes: tuple[int, ...] = (1024, 4096), repeats: int = 15,
         whole = round(statistics.median(wall), 2)
         fused = sum(statistics.median(stage_samples[s][1:]) for s in ("mesh", "texture"))
         alone = sum(statistics.median(front_only[s][1:]) for s in ("mesh", "texture"))
-        naive, _ = _median_ms(lambda: naive_pipeline(views, models), max(3, n // 3))
+        naive = median_ms(lambda: naive_pipeline(views, models), max(3, n // 3))
         out[f"{side}x{side}"] = {
             "avatar_ms_median": whole,
             "stages_ms_median": {k: round(statistics.median(v[1:]), 2) for k, v in stage_samples.items()},
