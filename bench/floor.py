@@ -83,12 +83,12 @@ def http_post_ms(root: Path, views: dict[str, bytes]) -> float:
 
 # -- three Celery deliveries ------------------------------------------------------------------------
 
-# The worker side: `celery -A bench.floor:hop_app worker`, with the options the service's workers run.
-hop_app = Celery("floor", broker=os.environ.get("FLOOR_BROKER", "redis://127.0.0.1:6379/0"))
+# The worker side: `celery -A bench.floor:hop_app worker`, configured as the service's workers are
+# (celeryconfig: acks late, prefetch 1, the cpu and gpu queues), on the benchmark's own Redis.
+hop_app = Celery("floor")
+hop_app.config_from_object("celeryconfig")
 hop_app.conf.update(
-    task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-    worker_disable_rate_limits=True, task_ignore_result=True, result_backend=None,
-    broker_connection_retry_on_startup=True, worker_send_task_events=False,
+    broker_url=os.environ.get("FLOOR_BROKER", "redis://127.0.0.1:6379/0"),
     task_routes={"floor.first": {"queue": "cpu"}, "floor.second": {"queue": "gpu"},
                  "floor.third": {"queue": "cpu"}})
 NEXT_HOP = {"floor.first": "floor.second", "floor.second": "floor.third"}
@@ -131,8 +131,8 @@ def notify_ms(client, repeats: int = REPEATS) -> float:
     for _ in range(repeats + 5):
         start = time.perf_counter()
         client.publish("floor:finished", "completed")
-        while pubsub.get_message(timeout=1) is None:
-            pass
+        if pubsub.get_message(timeout=5) is None:
+            raise RuntimeError("a published notice did not reach its subscriber")
         samples.append((time.perf_counter() - start) * 1000)
     pubsub.close()
     return round(statistics.median(samples[5:]), 2)
