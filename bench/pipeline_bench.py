@@ -122,13 +122,8 @@ def measure_inference_batching(jobs_per_run: tuple[int, ...] = (1, 2, 4, 8), rep
     out: dict = {"provider": models.providers[0], "threads": 1, "msPerJob": {}}
     for jobs in jobs_per_run:
         batch = rng.random((3 * jobs, 3, 224, 224), dtype=np.float32)
-        models.predict_landmarks(batch)  # warm-up for this shape
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            models.predict_landmarks(batch)
-            times.append((time.perf_counter() - start) * 1000)
-        out["msPerJob"][str(jobs)] = round(statistics.median(times) / jobs, 2)
+        per_run = median_ms(lambda: models.predict_landmarks(batch), repeats, digits=6)
+        out["msPerJob"][str(jobs)] = round(per_run / jobs, 2)
     base = out["msPerJob"]["1"]
     out["bestSpeedup"] = round(base / min(out["msPerJob"].values()), 2)
     return out

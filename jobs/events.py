@@ -75,7 +75,8 @@ class FinishedListener:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._listen_forever, name="job-finished-listener", daemon=True)
+        self._thread = threading.Thread(target=self._listen_forever, name="job-finished-listener",
+                                        daemon=True)
         self._thread.start()
         # Wait (briefly) for the first subscription, so the first waiter cannot miss its job's end.
         self._subscribed.wait(RECHECK_INTERVAL_S)
