@@ -11,6 +11,11 @@ writes and reads, one Redis publish to a subscriber. Their sum is the floor unde
 overhead; ``floorOverAllowance`` above 1 means the prescribed pieces alone cost more than 1.5×
 allows, before parsing or checking the photos, authentication, rate limits or the audit log.
 
+The same for throughput, in CPU time: with every core busy, avatars/s within 1.5× of the
+in-process pipeline's leaves the service half an in-process avatar's CPU time per job on top of the
+pipeline's own. ``cpuMsPerJob`` is what each piece costs the cores (the servers' processes and the
+sending side; not the benchmark's client), ``cpuFloorOverAllowance`` the same comparison.
+
 ``python -m bench.floor`` prints one JSON.
 """
 from __future__ import annotations
@@ -32,10 +37,13 @@ from celery import Celery
 
 from bench.photos import avatar_views
 from bench.pipeline_bench import median_ms
-from bench.service import multipart_body
+from bench.service import multipart_body, tree_cpu_s
 from jobs import localstack
 
 REPEATS = 40
+# Jobs in the runs that measure a server's CPU time, which it counts in 10 ms ticks: the store's
+# calls and the notifications.
+CPU_JOBS = 150
 
 # -- one POST through gunicorn -------------------------------------------------------------------
 
@@ -49,8 +57,9 @@ def raw_body_app(environ: dict[str, Any], start_response) -> list[bytes]:
     return [body]
 
 
-def http_post_ms(root: Path, views: dict[str, bytes]) -> float:
-    """Median of POSTing the three photos as multipart to ``raw_body_app``, served as the API is."""
+def http_post_ms(root: Path, views: dict[str, bytes]) -> tuple[float, float]:
+    """Median of POSTing the three photos as multipart to ``raw_body_app``, served as the API is;
+    and the server's CPU ms per POST."""
     settings = localstack.stack_settings("redis://unused", "mongodb://unused", root / "data",
                                          api_workers=1, api_threads=8)
     argv = localstack.api_command(settings, app="bench.floor:raw_body_app")
@@ -69,13 +78,15 @@ def http_post_ms(root: Path, views: dict[str, bytes]) -> float:
                     raise RuntimeError("the bare gunicorn app did not start") from None
                 time.sleep(0.1)
         samples = []
-        for _ in range(REPEATS + 5):
+        for index in range(REPEATS + 5):
+            if index == 5:
+                cpu_before = tree_cpu_s([server])
             start = time.perf_counter()
             conn.request("POST", "/", body=body, headers={"Content-Type": content_type})
             conn.getresponse().read()
             samples.append((time.perf_counter() - start) * 1000)
             time.sleep(0.02)
-        return round(statistics.median(samples[5:]), 2)
+        return round(statistics.median(samples[5:]), 2), _per_job_ms(tree_cpu_s([server]) - cpu_before, REPEATS)
     finally:
         conn.close()
         localstack.stop(server)
@@ -122,25 +133,31 @@ def third(sent_at: float) -> None:
     _hop("floor.third", sent_at)
 
 
-def notify_ms(client, repeats: int = REPEATS) -> float:
-    """Median from publishing "finished" to a subscriber (the waiting API) receiving it."""
+def notify_ms(client, redis_process: subprocess.Popen, repeats: int = REPEATS) -> tuple[float, float]:
+    """Median from publishing "finished" to a subscriber (the waiting API) receiving it; and the CPU
+    ms per notice of both sides and Redis."""
     pubsub = client.pubsub()
     pubsub.subscribe("floor:finished")
     pubsub.get_message(timeout=1)  # the subscription's confirmation
     samples = []
-    for _ in range(repeats + 5):
+    for index in range(repeats + 5):
+        if index == 5:
+            cpu_before = tree_cpu_s([redis_process]) + time.process_time()
         start = time.perf_counter()
         client.publish("floor:finished", "completed")
         if pubsub.get_message(timeout=5) is None:
             raise RuntimeError("a published notice did not reach its subscriber")
         samples.append((time.perf_counter() - start) * 1000)
+    cpu = tree_cpu_s([redis_process]) + time.process_time() - cpu_before
     pubsub.close()
-    return round(statistics.median(samples[5:]), 2)
+    return round(statistics.median(samples[5:]), 2), _per_job_ms(cpu, repeats)
 
 
-def celery_hops_ms(root: Path) -> tuple[list[float], float]:
+def celery_hops_ms(root: Path) -> dict[str, Any]:
     """Medians of each of three deliveries (API → worker, worker → worker, worker → worker) between
-    two solo worker nodes, as the local stack runs them; and of the "finished" notification."""
+    two solo worker nodes, as the local stack runs them, and of the "finished" notification; and
+    the CPU ms per job of each (the three deliveries together: the sender's ``send_task``, the
+    nodes and Redis; the nodes' own timing notes make that a little high)."""
     import redis
 
     url, redis_process = localstack.start_redis(root / "redis", persist=False)
@@ -157,17 +174,26 @@ def celery_hops_ms(root: Path) -> tuple[list[float], float]:
         client = redis.Redis.from_url(url)
         sender = Celery("floor-client", broker=url)
         sender.conf.update(task_routes=hop_app.conf.task_routes)
+        sending_cpu_s = 0.0
         for count in range(1, REPEATS + 6):  # one chain at a time, the first 5 as warm-up
+            if count == 6:
+                cpu_before = tree_cpu_s([*workers, redis_process])
+            before_send = time.process_time()
             sender.send_task("floor.first", args=(time.time(),))
+            if count >= 6:
+                sending_cpu_s += time.process_time() - before_send
             deadline = time.monotonic() + 30
             while client.llen("floor:floor.third") < count:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the bare Celery chain did not finish (its workers did not start?)")
                 time.sleep(0.005)
             time.sleep(0.02)
+        hops_cpu_s = tree_cpu_s([*workers, redis_process]) - cpu_before + sending_cpu_s
         hops = [round(statistics.median(float(x) * 1000 for x in client.lrange(f"floor:{name}", 5, -1)), 2)
                 for name in ("floor.first", "floor.second", "floor.third")]
-        return hops, notify_ms(client)
+        notify, notify_cpu = notify_ms(client, redis_process, CPU_JOBS)
+        return {"hops": hops, "notify": notify,
+                "hopsCpu": _per_job_ms(hops_cpu_s, REPEATS), "notifyCpu": notify_cpu}
     finally:
         for worker in workers:
             localstack.stop(worker)
@@ -176,9 +202,9 @@ def celery_hops_ms(root: Path) -> tuple[list[float], float]:
 
 # -- the store ------------------------------------------------------------------------------------
 
-def store_ms(root: Path, result: dict[str, Any]) -> dict[str, float]:
+def store_ms(root: Path, result: dict[str, Any]) -> tuple[dict[str, float], float]:
     """Medians of the job store's insert, guarded completion and read, on an idle local store with
-    the service's indexes."""
+    the service's indexes; and the CPU ms of the three together (the store and the client)."""
     import pymongo
 
     from jobs.store import JobStatus, JobStore
@@ -203,19 +229,29 @@ def store_ms(root: Path, result: dict[str, Any]) -> dict[str, float]:
             timed("complete", lambda: store.complete(job_id, result, {"exportStage": 1.0}))
             timed("read", lambda: store.get(job_id))
             time.sleep(0.01)
-        return {name: round(statistics.median(values[5:]), 2) for name, values in samples.items()}
+        # The CPU, in a run of its own: the two stage updates above are the service's choice.
+        cpu_before = tree_cpu_s([process]) + time.process_time()
+        for _ in range(CPU_JOBS):
+            job_id = str(uuid.uuid4())
+            store.create(job_id, owner=None, uploads={})
+            store.complete(job_id, result, {"exportStage": 1.0})
+            store.get(job_id)
+        cpu = _per_job_ms(tree_cpu_s([process]) + time.process_time() - cpu_before, CPU_JOBS)
+        return {name: round(statistics.median(values[5:]), 2) for name, values in samples.items()}, cpu
     finally:
         localstack.stop(process)
 
 
 # -- stage files ---------------------------------------------------------------------------------
 
-def files_ms(root: Path, outputs: list[bytes], glb: bytes) -> float:
+def files_ms(root: Path, outputs: list[bytes], glb: bytes) -> tuple[float, float]:
     """Median of writing (atomically) and reading back each of ``outputs``, and writing the GLB
     with an fsync: what the API and the tasks hand each other through the shared volume (the
-    photos, then each stage's output), without encryption."""
+    photos, then each stage's output), without encryption; and the CPU ms of it."""
     samples = []
     for index in range(REPEATS + 5):
+        if index == 5:
+            cpu_before = time.process_time()
         start = time.perf_counter()
         for number, data in enumerate(outputs):
             final = root / f"stage-{index}-{number}"
@@ -228,7 +264,11 @@ def files_ms(root: Path, outputs: list[bytes], glb: bytes) -> float:
             fh.flush()
             os.fsync(fh.fileno())
         samples.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(samples[5:]), 2)
+    return round(statistics.median(samples[5:]), 2), _per_job_ms(time.process_time() - cpu_before, REPEATS)
+
+
+def _per_job_ms(cpu_s: float, jobs: int) -> float:
+    return round(cpu_s * 1000 / jobs, 2)
 
 
 # -- all together ---------------------------------------------------------------------------------
@@ -243,7 +283,10 @@ def run_floor(side: int = 1024) -> dict[str, Any]:
     models = FaceModels.load(threads=1)
     warm_up()
     views = avatar_views(side)
-    inprocess = median_ms(lambda: run_pipeline(views, models), REPEATS if side <= 1024 else REPEATS // 2)
+    repeats = REPEATS if side <= 1024 else REPEATS // 2
+    cpu_before = time.process_time()
+    inprocess = median_ms(lambda: run_pipeline(views, models), repeats)
+    inprocess_cpu = (time.process_time() - cpu_before) * 1000 / (repeats + 1)  # with its warm-up call
     prepared = prepare_views(views, models)
     landmarks = infer_landmarks(prepared, models)
     avatar = build_avatar(prepared, landmarks)
@@ -252,20 +295,24 @@ def run_floor(side: int = 1024) -> dict[str, Any]:
               "glbSize": len(avatar.glb), "filename": "avatar.glb", "warnings": avatar.warnings}
     with tempfile.TemporaryDirectory(prefix="avatar-floor-") as tmp:
         root = Path(tmp)
-        hops, notify = celery_hops_ms(root)
-        parts = {
-            "httpPost": http_post_ms(root, views),
-            "celeryDeliveries": hops,
-            "store": store_ms(root, result),
-            "finishedNotification": notify,
-            "files": files_ms(root, [*views.values(), prepared.to_bytes(), landmarks.to_bytes()], avatar.glb),
-        }
-    total = (parts["httpPost"] + sum(parts["celeryDeliveries"]) + sum(parts["store"].values())
-             + parts["finishedNotification"] + parts["files"])
+        celery = celery_hops_ms(root)
+        post, post_cpu = http_post_ms(root, views)
+        store, store_cpu = store_ms(root, result)
+        files, files_cpu = files_ms(root, [*views.values(), prepared.to_bytes(), landmarks.to_bytes()], avatar.glb)
+    parts = {"httpPost": post, "celeryDeliveries": celery["hops"], "store": store,
+             "finishedNotification": celery["notify"], "files": files}
+    cpu = {"httpPost": post_cpu, "celeryDeliveries": celery["hopsCpu"], "store": store_cpu,
+           "finishedNotification": celery["notifyCpu"], "files": files_cpu}
+    total = post + sum(celery["hops"]) + sum(store.values()) + celery["notify"] + files
+    cpu_total = sum(cpu.values())
     allowance = inprocess * 0.5
+    cpu_allowance = inprocess_cpu * 0.5
     return {"inprocessAvatarMs": round(inprocess, 2),
             "allowanceMs": round(allowance, 2), "floorMs": parts, "floorTotalMs": round(total, 2),
-            "floorOverAllowance": round(total / allowance, 2)}
+            "floorOverAllowance": round(total / allowance, 2),
+            "inprocessCpuMsPerAvatar": round(inprocess_cpu, 2), "cpuAllowanceMs": round(cpu_allowance, 2),
+            "cpuMsPerJob": cpu, "cpuFloorTotalMs": round(cpu_total, 2),
+            "cpuFloorOverAllowance": round(cpu_total / cpu_allowance, 2)}
 
 
 def main() -> None:

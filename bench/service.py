@@ -130,13 +130,7 @@ class BenchStack:
         used = {}
         for name, processes in self.processes.items():
             try:
-                total = 0.0
-                for process in _as_list(processes):
-                    parent = psutil.Process(process.pid)
-                    for proc in [parent, *parent.children(recursive=True)]:
-                        times = proc.cpu_times()
-                        total += times.user + times.system
-                used[name] = total
+                used[name] = tree_cpu_s(_as_list(processes))
             except psutil.Error:
                 used[name] = float("nan")
         return used
@@ -149,6 +143,18 @@ class BenchStack:
 
 def _as_list(processes: Any) -> list[Any]:
     return processes if isinstance(processes, list) else [processes]
+
+
+def tree_cpu_s(processes: Iterable[Any]) -> float:
+    """CPU time (user + system) that ``processes`` (anything with a ``pid``) and their children
+    have used so far, in seconds."""
+    total = 0.0
+    for process in processes:
+        parent = psutil.Process(process.pid)
+        for proc in [parent, *parent.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 # -- measuring -------------------------------------------------------------------------------------
