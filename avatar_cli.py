@@ -26,7 +26,7 @@ from pathlib import Path
 
 from client.batch_cli import add_batch_arguments, cmd_batch
 from jobs import localstack
-from jobs.settings import DEFAULT_VAR_DIR, Settings
+from jobs.settings import DEFAULT_VAR_DIR, Settings, UnsafeExposure, check_exposure
 
 
 # -- avatar generate ----------------------------------------------------------------------------
@@ -72,20 +72,43 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start every piece, wait until each answers, print the URL, stop them all on Ctrl-C / SIGTERM."""
+    """Start every piece, wait until each answers, print the URL, stop them all on Ctrl-C, SIGTERM
+    or a closed terminal (SIGHUP)."""
+    var_dir: Path = args.var_dir.absolute()
+    lock = localstack.StackLock(var_dir)
+    try:
+        lock.acquire()
+    except localstack.StackAlreadyRunning as exc:
+        print(f"avatar up: {exc}", file=sys.stderr)
+        return 1
+    if lock.stale is not None:
+        print(f"avatar up: the stack recorded in {var_dir}/ (pid {lock.stale.pid}) is no longer running; "
+              "starting a new one", file=sys.stderr)
+    try:
+        return _run_stack(args, var_dir, lock)
+    finally:
+        lock.release()
+
+
+def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLock) -> int:
     overrides: dict = {}
     if args.port:
         overrides["port"] = args.port
     if args.concurrency:
         overrides["worker_concurrency"] = args.concurrency
     if "DATA_DIR" not in os.environ:
-        overrides["data_dir"] = args.var_dir / "data"
+        overrides["data_dir"] = var_dir / "data"
     settings = Settings.from_env(overrides)
+    settings = settings.replace(data_dir=settings.data_dir.absolute())
     if not settings.upload_encryption_key:
         from jobs.encryption import KEY_FILE_NAME, ensure_local_key
         # Created once (0600) and reused, so photos stored by one run can be read by the next.
-        settings = settings.replace(upload_encryption_key=ensure_local_key(args.var_dir / KEY_FILE_NAME))
-    var_dir: Path = args.var_dir
+        settings = settings.replace(upload_encryption_key=ensure_local_key(var_dir / KEY_FILE_NAME))
+    try:
+        check_exposure(settings)
+    except UnsafeExposure as exc:
+        print(f"avatar up: {exc}", file=sys.stderr)
+        return 2
     logs = var_dir / "logs"
     _check_port_free(settings.port)
 
@@ -95,6 +118,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGHUP, request_stop)  # the terminal was closed
     signal.signal(signal.SIGINT, request_stop)  # also when started in the background (SIGINT ignored)
     try:
         redis_proc = mongo_proc = None
@@ -111,12 +135,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         workers = localstack.start_solo_workers(settings, ("cpu", "gpu"), settings.worker_concurrency,
                                                 f"local@{socket.gethostname()}", logs)
         started.extend(workers.items())
-        localstack.wait_mongo(settings.mongodb_uri, mongo_proc)
+        localstack.wait_mongo(settings.mongodb_uri, mongo_proc, directory=var_dir / "mongo" if mongo_proc else None)
         api = localstack.start_api(settings, logs / "api.log")
         started.append(("api", api))
-        base_url = f"http://127.0.0.1:{settings.port}"
+        base_url = f"http://{_url_host(settings.host)}:{settings.port}"
         localstack.wait_api(base_url, api)
         localstack.wait_solo_workers(settings, workers)
+        lock.record(base_url, settings.to_env())
         print(f"avatar service ready: {base_url}/api/avatar/health  (logs in {logs}/, Ctrl-C stops)",
               flush=True)
         while True:
@@ -132,12 +157,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"avatar up: {exc} (logs in {logs}/)", file=sys.stderr)
         return 1
     finally:
-        # A second Ctrl-C / SIGTERM must not interrupt the orderly stop below.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # A second Ctrl-C / SIGTERM / SIGHUP must not interrupt the orderly stop below.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         print("stopping…", file=sys.stderr, flush=True)
         for _name, process in reversed(started):
             localstack.stop(process)
+
+
+def _url_host(host: str) -> str:
+    """The host to put in a URL for a server bound to ``host`` (a wildcard address is reached on loopback)."""
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _check_port_free(port: int) -> None:
@@ -163,7 +195,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Replace this process with a Celery worker for the given queues."""
-    settings = Settings.from_env()
+    settings = settings_here()
+    os.environ.update({name: value for name, value in settings.to_env().items() if name not in os.environ})
     queues = [q.strip() for q in (args.queues or settings.worker_queues).split(",") if q.strip()]
     hostname = args.hostname or settings.worker_hostname or f"{'-'.join(queues)}@{socket.gethostname()}"
     argv = localstack.worker_command(queues, args.concurrency or settings.worker_concurrency,
@@ -192,7 +225,7 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     from worker.reconciler import Reconciler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = Settings.from_env()
+    settings = settings_here()
     reconciler = Reconciler(settings, JobStore.from_settings(settings), redis.Redis.from_url(settings.broker_url),
                             create_celery(settings), FileStore(settings.data_dir))
     if args.once:
@@ -215,6 +248,8 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
 
 def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", required=True, help="the user id the token stands for")
+    parser.add_argument("--admin", action="store_true",
+                        help="the token also sees the detailed health report (paths, hosts, memory)")
     parser.add_argument("--expires", default="7d",
                         help="lifetime: 3600s, 30m, 12h, 7d or 2w (default 7d, at most 366d)")
 
@@ -223,9 +258,9 @@ def cmd_token(args: argparse.Namespace) -> int:
     """Print a Bearer token for --user, valid for --expires, signed with $JWT_SECRET_KEY."""
     from api.auth import mint_token, parse_duration
 
-    settings = Settings.from_env()
+    settings = settings_here()
     try:
-        token = mint_token(settings, args.user, parse_duration(args.expires))
+        token = mint_token(settings, args.user, parse_duration(args.expires), admin=args.admin)
     except ValueError as exc:
         print(f"avatar token: {exc}", file=sys.stderr)
         return 2
@@ -251,7 +286,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from jobs.retention import sweep
     from jobs.store import JobStore
 
-    settings = Settings.from_env()
+    settings = settings_here()
     report = sweep(JobStore.from_settings(settings), FileStore(settings.data_dir), grace_s=args.grace)
     print(json.dumps(report.as_dict()))
     return 0
@@ -260,14 +295,43 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 # -- avatar api ----------------------------------------------------------------------------------
 
 def add_api_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bind", default=None, help="host:port (default: $HOST:$PORT, 0.0.0.0:3000)")
+    parser.add_argument("--bind", default=None, help="host:port (default: $HOST:$PORT, 127.0.0.1:3000)")
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     """Replace this process with gunicorn serving the API."""
-    argv = localstack.api_command(Settings.from_env(), args.bind)
+    settings = Settings.from_env()
+    if args.bind:
+        host, _, port = args.bind.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"avatar api: --bind wants host:port, got {args.bind!r}", file=sys.stderr)
+            return 2
+        settings = settings.replace(host=host, port=int(port))
+        os.environ.update(HOST=host, PORT=port)  # what the app checks its secrets against
+    try:
+        check_exposure(settings)
+    except UnsafeExposure as exc:
+        print(f"avatar api: {exc}", file=sys.stderr)
+        return 2
+    argv = localstack.api_command(settings)
     os.execv(argv[0], argv)
     return 0  # not reached
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+def settings_here() -> Settings:
+    """The settings for a command run beside a local stack: the environment's, on top of those of
+    the stack `avatar up` runs from ./var (its Redis, store, files and keys), if one runs."""
+    stack = localstack.running_stack(DEFAULT_VAR_DIR.absolute())
+    if stack is None:
+        return Settings.from_env()
+    return Settings.from_env(environ={**stack.env, **os.environ})
+
+
+def _local_server() -> str | None:
+    stack = localstack.running_stack(DEFAULT_VAR_DIR.absolute())
+    return stack.url if stack else None
 
 
 # -- wiring --------------------------------------------------------------------------------------
@@ -276,7 +340,7 @@ Subcommand = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "generate": (add_generate_arguments, cmd_generate),
-    "batch": (add_batch_arguments, cmd_batch),
+    "batch": (lambda parser: add_batch_arguments(parser, _local_server()), cmd_batch),
     "up": (add_up_arguments, cmd_up),
     "worker": (add_worker_arguments, cmd_worker),
     "reconciler": (add_reconciler_arguments, cmd_reconciler),

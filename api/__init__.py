@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask_cors import CORS
 
 from api import avatars, health, status, timing
 from api.audit import init_audit
@@ -11,7 +12,7 @@ from api.auth import configure_jwt
 from api.errors import register_error_handlers
 from api.limits import init_limits
 from api.services import Services
-from jobs.settings import Settings
+from jobs.settings import Settings, check_exposure
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     """The Flask app for ``settings`` (read from the environment when None).
 
     Refuses to start without ``UPLOAD_ENCRYPTION_KEY`` (``jobs.encryption.EncryptionKeyError``):
-    photos are never stored in clear.
+    photos are never stored in clear; and, on a ``HOST`` other machines can reach, with the
+    development secrets (``jobs.settings.UnsafeExposure``).
     """
     settings = settings or Settings.from_env()
+    check_exposure(settings)
     app = Flask(__name__, static_folder=None)
     app.config.update(
         # Werkzeug refuses anything bigger with 413 before parsing it.
@@ -54,5 +57,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     # The audit hooks first: a request the limiter refuses is still given an id and recorded.
     init_audit(app, svc.audit)
     init_limits(app, settings)
+    if settings.cors_origins:
+        CORS(app, origins=settings.cors_origins, expose_headers=CORS_EXPOSED_HEADERS, max_age=600)
     timing.init_app(app)
     return app
+
+
+# What a page on another origin may read from the API's responses besides the simple headers.
+CORS_EXPOSED_HEADERS = ["Location", "Retry-After", "ETag", "Content-Disposition", "Content-Range",
+                        "Preference-Applied", "Idempotent-Replayed", "RateLimit-Limit", "RateLimit-Remaining",
+                        "RateLimit-Reset", "RateLimit-Policy", "Server-Timing"]

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import jwt
 from flask import Flask, g, request
-from flask_jwt_extended import JWTManager, create_access_token, get_jwt_identity, verify_jwt_in_request
+from flask_jwt_extended import JWTManager, create_access_token, get_jwt, get_jwt_identity, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTExtendedException
 
 from api.errors import Forbidden, Unauthorized
@@ -28,6 +28,8 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="avatar"'}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_TOKEN_LIFETIME = timedelta(days=366)
+# A token with this claim set to true sees the detailed health report from anywhere.
+ADMIN_CLAIM = "admin"
 
 
 def configure_jwt(app: Flask, settings: Settings) -> None:
@@ -41,6 +43,23 @@ def current_owner() -> str | None:
     ``REQUIRE_AUTH`` is on). Resolved once per request."""
     if "auth_user" in g:
         return g.auth_user
+    owner = _token_user()
+    if owner is None and services().settings.require_auth:
+        raise Unauthorized("This service needs a signed-in user: send 'Authorization: Bearer <token>' "
+                           "(an operator mints one with `avatar token --user ID`).", headers=_CHALLENGE)
+    g.auth_user = owner
+    return owner
+
+
+def is_admin() -> bool:
+    """The request carries a valid token minted with ``avatar token --admin`` (401 for an invalid
+    one); no token at all is simply not an admin, whatever ``REQUIRE_AUTH`` says."""
+    return _token_user() is not None and get_jwt().get(ADMIN_CLAIM) is True
+
+
+def _token_user() -> str | None:
+    """The user id of the request's valid Bearer token, None without an Authorization header;
+    401 for anything else."""
     try:
         verify_jwt_in_request(optional=True)
     except jwt.ExpiredSignatureError:
@@ -56,12 +75,7 @@ def current_owner() -> str | None:
     if identity is None and request.headers.get("Authorization"):
         raise Unauthorized("Unsupported Authorization header: send 'Authorization: Bearer <token>', "
                            "or no Authorization header to use the API anonymously.", headers=_CHALLENGE)
-    owner = str(identity) if identity is not None else None
-    if owner is None and services().settings.require_auth:
-        raise Unauthorized("This service needs a signed-in user: send 'Authorization: Bearer <token>' "
-                           "(an operator mints one with `avatar token --user ID`).", headers=_CHALLENGE)
-    g.auth_user = owner
-    return owner
+    return str(identity) if identity is not None else None
 
 
 def require_owner() -> str:
@@ -87,9 +101,9 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
-def mint_token(settings: Settings, user_id: str, expires: timedelta) -> str:
+def mint_token(settings: Settings, user_id: str, expires: timedelta, admin: bool = False) -> str:
     """An access token for ``user_id`` that the API built from ``settings`` accepts until ``expires``
-    from now."""
+    from now; ``admin`` tokens also see the detailed health report."""
     if not user_id.strip():
         raise ValueError("the user id must not be empty")
     if expires > MAX_TOKEN_LIFETIME:
@@ -97,4 +111,5 @@ def mint_token(settings: Settings, user_id: str, expires: timedelta) -> str:
     app = Flask("avatar-token")
     configure_jwt(app, settings)
     with app.app_context():
-        return create_access_token(identity=user_id, expires_delta=expires)
+        return create_access_token(identity=user_id, expires_delta=expires,
+                                   additional_claims={ADMIN_CLAIM: True} if admin else None)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-import re
+import os
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from flask import Blueprint, Response, request, send_file
+from flask import Blueprint, Response, request
 
 from api import audit, idempotency, timing
 from api.auth import current_owner, require_owner
@@ -15,8 +15,10 @@ from api.bodies import accepted_body, completed_body, info_body, list_item, ok, 
 from api.errors import BadRequest, Conflict, Gone, ServiceUnavailable, Unprocessable
 from api.lookup import load_job
 from api.multipart import read_form
+from api.sending import send_stored_file
 from api.services import Services, services
 from api.uploads import Upload, validate_uploads
+from api.waiting import await_end, prefer_wait_seconds, wait_for_end
 from jobs.events import FinishedWait
 from jobs.store import Job, JobNotFound, JobStatus, TransitionError
 from jobs.webhooks import CallbackRefused, check_url
@@ -26,7 +28,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("avatars", __name__, url_prefix="/api/avatar")
 
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 
 
 @bp.post("/generate")
@@ -52,7 +53,15 @@ def generate() -> Response:
         raise
     if claim is not None:
         claim.complete(job.id)
-    return _respond(job, waiting, wait_s)
+    if waiting is not None:
+        try:
+            with timing.step("wait"):
+                job = wait_for_end(job.id, waiting, wait_s)
+            if waiting.wake_ms is not None:
+                timing.record("notify", waiting.wake_ms)
+        finally:
+            waiting.close()
+    return _respond(job, wait_s)
 
 
 def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, FinishedWait | None]:
@@ -169,48 +178,25 @@ def _forget_record(svc: Services, job_id: str) -> None:
 def _replay(svc: Services, job_id: str, wait_s: int) -> Response:
     """The answer to a repeated Idempotency-Key: the original job, as it is now (waited for under
     ``Prefer: wait`` like a first request)."""
-    job = load_job(job_id)
-    waiting = None
-    if wait_s and not job.status.is_terminal():
-        waiting = svc.events.subscribe(job_id)
-        job = load_job(job_id)  # it may have ended before the subscription started
-        if job.status.is_terminal():
-            waiting.close()
-            waiting = None
-    response = _respond(job, waiting, wait_s)
+    response = _respond(await_end(svc, load_job(job_id), wait_s), wait_s)
     response.headers[idempotency.REPLAYED_HEADER] = "true"
     return response
 
 
-def _respond(job: Job, waiting: FinishedWait | None, wait_s: int) -> Response:
-    """202 with where to poll; or, after waiting up to ``wait_s``, the finished job's answer."""
-    job_id = job.id
-    if waiting is None and wait_s and job.status.is_terminal():
-        return _finished_response(job, {"Preference-Applied": f"wait={wait_s}"})
-    try:
-        if waiting is None:
-            return ok(accepted_body(job), 202, {"Location": status_url(job_id)})
-        with timing.step("wait"):
-            job = wait_for_end(job_id, waiting, wait_s)
-        if waiting.wake_ms is not None:
-            timing.record("notify", waiting.wake_ms)
-    finally:
-        if waiting is not None:
-            waiting.close()
-
-    return _finished_response(job, {"Preference-Applied": f"wait={wait_s}"})
-
-
-def _finished_response(job: Job, headers: dict[str, str]) -> Response:
-    job_id = job.id
+def _respond(job: Job, wait_s: int) -> Response:
+    """202 with where to poll; under ``Prefer: wait`` the finished job's answer (or the 202 if it
+    has not finished in time)."""
+    if not wait_s:
+        return ok(accepted_body(job), 202, {"Location": status_url(job.id)})
+    headers = {"Preference-Applied": f"wait={wait_s}"}
     if job.status is JobStatus.COMPLETED:
         return ok(completed_body(job), 200, headers)
     if job.status is JobStatus.FAILED:
-        raise Unprocessable(job.error["message"], {"avatarId": job_id, "status": job.status.value,
+        raise Unprocessable(job.error["message"], {"avatarId": job.id, "status": job.status.value,
                                                    **job.error}, headers)
     if job.status is JobStatus.CANCELED:
-        raise Gone("The avatar was canceled before it was finished.", {"avatarId": job_id})
-    return ok(accepted_body(job), 202, {"Location": status_url(job_id), **headers})
+        raise Gone("The avatar was canceled before it was finished.", {"avatarId": job.id})
+    return ok(accepted_body(job), 202, {"Location": status_url(job.id), **headers})
 
 
 def _callback_url(parts, allow_private: bool) -> str | None:
@@ -256,17 +242,20 @@ def info(avatar_id: str) -> Response:
 
 @bp.get("/download/<avatar_id>")
 def download(avatar_id: str) -> Response:
-    """The GLB, once the job has completed."""
+    """The GLB. A job still queued or running is waited for (``DOWNLOAD_WAIT_S``), so a client that
+    downloads right after submitting gets the file, not an error. ETag/304 and Range/206 as for any
+    file; a download counts once the file's last byte is sent (HEAD, 304 and partial ranges don't)."""
     svc = services()
-    job = load_job(avatar_id)
-    ensure_downloadable(job)
-    path = svc.files.result_path(job.id)
-    if not path.exists():
-        raise Gone("The avatar's file is no longer stored; generate it again.", {"avatarId": job.id})
-    response = send_file(path, mimetype="model/gltf-binary", max_age=0, conditional=False)
-    response.headers["Content-Disposition"] = f'attachment; filename="{job.result["filename"]}"'
-    svc.store.count_downloads(job.id)
-    return response
+    job = await_end(svc, load_job(avatar_id), svc.settings.download_wait_s)
+    ensure_downloadable(job, svc.settings.download_wait_s)
+    try:
+        stream = open(svc.files.result_path(job.id), "rb")
+    except FileNotFoundError:
+        raise Gone("The avatar's file is no longer stored; generate it again.", {"avatarId": job.id}) from None
+    stat = os.fstat(stream.fileno())
+    return send_stored_file(stream, stat.st_size, f"{job.id}-{stat.st_size:x}-{stat.st_mtime_ns:x}",
+                            "model/gltf-binary", job.result["filename"],
+                            on_sent=lambda: svc.store.count_downloads(job.id))
 
 
 # Only an id-shaped segment matches, so /api/avatar/health is not also "DELETE an avatar named
@@ -298,7 +287,7 @@ def list_avatars() -> Response:
     return ok({"avatars": [list_item(job) for job in jobs], "page": page, "limit": limit, "total": total})
 
 
-def ensure_downloadable(job: Job) -> None:
+def ensure_downloadable(job: Job, waited_s: float = 0) -> None:
     """409 while running, 422 if it failed, 410 if canceled."""
     if job.status is JobStatus.COMPLETED:
         return
@@ -308,30 +297,11 @@ def ensure_downloadable(job: Job) -> None:
     if job.status is JobStatus.CANCELED:
         raise Gone("The avatar was canceled, so there is nothing to download.",
                    {"avatarId": job.id, "status": job.status.value})
-    raise Conflict(f"The avatar is not ready yet (status: {job.status.value}); poll the statusUrl "
+    waited = f" after waiting {waited_s:g} s" if waited_s else ""
+    raise Conflict(f"The avatar is not ready yet (status: {job.status.value}){waited}; poll the statusUrl "
                    "until the status is 'completed', then download.",
                    {"avatarId": job.id, "status": job.status.value, "progress": job.progress,
                     "statusUrl": status_url(job.id)})
-
-
-def prefer_wait_seconds(prefer: str | None, maximum: int) -> int:
-    """``Prefer: wait=N`` (RFC 7240) as seconds, capped at ``maximum``; 0 when absent."""
-    match = _PREFER_WAIT.search(prefer or "")
-    return min(int(match.group(1)), maximum) if match else 0
-
-
-def wait_for_end(job_id: str, waiting: FinishedWait, timeout_s: float) -> Job:
-    """The job once it has ended, or as it is after ``timeout_s``; ``waiting`` was subscribed
-    before the job was queued, so the record is only read when a notification arrives."""
-    svc = services()
-    latest: dict[str, Job] = {}
-
-    def ended() -> bool:
-        latest["job"] = svc.store.get(job_id)
-        return latest["job"].status.is_terminal()
-
-    waiting.wait(ended, timeout_s)
-    return latest["job"]
 
 
 def _int_arg(name: str, default: int, minimum: int, maximum: int | None = None) -> int:

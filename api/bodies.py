@@ -25,6 +25,11 @@ def iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def whole_ms(value: float | None) -> int | None:
+    """Milliseconds as the contract writes them: an integer (``"generationTime": 2500``)."""
+    return None if value is None else int(round(value))
+
+
 def status_url(job_id: str) -> str:
     return f"/api/avatar/jobs/{job_id}"
 
@@ -45,8 +50,8 @@ def completed_body(job: Job) -> dict[str, Any]:
     return {
         "avatarId": job.id,
         "status": job.status.value,
-        "generationTime": result.get("generationTime"),
-        "inferenceTime": result.get("inferenceTime"),
+        "generationTime": whole_ms(result.get("generationTime")),
+        "inferenceTime": whole_ms(result.get("inferenceTime")),
         "facialFeatures": result.get("facialFeatures"),
         "meshInfo": result.get("meshInfo"),
         "glbInfo": {"size": result.get("glbSize"), "filename": result.get("filename")},
@@ -95,8 +100,8 @@ def info_body(job: Job) -> dict[str, Any]:
         "downloadCount": job.download_count,
         "createdAt": iso(job.created_at),
         "metadata": {
-            "generationTime": result.get("generationTime"),
-            "inferenceTime": result.get("inferenceTime"),
+            "generationTime": whole_ms(result.get("generationTime")),
+            "inferenceTime": whole_ms(result.get("inferenceTime")),
             "modelVersion": result.get("modelVersion"),
             "glbSize": result.get("glbSize"),
             "filename": result.get("filename"),

@@ -56,12 +56,12 @@ class Gone(ApiError):
     status = 410
 
 
-class PayloadTooLarge(ApiError):
-    status = 413
-
-
 class UnsupportedMediaType(ApiError):
     status = 415
+
+
+class RangeNotSatisfiable(ApiError):
+    status = 416
 
 
 class Unprocessable(ApiError):
@@ -86,11 +86,8 @@ INTERNAL_MESSAGE = "Internal server error; please retry. If it keeps happening, 
 
 def error_response(status: int, message: str, details: Any = None,
                    headers: dict[str, str] | None = None) -> Response:
-    """The error envelope with ``status``."""
-    body: dict[str, Any] = {"success": False, "error": message}
-    if details is not None:
-        body["details"] = details
-    response = jsonify(body)
+    """The error envelope with ``status``; ``details`` is always there (null when there are none)."""
+    response = jsonify({"success": False, "error": message, "details": details})
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -144,7 +141,8 @@ def _http_error(exc: HTTPException) -> Response:
         message = f"Upload too large: send three JPEG, PNG or WebP images of at most {mb} MB each."
     else:
         message = exc.description or exc.name
-    headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(exc, "valid_methods", None) else None
+    # Werkzeug's own headers for the status (Allow on 405, Content-Range on 416, ...), not its HTML type.
+    headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
     return error_response(status, message, headers=headers)
 
 

@@ -1,4 +1,10 @@
-"""GET /api/avatar/health: can this service generate avatars right now, and if not, why not."""
+"""GET /api/avatar/health: can this service generate avatars right now, and if not, why not.
+
+Anyone gets the status (``healthy``, ``degraded``, ``unhealthy``: what a load balancer needs). The
+detailed report (model path, workers and their hosts, queues, memory, disk) goes only to a caller
+on this machine (loopback: the operator, a container healthcheck) or one with an admin token
+(``avatar token --admin``): paths and host names help an attacker more than a user.
+"""
 from __future__ import annotations
 
 import time
@@ -6,12 +12,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 import psutil
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
+from api.auth import is_admin
 from api.bodies import iso, ok
 from api.errors import error_response
 from api.services import Services, services
 from celeryconfig import GPU_QUEUE, QUEUE_NAMES
+from jobs.settings import is_loopback
 from jobs.store import JobStore
 from worker.app import message_job
 
@@ -53,10 +61,16 @@ def health() -> Response:
         "disk": _disk(svc),
         "timestamp": iso(datetime.now(timezone.utc)),
     }
+    if not _may_see_details():
+        data = {"status": status, "timestamp": data["timestamp"]}
     if down:
         return error_response(503, f"Service unavailable: {' and '.join(down)} unreachable", data,
                               {"Retry-After": "30"})
     return ok(data)
+
+
+def _may_see_details() -> bool:
+    return is_loopback(request.remote_addr or "") or is_admin()
 
 
 def _worker_processes(svc: Services) -> list[dict[str, Any]]:
@@ -103,7 +117,7 @@ def _oldest_waiting_s(svc: Services, queue: str) -> float | None:
     parsed = message_job(svc.health_redis.lindex(queue, -1) or b"")
     if parsed is None:
         return None
-    job = JobStore(svc.health_mongo[svc.settings.mongodb_db]).find(parsed[1])
+    job = JobStore(svc.health_mongo[svc.settings.database_name]).find(parsed[1])
     if job is None:
         return None
     return round((datetime.now(timezone.utc) - job.updated_at).total_seconds(), 2)

@@ -11,6 +11,14 @@ saw, i.e. the N-th ``X-Forwarded-For`` entry from the right. Anything a client w
 ``X-Forwarded-For`` itself is ignored (with 0 proxies) or sits to the left of what the proxies
 append, so it cannot move a client into another bucket.
 
+Every limited response says where its client stands, so it can pace itself instead of running
+into the 429 (the IETF RateLimit header fields draft): ``RateLimit-Limit`` (requests allowed per
+window), ``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds until the window ends) and
+``RateLimit-Policy`` (``10;w=900``), for the limit closest to running out (on generate, usually the
+generation limit). They come from flask-limiter's view of the request's limits; its own header
+option is not used because it also sets ``Retry-After`` on every response, which would tell a
+client answered 503 to wait for the rate-limit window instead.
+
 If Redis cannot be reached the limits are not enforced (fail open, logged): the generate endpoint
 needs Redis for its queue anyway, and reads should not go down with the limiter.
 """
@@ -19,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Flask
+from flask import Flask, Response
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -51,6 +59,20 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
     )(app.view_functions["avatars.generate"])
     limiter.exempt(app.view_functions["health.health"])
     app.extensions[EXTENSION_KEY] = limiter
+
+    @app.after_request
+    def add_rate_limit_headers(response: Response) -> Response:
+        current = limiter.current_limit
+        if current is not None:
+            item = current.limit
+            response.headers.update({
+                "RateLimit-Limit": str(item.amount),
+                "RateLimit-Remaining": str(max(0, current.remaining)),
+                "RateLimit-Reset": str(max(0, math.ceil(current.reset_at - time.time()))),
+                "RateLimit-Policy": f"{item.amount};w={item.get_expiry()}",
+            })
+        return response
+
     return limiter
 
 

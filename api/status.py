@@ -1,12 +1,13 @@
 """The job resource: where a generation is, and canceling it."""
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from api.bodies import ok, status_body
 from api.errors import Conflict
 from api.lookup import load_job
 from api.services import services
+from api.waiting import await_end, prefer_wait_seconds
 from jobs.store import TransitionError
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/avatar/jobs")
@@ -14,7 +15,11 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/avatar/jobs")
 
 @bp.get("/<avatar_id>")
 def job_status(avatar_id: str) -> Response:
-    return ok(status_body(load_job(avatar_id)))
+    """Where the job is. ``Prefer: wait=N`` (long poll): answer when it ends, or after N s."""
+    svc = services()
+    wait_s = prefer_wait_seconds(request.headers.get("Prefer"), svc.settings.max_wait_s)
+    job = await_end(svc, load_job(avatar_id), wait_s)
+    return ok(status_body(job), 200, {"Preference-Applied": f"wait={wait_s}"} if wait_s else None)
 
 
 @bp.post("/<avatar_id>/cancel")

@@ -6,9 +6,10 @@ Exactly three file fields (front, left, right), each once; each a JPEG, PNG or W
 (a truncated file is refused here, not in the worker). An accepted photo is stored without its
 metadata (see ``api.metadata``).
 
-Every part gets a verdict in ``details``, in the contract's shape ``{filename, valid, error}`` plus
-``field`` (the form field, which tells a missing or duplicated photo apart when names are alike).
-Valid files are listed too, with ``valid: true`` and ``error: null``.
+Every part gets a verdict in ``details``, in the contract's shape ``{filename, valid, error}``, in the
+order front, left, right, then any other parts; valid files are listed too, with ``valid: true`` and
+``error: null``. Any refused photo makes the whole request a 400 "Image validation failed", the
+contract's status for invalid images (an unsupported type or an oversize file included).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from api.errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
+from api.errors import BadRequest
 from api.metadata import strip_metadata
 from api.multipart import FormPart
 from jobs.settings import Settings
@@ -51,8 +52,7 @@ class Upload:
 
 
 class _Rejected(Exception):
-    def __init__(self, error_class: type[ApiError], message: str):
-        self.error_class = error_class
+    def __init__(self, message: str):
         self.message = message
 
 
@@ -71,7 +71,6 @@ def validate_uploads(form: Mapping[str, FormPart], settings: Settings) -> dict[s
     parts: tuple[FormPart, ...] = getattr(form, "all", tuple(form.values()))
     accepted: dict[str, Upload] = {}
     details: list[dict[str, Any]] = []
-    error_classes: set[type[ApiError]] = set()
 
     def verdict(filename: str | None, error: str | None) -> None:
         # Exactly the contract's three keys; the order (front, left, right, then any extra parts)
@@ -85,7 +84,6 @@ def validate_uploads(form: Mapping[str, FormPart], settings: Settings) -> dict[s
         try:
             upload = _validate_one(view, photo, settings)
         except _Rejected as rejected:
-            error_classes.add(rejected.error_class)
             verdict(photo.filename if photo else None, rejected.message)
             continue
         accepted[view] = upload
@@ -98,29 +96,26 @@ def validate_uploads(form: Mapping[str, FormPart], settings: Settings) -> dict[s
             continue  # judged above
         if part.name in OPTIONAL_FIELDS and part.filename is None and not duplicate:
             continue
-        error_classes.add(BadRequest)
         if duplicate:
             verdict(part.filename, f"Duplicate field '{display_filename(part.name)}': send it once.")
         else:
             verdict(part.filename,
                     f"Unexpected field '{display_filename(part.name)}': send only front, left and right.")
-    if error_classes:
-        # One kind of problem gets its own status (413, 415); a mix is a plain 400.
-        error_class = error_classes.pop() if len(error_classes) == 1 else BadRequest
-        raise error_class(VALIDATION_FAILED, details)
+    if not all(item["valid"] for item in details):
+        raise BadRequest(VALIDATION_FAILED, details)
     return accepted
 
 
 def _validate_one(view: str, part: FormPart | None, settings: Settings) -> Upload:
     if part is None:
-        raise _Rejected(BadRequest, f"Missing file: '{view}' is required "
+        raise _Rejected(f"Missing file: '{view}' is required "
                                     f"(a {VIEW_DESCRIPTIONS[view]} face photo).")
     if part.oversize or part.size > settings.max_image_bytes:
-        raise _Rejected(PayloadTooLarge, f"File too large. Maximum size is "
+        raise _Rejected(f"File too large. Maximum size is "
                                          f"{settings.max_image_bytes // (1024 * 1024)}MB per image.")
     data = part.data
     if not data:
-        raise _Rejected(BadRequest, "File is empty: attach the photo itself, not just its name.")
+        raise _Rejected("File is empty: attach the photo itself, not just its name.")
     try:
         header = read_header(data)
         check_dimensions(header, settings.min_image_side, settings.max_image_side)
@@ -130,10 +125,10 @@ def _validate_one(view: str, part: FormPart | None, settings: Settings) -> Uploa
             raise PipelineError("image_too_large", f"Image has too many pixels: at most "
                                                    f"{settings.max_image_side ** 2} are accepted.")
         if header.animated:
-            raise _Rejected(BadRequest, ANIMATED)
+            raise _Rejected(ANIMATED)
         stored = strip_metadata(data, header)
     except PipelineError as exc:
         if exc.code == "unsupported_format":
-            raise _Rejected(UnsupportedMediaType, UNSUPPORTED) from None
-        raise _Rejected(BadRequest, exc.message[0].upper() + exc.message[1:]) from None
+            raise _Rejected(UNSUPPORTED) from None
+        raise _Rejected(exc.message[0].upper() + exc.message[1:]) from None
     return Upload(view, display_filename(part.filename) or view, stored, header, part.size)

@@ -28,10 +28,9 @@ from typing import Any, Union
 import requests
 
 from client.backoff import Backoff, parse_retry_after
-from client.errors import (ApiError, ClientError, Interrupted, JobCanceled, JobFailed, ServiceUnavailable,
+from client.errors import (VIEWS, ApiError, ClientError, Interrupted, JobCanceled, JobFailed, ServiceUnavailable,
                            TransportError, WaitTimeout, api_error)
 
-VIEWS = ("front", "left", "right")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # 409 on a keyed POST: the same Idempotency-Key is still being turned into a job; asking again

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,7 +246,8 @@ def _process(client: AvatarClient, subject: Subject, record: SubjectRecord | Non
             return _failed(state, result, started, exc.avatar_id, "canceled",
                            "the avatar was canceled on the server", True)
         except InvalidRequest as exc:
-            return _failed(state, result, started, None, "invalid_photos", describe_refusal(exc), True)
+            return _failed(state, result, started, None, "invalid_photos",
+                           describe_refusal(exc, subject.photos), True)
         except (Unauthorized, Forbidden) as exc:
             raise _Abort(f"the server refused the request ({exc.status}): {exc.message}") from exc
         except (NotFound, Gone) as exc:
@@ -286,14 +287,12 @@ def _failed(state: BatchState, result: SubjectResult, started: float, avatar_id:
     return result
 
 
-def describe_refusal(exc: InvalidRequest) -> str:
-    """"Image validation failed: left: Image too small…" from the per-field details."""
-    if isinstance(exc.details, list):
-        bad = [f"{d.get('field')}: {d.get('error')}" for d in exc.details
-               if isinstance(d, dict) and d.get("valid") is False]
-        if bad:
-            return f"{exc.message}: {'; '.join(bad)}"
-    return exc.message
+def describe_refusal(exc: InvalidRequest, photos: Mapping[str, Path]) -> str:
+    """"Image validation failed: left photo subjects/ann/left.jpg: Image too small…", naming the
+    file each refused view came from."""
+    bad = [f"{view} photo {photos[view]}: {error}" if view in photos else f"{view}: {error}"
+           for view, error in exc.refusals().items()]
+    return f"{exc.message}: {'; '.join(bad)}" if bad else exc.message
 
 
 def glb_path(out_dir: Path, subject: Subject) -> Path:

@@ -40,13 +40,17 @@ STATE_NAME = ".avatar-batch-state.jsonl"
 SUMMARY_NAME = "batch-summary.jsonl"
 
 
-def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+def add_batch_arguments(parser: argparse.ArgumentParser, local_server: str | None = None) -> None:
+    """The batch's options; ``local_server`` (the URL of a stack running here) is the default server
+    when AVATAR_SERVER is not set."""
+    default_server = os.environ.get("AVATAR_SERVER") or local_server or DEFAULT_SERVER
     parser.add_argument("dir", nargs="?", type=Path,
                         help="folder holding one folder per subject (with front/left/right photos)")
     parser.add_argument("--manifest", type=Path,
                         help="CSV with columns subject,front,left,right (paths relative to the CSV), instead of DIR")
-    parser.add_argument("--server", default=os.environ.get("AVATAR_SERVER", DEFAULT_SERVER),
-                        help=f"service base URL (default: $AVATAR_SERVER or {DEFAULT_SERVER})")
+    parser.add_argument("--server", default=default_server,
+                        help=f"service base URL (default: $AVATAR_SERVER, else the stack `avatar up` runs "
+                             f"here, else {DEFAULT_SERVER}; now {default_server})")
     parser.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
                         help="JWT sent as 'Authorization: Bearer' (default: $AVATAR_TOKEN); the avatars become its user's")
     parser.add_argument("--out", type=Path,

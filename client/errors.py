@@ -17,16 +17,22 @@ class ApiError(ClientError):
 
     def __init__(self, status: int, message: str, details: Any = None,
                  retry_after_s: float | None = None):
-        super().__init__(f"{status}: {message}" if status else message)
+        said = f"{status}: {message}" if status else message
+        explained = describe_details(details)
+        super().__init__(f"{said} ({explained})" if explained else said)
         self.status = status
         self.message = message
         self.details = details
         self.retry_after_s = retry_after_s
 
 
-
 class InvalidRequest(ApiError):
     """400 / 413 / 415: the photos were refused; ``details`` lists each field's verdict."""
+
+    def refusals(self) -> dict[str, str]:
+        """What was refused and why: ``{"left": "Image too small…"}``, keyed by the view (or, for
+        a part that is not one of the photos, its file name)."""
+        return refusals(self.details)
 
 
 class Unauthorized(ApiError):
@@ -98,6 +104,35 @@ class WaitTimeout(ClientError):
 
 class Interrupted(ClientError):
     """The client's stop event was set while it was waiting (Ctrl-C in the batch)."""
+
+
+# The three photos of a submission; the server lists its verdicts on them in this order, then one
+# for each other part it refused.
+VIEWS = ("front", "left", "right")
+
+
+def refusals(details: Any) -> dict[str, str]:
+    """``{view or file name: error}`` for each refused part in an "Image validation failed" body."""
+    if not isinstance(details, list):
+        return {}
+    refused = {}
+    for index, item in enumerate(details):
+        if isinstance(item, dict) and item.get("valid") is False:
+            key = VIEWS[index] if index < len(VIEWS) else str(item.get("filename") or f"part {index + 1}")
+            refused[key] = str(item.get("error"))
+    return refused
+
+
+def describe_details(details: Any) -> str:
+    """The envelope's ``details`` in a few words for an exception's message ("" if nothing to add)."""
+    if isinstance(details, list):
+        return "; ".join(f"{key}: {error}" for key, error in refusals(details).items())
+    if isinstance(details, str):
+        return details
+    if isinstance(details, dict):
+        return ", ".join(f"{key}={value}" for key, value in details.items()
+                         if isinstance(value, (str, int, float)) and key != "avatarId")
+    return ""
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

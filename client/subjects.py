@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-VIEWS = ("front", "left", "right")
+from client.errors import VIEWS
+
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp")
 MANIFEST_COLUMNS = ("subject",) + VIEWS
 

@@ -7,7 +7,10 @@ importing the pipeline) overlap.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.settings import Settings
@@ -51,10 +55,32 @@ def free_port() -> int:
 def _spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
            cwd: Path | None = None) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_path, "ab")
-    # Own process group: Ctrl-C in the terminal reaches `avatar up`, which then stops each child in order.
-    return subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                            cwd=cwd or REPO_ROOT, start_new_session=True)
+    with open(log_path, "ab") as log_file:
+        # Own session: Ctrl-C or a hang-up in the terminal reaches `avatar up`, which then stops each
+        # child in order. If the parent is killed outright, the kernel sends the child SIGTERM.
+        return subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                cwd=cwd or REPO_ROOT, start_new_session=True,
+                                preexec_fn=_terminate_with_parent(os.getpid()))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent(parent_pid: int):
+    """A ``preexec_fn`` that asks the kernel to send the child SIGTERM when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``; Linux only, kept across ``exec``), so that no piece outlives an
+    ``avatar up`` killed with SIGKILL. A parent that died before the request took effect is seen
+    by the parent pid having changed."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def ask() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return ask
 
 
 # -- Redis ---------------------------------------------------------------------------------------
@@ -76,9 +102,11 @@ def start_redis(directory: Path, port: int | None = None, persist: bool = True) 
     """Start Redis on 127.0.0.1 with its files in ``directory``; returns (url, process)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    # `--save` takes its two numbers as two arguments ("--save 60 1"): one argument "60 1" reached
+    # redis-server as a single word and turned snapshots off.
     argv = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
             "--daemonize", "no", "--protected-mode", "yes", "--appendonly", "no",
-            "--save", "60 1" if persist else ""]
+            *(["--save", "60", "1"] if persist else ["--save", ""])]
     return f"redis://127.0.0.1:{port}/0", _spawn(argv, directory / "redis.log")
 
 
@@ -116,14 +144,33 @@ def start_mongo(directory: Path | None, port: int | None = None,
     return f"mongodb://127.0.0.1:{port}/?retryWrites=false", _spawn(argv, log_path)
 
 
-def wait_mongo(uri: str, process: subprocess.Popen | None = None, timeout_s: float = 20.0) -> None:
+def wait_mongo(uri: str, process: subprocess.Popen | None = None, timeout_s: float = 20.0,
+               directory: Path | None = None) -> None:
     import pymongo
 
     client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=300, connectTimeoutMS=300)
     try:
         _wait_until(lambda: client.admin.command("ping"), f"MongoDB at {uri}", process, timeout_s)
+    except StackError as exc:
+        holder = _store_files_holder(directory) if directory is not None else None
+        if holder is None:
+            raise
+        raise StackError(f"the store's files in {directory} are in use by another process: pid {holder[0]} "
+                         f"({holder[1]}); stop it (kill {holder[0]}) and start again") from exc
     finally:
         client.close()
+
+
+def _store_files_holder(directory: Path) -> tuple[int, str] | None:
+    """(pid, command line) of another process that has the store's lock file open, if one does."""
+    import psutil
+
+    lock = str((directory / "WiredTiger.lock").resolve())
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and any(f.path == lock for f in proc.open_files()):
+                return proc.pid, " ".join(proc.info["cmdline"] or [])[:200]
+    return None
 
 
 # -- worker and API ------------------------------------------------------------------------------
@@ -210,6 +257,102 @@ def wait_api(base_url: str, process: subprocess.Popen | None = None, timeout_s: 
         return True
 
     _wait_until(answers, f"API at {base_url}", process, timeout_s)
+
+
+# -- the running stack's record -------------------------------------------------------------------
+
+STACK_LOCK = "stack.lock"
+STACK_RECORD = "stack.json"
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    """What ``avatar up`` records while it runs: its pid, the API's URL, and the environment its
+    pieces were started with (so other ``avatar`` commands reach the same Redis, store and files)."""
+
+    pid: int
+    url: str
+    env: dict[str, str]
+
+
+class StackAlreadyRunning(StackError):
+    def __init__(self, running: RunningStack | None, var_dir: Path):
+        self.running = running
+        where = f"pid {running.pid}, {running.url}" if running else "its record is being written"
+        super().__init__(f"a stack is already running from {var_dir}/ ({where}); use it, or stop it "
+                         f"first (Ctrl-C in its terminal{f', or kill {running.pid}' if running else ''})")
+
+
+class StackLock:
+    """Held by ``avatar up`` for as long as it runs: an exclusive ``flock`` on ``<var>/stack.lock``.
+
+    The kernel releases it when the process dies, however it dies, so a record left by a crash is
+    recognised as stale (its lock is free) and replaced, never mistaken for a running stack.
+    """
+
+    def __init__(self, var_dir: Path):
+        self.var_dir = var_dir
+        self._fd: int | None = None
+        self.stale: RunningStack | None = None
+
+    def acquire(self) -> "StackLock":
+        """Take the lock, or raise ``StackAlreadyRunning`` naming the running stack."""
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.var_dir / STACK_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StackAlreadyRunning(_read_record(self.var_dir), self.var_dir) from None
+        self._fd = fd
+        self.stale = _read_record(self.var_dir)
+        with contextlib.suppress(FileNotFoundError):
+            (self.var_dir / STACK_RECORD).unlink()
+        return self
+
+    def record(self, url: str, env: dict[str, str]) -> None:
+        """Publish the running stack (0600: the environment holds the stack's secrets)."""
+        path = self.var_dir / STACK_RECORD
+        temp = path.with_suffix(".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"pid": os.getpid(), "url": url, "env": env}, fh)
+        os.replace(temp, path)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            (self.var_dir / STACK_RECORD).unlink()
+        os.close(self._fd)  # releases the flock
+        self._fd = None
+
+
+def running_stack(var_dir: Path) -> RunningStack | None:
+    """The stack ``avatar up`` runs from ``var_dir``, or None if none does (a record whose lock is
+    free was left by a crash and is ignored)."""
+    record = _read_record(var_dir)
+    if record is None:
+        return None
+    try:
+        fd = os.open(var_dir / STACK_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return record  # held: the stack is up
+    finally:
+        os.close(fd)
+    return None
+
+
+def _read_record(var_dir: Path) -> RunningStack | None:
+    try:
+        data = json.loads((var_dir / STACK_RECORD).read_text())
+        return RunningStack(int(data["pid"]), str(data["url"]), {str(k): str(v) for k, v in data["env"].items()})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # -- stopping ------------------------------------------------------------------------------------

@@ -21,14 +21,18 @@ class Settings:
     """
 
     port: int = 3000
-    host: str = "0.0.0.0"
+    # Loopback unless set: the API is reachable from other machines only when asked for, and then
+    # refuses to start with development secrets (``exposure_problems``).
+    host: str = "127.0.0.1"
     redis_url: str = ""
     mongodb_uri: str = ""
-    mongodb_db: str = "avatar"
+    # The database; empty means the one named in MONGODB_URI's path, else "avatar".
+    mongodb_db: str = ""
     data_dir: Path = DEFAULT_VAR_DIR / "data"
     # Landmark model the workers load; empty means the file committed in models/.
     onnx_model_path: str = ""
-    # Signs and verifies the optional Bearer tokens. The default is only good for a laptop.
+    # Signs and verifies the optional Bearer tokens (JWT_SECRET is read too, as the original API
+    # named it). The default is only good for a laptop.
     jwt_secret_key: str = dataclasses.field(default="dev-only-signing-key-change-me-in-production",
                                             repr=False)
     # -- security and privacy (issue 4) --
@@ -58,6 +62,11 @@ class Settings:
     max_image_side: int = 4096
     # Upper bound for ``Prefer: wait=N``.
     max_wait_s: int = 60
+    # A download of a job still queued or running waits this long for its end before answering 409.
+    download_wait_s: float = 30.0
+    # Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    # "https://app.example.com,http://localhost:5173"; empty: none (same-origin pages only).
+    cors_allowed_origins: str = ""
     # gunicorn: worker processes and threads per process (threads serve long ``Prefer: wait`` requests).
     api_workers: int = 2
     api_threads: int = 8
@@ -103,9 +112,11 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in fields(cls):
-            raw = env.get(field.name.upper())
-            if raw is not None and raw != "":
-                values[field.name] = _coerce(field, raw)
+            for name in (field.name.upper(), *ENV_ALIASES.get(field.name, ())):
+                raw = env.get(name)
+                if raw is not None and raw != "":
+                    values[field.name] = _coerce(field, raw)
+                    break
         for name, value in (overrides or {}).items():
             field = _field(cls, name)
             values[name] = _coerce(field, value) if isinstance(value, str) else value
@@ -124,6 +135,78 @@ class Settings:
     @property
     def broker_url(self) -> str:
         return self.redis_url or "redis://127.0.0.1:6379/0"
+
+    @property
+    def database_name(self) -> str:
+        """MONGODB_DB, else the database MONGODB_URI names (``mongodb://host/sace_io``), else "avatar"."""
+        if self.mongodb_db:
+            return self.mongodb_db
+        from pymongo.uri_parser import parse_uri
+
+        try:
+            named = parse_uri(self.mongodb_uri)["database"] if self.mongodb_uri else None
+        except Exception:  # an unparsable URI fails where the client connects, with pymongo's message
+            named = None
+        return named or DEFAULT_DATABASE
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_allowed_origins.split(",") if origin.strip()]
+
+
+DEFAULT_DATABASE = "avatar"
+# Other environment variable names a setting answers to (the original API document's names).
+ENV_ALIASES = {"jwt_secret_key": ("JWT_SECRET",)}
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect to ``host`` (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    host = host.strip()
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problems(settings: Settings) -> list[str]:
+    """What must change before the API may listen beyond loopback: each a sentence saying how."""
+    defaults = Settings()
+    problems = []
+    if settings.jwt_secret_key == defaults.jwt_secret_key:
+        problems.append("JWT_SECRET_KEY is the development default: set it to a long random secret, e.g. "
+                        "JWT_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+    if settings.webhook_secret == defaults.webhook_secret:
+        problems.append("WEBHOOK_SECRET is the development default: set it to a long random secret that "
+                        "your webhook receivers check signatures with")
+    if not settings.upload_encryption_key:
+        problems.append("UPLOAD_ENCRYPTION_KEY is not set: set it to base64 of 32 random bytes, e.g. "
+                        "UPLOAD_ENCRYPTION_KEY=$(python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')")
+    return problems
+
+
+class UnsafeExposure(RuntimeError):
+    """The API was asked to listen beyond loopback with development secrets."""
+
+    def __init__(self, host: str, problems: list[str]):
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"refusing to listen on {host}: other machines could reach this service, and\n"
+                         f"{lines}\n(or listen on 127.0.0.1 only: unset HOST)")
+
+
+def check_exposure(settings: Settings, host: str | None = None) -> None:
+    """Raise ``UnsafeExposure`` if ``host`` (default ``settings.host``) is not loopback while
+    ``exposure_problems`` finds any."""
+    host = settings.host if host is None else host
+    if is_loopback(host):
+        return
+    problems = exposure_problems(settings)
+    if problems:
+        raise UnsafeExposure(host, problems)
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:

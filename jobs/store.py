@@ -202,7 +202,7 @@ class JobStore:
     def from_settings(cls, settings: Settings, client: pymongo.MongoClient | None = None) -> "JobStore":
         client = client or connect(settings)
         days = settings.result_retention_days
-        return cls(client[settings.mongodb_db], timedelta(days=days) if days > 0 else None)
+        return cls(client[settings.database_name], timedelta(days=days) if days > 0 else None)
 
     def ensure_indexes(self) -> None:
         """Indexes for "my avatars" (owner, newest first) and for sweeping stale jobs."""

@@ -37,6 +37,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             "worker_concurrency": WORKER_PROCESSES,
             # Webhook tests post to a receiver on loopback, with a short back-off between attempts.
             "webhook_allow_private": True, "webhook_backoff_s": 0.3,
+            # A download of a job that never ends gives up after this (30 s by default).
+            "download_wait_s": 2,
         })
         port = settings.port
         localstack.wait_redis(redis_url, redis_proc)

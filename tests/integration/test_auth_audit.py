@@ -47,7 +47,7 @@ def test_another_users_avatar_is_403_on_every_owner_scoped_route(
         response = requests.request(method, url, headers=headers, timeout=10)
         assert response.status_code == 403, response.text
         assert response.json() == {"success": False, "error": "This avatar belongs to another user: sign in "
-                                                              "as its owner to use it."}
+                                                              "as its owner to use it.", "details": None}
     assert stack.store.get(alices_avatar).doc["owner"] == "alice"
 
 

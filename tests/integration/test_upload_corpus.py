@@ -16,7 +16,7 @@ from hostile_inputs import (HEIC_LIKE, JPEG_MAGIC_THEN_ZEROS, PDF, SVG, TEXT, an
 from service_stack import LocalStack
 
 BOUNDARY = "c0rpusB0undary"
-UNSUPPORTED = (415, "Unsupported file type: only JPEG, PNG and WebP images are accepted.")
+UNSUPPORTED = (400, "Unsupported file type: only JPEG, PNG and WebP images are accepted.")
 TOO_SMALL = (400, "Image too small. Minimum size is 224x224 pixels.")
 TRUNCATED = (400, "Image data is truncated: the file ends before the image does")
 ANIMATED = (400, "Animated images are not accepted: send a single still photo.")
@@ -124,7 +124,7 @@ CASES: dict[str, Case] = {
     "4097x10": _front(lambda p: grey_jpeg(4097, 10), TOO_SMALL),
     "4097x300": _front(lambda p: grey_jpeg(4097, 300), (400, "Image too large. Maximum size is 4096x4096 pixels.")),
     "10MB-plus-1": _front(lambda p: b"\xff\xd8\xff" + b"\x00" * (10 * 1024 * 1024 - 2),
-                          (413, "File too large. Maximum size is 10MB per image.")),
+                          (400, "File too large. Maximum size is 10MB per image.")),
     "png-bomb-50000x50000": _front(lambda p: png_bomb(),
                                    (400, "Image too large. Maximum size is 4096x4096 pixels.")),
     "webp-lying-canvas": _front(lambda p: webp_with_lying_canvas(p.array),
