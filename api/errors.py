@@ -131,18 +131,20 @@ def _error_code(exc: ApiError) -> str | None:
 
 def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
+    # Werkzeug's own headers for the status (Allow on 405, Content-Range on 416, ...), not its HTML type.
+    headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
     if status == 404:
         message = f"No such endpoint: {request.method} {request.path}. The API lives under /api/avatar."
     elif status == 405:
-        allowed = ", ".join(sorted(exc.valid_methods or [])) if hasattr(exc, "valid_methods") else ""
+        allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
         message = f"{request.method} is not allowed on {request.path}" + (f"; use {allowed}" if allowed else "")
+        if allowed:
+            headers["Allow"] = allowed
     elif status == 413:
         mb = current_app.config.get("AVATAR_MAX_IMAGE_MB", 10)
         message = f"Upload too large: send three JPEG, PNG or WebP images of at most {mb} MB each."
     else:
         message = exc.description or exc.name
-    # Werkzeug's own headers for the status (Allow on 405, Content-Range on 416, ...), not its HTML type.
-    headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
     return error_response(status, message, headers=headers)
 
 

@@ -62,13 +62,15 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
 
     @app.after_request
     def add_rate_limit_headers(response: Response) -> Response:
-        current = limiter.current_limit
+        # The limit with the fewest requests left (a breached one has none).
+        current = min(limiter.current_limits, key=lambda limit: (not limit.breached, limit.remaining),
+                      default=None)
         if current is not None:
             item = current.limit
             response.headers.update({
                 "RateLimit-Limit": str(item.amount),
                 "RateLimit-Remaining": str(max(0, current.remaining)),
-                "RateLimit-Reset": str(max(0, math.ceil(current.reset_at - time.time()))),
+                "RateLimit-Reset": str(_seconds_until(current.reset_at, item.get_expiry())),
                 "RateLimit-Policy": f"{item.amount};w={item.get_expiry()}",
             })
         return response
@@ -85,10 +87,15 @@ def breach_message(exc: RateLimitExceeded, limiter: Limiter | None) -> tuple[str
     if limiter is not None and limiter.current_limit is not None:
         reset_at = limiter.current_limit.reset_at
     window_s = item.get_expiry()
-    # The store rounds the window's end up to whole seconds: never say more than one window.
-    retry_after = min(window_s, max(1, math.ceil(reset_at - time.time()))) if reset_at else window_s
+    retry_after = max(1, _seconds_until(reset_at, window_s)) if reset_at else window_s
     return (f"Too many requests: at most {item.amount} {what} per {window} from one client. "
             f"Try again in {_human_seconds(retry_after)} (Retry-After: {retry_after}).", retry_after)
+
+
+def _seconds_until(reset_at: float, window_s: int) -> int:
+    """Whole seconds until a window ends; the store rounds its end up to whole seconds, so never
+    more than one window."""
+    return min(window_s, max(0, math.ceil(reset_at - time.time())))
 
 
 def _human_seconds(seconds: int) -> str:

@@ -26,6 +26,7 @@ def send_stored_file(stream: BinaryIO, size: int, etag: str, mimetype: str, down
     handed to the server: after a full GET, or a range that reaches the end; never for HEAD, a 304,
     or a transfer the client broke off. It runs after the request, so it gets no app context."""
     response = Response(wrap_file(request.environ, stream), mimetype=mimetype, direct_passthrough=True)
+    response.content_length = size  # a range sets its own below
     response.set_etag(etag)
     response.headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
     # Revalidate each time: the ETag makes that a 304 without the body.

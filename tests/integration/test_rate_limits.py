@@ -52,8 +52,15 @@ def test_the_eleventh_generation_in_the_window_is_429_with_retry_after(
     for i in range(10):
         response = _generate(client, address, astronaut_jpeg)
         assert response.status_code == 202, (i, response.get_json())
+        # Each answer says how many generations are left, so a client can pace itself.
+        assert response.headers["RateLimit-Limit"] == "10"
+        assert response.headers["RateLimit-Remaining"] == str(9 - i)
+        assert response.headers["RateLimit-Policy"] == "10;w=900"
+        assert 0 < int(response.headers["RateLimit-Reset"]) <= 900
+        assert "Retry-After" not in response.headers
     refused = _generate(client, address, astronaut_jpeg)
     assert refused.status_code == 429
+    assert refused.headers["RateLimit-Remaining"] == "0"
     body = refused.get_json()
     assert body["success"] is False
     match = RETRY_MESSAGE.match(body["error"])
@@ -70,6 +77,14 @@ def test_the_eleventh_generation_in_the_window_is_429_with_retry_after(
     record = stack.audit_record(refused.headers["X-Request-Id"])
     assert record["operation"] == "generate" and record["status"] == 429 and record["success"] is False
     assert record["errorCode"] == "rate_limited" and record["ip"] == address
+
+
+def test_reads_report_the_request_limit_and_health_is_not_limited(client: FlaskClient) -> None:
+    address = {"REMOTE_ADDR": next(_addresses)}
+    first = client.get("/api/avatar/jobs/00000000-0000-4000-8000-000000000000", environ_base=address)
+    assert first.headers["RateLimit-Limit"] == "100" and first.headers["RateLimit-Remaining"] == "99"
+    assert first.headers["RateLimit-Policy"] == "100;w=900"
+    assert "RateLimit-Limit" not in client.get("/api/avatar/health", environ_base=address).headers
 
 
 def test_the_101st_request_in_the_window_is_429(client: FlaskClient) -> None:
