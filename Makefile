@@ -2,24 +2,33 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# What `make run` needs (the service, the embedded Redis and store), and on top of it what the
+# tests and `make models` need (model-build tools, test tools, the Node test tools).
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: install run test bench models clean
 
-install: $(STAMP) node_modules/.installed
+install: $(DEV_STAMP) node_modules/.installed
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-# The Khronos glTF validator, run with node by the tests.
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[local]'
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+# The Khronos glTF validator and three.js, run with node by the tests.
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --silent
 	touch node_modules/.installed
 
-run: install
+run: $(RUN_STAMP)
 	$(VENV)/bin/avatar up
 
 test: install

@@ -191,18 +191,52 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prefork (default); threads for a gpu worker that batches inference "
                              "(INFERENCE_BATCH_MAX > 1)")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--per-gpu", action="store_true",
+                        help="one single-process worker per visible NVIDIA GPU, each pinned to its GPU "
+                             "(a GPU container that sees all of its host's GPUs)")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Replace this process with a Celery worker for the given queues."""
+    """Replace this process with a Celery worker for the given queues (or, with --per-gpu, run one
+    worker per GPU until one of them stops)."""
     settings = settings_here()
     os.environ.update({name: value for name, value in settings.to_env().items() if name not in os.environ})
     queues = [q.strip() for q in (args.queues or settings.worker_queues).split(",") if q.strip()]
     hostname = args.hostname or settings.worker_hostname or f"{'-'.join(queues)}@{socket.gethostname()}"
+    if args.per_gpu:
+        return _run_per_gpu_workers(queues, hostname, args.loglevel)
     argv = localstack.worker_command(queues, args.concurrency or settings.worker_concurrency,
                                      hostname, args.loglevel, pool=args.pool)
     os.execv(argv[0], argv)
     return 0  # not reached
+
+
+def _run_per_gpu_workers(queues: list[str], hostname: str, loglevel: str) -> int:
+    """Start a worker per visible GPU with its output on ours; when one stops, stop the others and
+    exit non-zero, so the container's restart policy starts them all again."""
+    gpus = localstack.visible_gpus()
+    if not gpus:
+        print("avatar worker --per-gpu: no NVIDIA GPU is visible (no /proc/driver/nvidia/gpus/*); "
+              "check the container's GPU reservation and the NVIDIA container toolkit", file=sys.stderr)
+        return 2
+    workers = [subprocess.Popen(argv, env={**os.environ, **env})
+               for argv, env in localstack.per_gpu_workers(gpus, queues, hostname, loglevel)]
+    print(f"avatar worker: {len(workers)} worker(s), one per GPU ({', '.join(gpus)})", flush=True)
+
+    def stop_all(_signum: int, _frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    try:
+        while all(worker.poll() is None for worker in workers):
+            time.sleep(1.0)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for worker in workers:
+            localstack.stop(worker, timeout_s=60)
 
 
 # -- avatar reconciler ---------------------------------------------------------------------------

@@ -186,6 +186,35 @@ def worker_command(queues: Iterable[str], concurrency: int, hostname: str,
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
 
+def visible_gpus(proc_root: Path = Path("/proc/driver/nvidia/gpus")) -> list[str]:
+    """The NVIDIA GPUs this machine (or container) can use, as CUDA device indices in PCI bus
+    order: the driver lists each under ``/proc/driver/nvidia/gpus/<pci id>/``. Narrowed by
+    ``CUDA_VISIBLE_DEVICES`` if it is set. Empty without the NVIDIA driver."""
+    try:
+        count = sum(1 for entry in proc_root.iterdir() if entry.is_dir())
+    except OSError:
+        return []
+    indices = [str(index) for index in range(count)]
+    narrowed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if narrowed is not None:
+        wanted = [item.strip() for item in narrowed.split(",") if item.strip()]
+        indices = [index for index in indices if index in wanted]
+    return indices
+
+
+def per_gpu_workers(gpus: Sequence[str], queues: Iterable[str], hostname: str,
+                    loglevel: str = "INFO") -> list[tuple[list[str], dict[str, str]]]:
+    """One single-process worker per GPU: ``(argv, extra environment)`` each, pinned to its GPU with
+    ``CUDA_VISIBLE_DEVICES`` and named ``<name>-gpu<index>@<host>``."""
+    name, _, host = hostname.partition("@")
+    workers = []
+    for index in gpus:
+        node = f"{name}-gpu{index}@{host}" if host else f"{name}-gpu{index}"
+        env = {"CUDA_VISIBLE_DEVICES": index, "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "WORKER_CONCURRENCY": "1"}
+        workers.append((worker_command(queues, 1, node, loglevel, pool="solo"), env))
+    return workers
+
+
 def start_worker(settings: Settings, queues: Iterable[str], concurrency: int, hostname: str,
                  log_path: Path) -> subprocess.Popen:
     env = {**os.environ, **settings.to_env()}

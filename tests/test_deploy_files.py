@@ -39,7 +39,7 @@ def compose() -> dict[str, Any]:
 
 # What an operator sets for compose's ``${NAME...}`` (a new one must be added here).
 OPERATOR_VALUES = {"JWT_SECRET_KEY": "k" * 43, "UPLOAD_ENCRYPTION_KEY": base64.b64encode(bytes(32)).decode(),
-                   "TRUSTED_PROXIES": "1"}
+                   "WEBHOOK_SECRET": "w" * 43, "TRUSTED_PROXIES": "1"}
 
 
 def interpolated(value: str) -> str:
@@ -71,7 +71,7 @@ def dockerfile_env(path: str) -> dict[str, str]:
 def test_the_services_are_the_ones_the_issue_names(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {"redis", "mongo", "api", "worker-cpu", "worker-gpu"}
-    assert services["redis"]["image"] == "redis:7" and services["mongo"]["image"] == "mongo:7"
+    assert services["redis"]["image"].startswith("redis:7.") and services["mongo"]["image"].startswith("mongo:7.")
     for name in ("redis", "mongo"):
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
     for name in ("api", "worker-cpu", "worker-gpu"):
@@ -80,10 +80,14 @@ def test_the_services_are_the_ones_the_issue_names(compose: dict[str, Any]) -> N
                                                 "mongo": {"condition": "service_healthy"}}
 
 
-def test_the_gpu_worker_reserves_a_gpu_and_serves_only_the_gpu_queue(compose: dict[str, Any]) -> None:
+def test_the_gpu_worker_reserves_every_gpu_and_serves_only_the_gpu_queue(compose: dict[str, Any]) -> None:
     service = compose["services"]["worker-gpu"]
     devices = service["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    # Every GPU of the host, one worker process each (replicas of one service cannot be told apart
+    # to pick a GPU: with `count: 1` they would all land on GPU 0).
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d["count"] == "all" for d in devices)
+    args = build_parser().parse_args(container_argv(compose, "worker-gpu")[1:])
+    assert args.per_gpu and args.queues == "gpu"
     assert service_environment(compose, "worker-gpu")["WORKER_QUEUES"] == "gpu"
     assert service_environment(compose, "worker-cpu")["WORKER_QUEUES"] == "cpu"
     assert any(".[gpu]" in line for line in dockerfile_lines(DOCKERFILES["worker-gpu"]))
@@ -161,3 +165,81 @@ def test_the_worker_healthcheck_finds_the_heartbeat_its_workers_write(compose: d
     # ... and not the workers of another container.
     other = build_parser().parse_args(container_argv(compose, service, "host2")[1:]).hostname
     assert not fnmatch.fnmatchcase(HEARTBEAT_KEY.format(name=f"{other}:4242"), pattern)
+
+
+def test_per_gpu_workers_pin_one_process_to_each_gpu_the_driver_lists(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs import localstack
+
+    # The driver's layout: one folder per GPU under /proc/driver/nvidia/gpus (no GPU here).
+    for pci in ("0000:17:00.0", "0000:65:00.0", "0000:ca:00.0"):
+        (tmp_path / pci).mkdir()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert localstack.visible_gpus(tmp_path) == ["0", "1", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    assert localstack.visible_gpus(tmp_path) == ["0", "2"]
+    assert localstack.visible_gpus(tmp_path / "no-driver") == []
+
+    workers = localstack.per_gpu_workers(["0", "2"], ["gpu"], "gpu@host1")
+    assert [env["CUDA_VISIBLE_DEVICES"] for _argv, env in workers] == ["0", "2"]
+    nodes = [argv[argv.index("--hostname") + 1] for argv, _env in workers]
+    assert nodes == ["gpu-gpu0@host1", "gpu-gpu2@host1"]
+    assert all(argv[argv.index("--pool") + 1] == "solo" for argv, _env in workers)
+
+
+def test_every_service_restarts_after_a_crash_or_a_reboot(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("restart") in ("unless-stopped", "always"), f"{name} has no restart policy"
+
+
+def test_secrets_have_no_defaults(compose: dict[str, Any]) -> None:
+    """Each secret must be set by the operator: compose stops with the message instead of starting
+    with a value everyone can read in this file."""
+    env = compose["x-avatar-env"]
+    for name in ("JWT_SECRET_KEY", "UPLOAD_ENCRYPTION_KEY", "WEBHOOK_SECRET"):
+        assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", env[name]), f"{name}: {env[name]!r} is not required"
+
+
+def test_the_api_may_listen_beyond_loopback_with_the_operators_secrets(compose: dict[str, Any]) -> None:
+    from jobs.settings import check_exposure, is_loopback
+
+    settings = Settings.from_env(environ=service_environment(compose, "api"))
+    assert not is_loopback(settings.host)
+    check_exposure(settings)  # raises if a development secret were left
+
+
+def test_every_image_is_pinned_to_a_release(compose: dict[str, Any]) -> None:
+    pinned = re.compile(r"^[\w./-]+(:\d+\.\d+\.\d+[\w.-]*|@sha256:[0-9a-f]{64})$")
+    images = [service["image"] for service in compose["services"].values() if "image" in service]
+    for path in DOCKERFILES.values():
+        images += [line.split()[1] for line in dockerfile_lines(path) if line.startswith("FROM ")]
+    for image in images:
+        assert pinned.match(image), f"{image} is not pinned to a release (name:1.2.3 or a digest)"
+
+
+def test_the_build_context_leaves_out_local_state_installs_and_keys() -> None:
+    from jobs.encryption import KEY_FILE_NAME
+
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        """As Docker reads .dockerignore: a pattern matches the path or a folder above it, from the
+        context's root; ``**/`` matches any number of folders."""
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+        for pattern in patterns:
+            if pattern.startswith("**/"):
+                tail = pattern[3:]
+                if any(fnmatch.fnmatchcase("/".join(parts[i:n]), tail)
+                       for n in range(1, len(parts) + 1) for i in range(n)):
+                    return True
+            elif any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+                return True
+        return False
+
+    for path in (".venv/bin/python", "node_modules/three/package.json", f"var/{KEY_FILE_NAME}",
+                 "var/mongo/WiredTiger", "var/stack.json", ".env", "bench/out/front.png", ".git/HEAD"):
+        assert ignored(path), f"{path} would be sent to the Docker daemon and could land in an image"
+    for source in ("api/__init__.py", "models/face_landmark.onnx", "pyproject.toml"):
+        assert not ignored(source), f"{source} is needed in the images"
