@@ -3,10 +3,10 @@
 ``comparison`` sets the service against the pipeline as it runs here and now, in alternating rounds
 on one stack (``bench/interleaved.py``): POST → completed p50 against the in-process whole-avatar
 median, and service avatars/s against in-process avatars/s with the same number of processes.
-``goals`` checks issue 3's targets: the absolute ones on ``service``, the ratios on ``comparison``.
+``goals`` checks the service's speed goals: the absolute ones on ``service``, the ratios on ``comparison``.
 ``reconstruction`` renders a known head from three sides and reports how far the three-view and the
 front-only avatars are from it (millimetres), and writes preview PNGs to ``bench/out/``. ``batch``
-(issue 6) measures jobs/s with ``avatar batch`` as the client against one worker process, two in
+measures jobs/s with ``avatar batch`` as the client against one worker process, two in
 one worker node, and two nodes of one, plus what batching the landmark model buys on this CPU
 (``bench/batch_bench.py``). Options:
 `--only pipeline|service|reconstruction|batch` (repeatable), `--quick` (smoke run), `--out DIR`.

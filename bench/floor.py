@@ -1,6 +1,6 @@
-"""The least the pieces issue 3 prescribes cost one job on this machine, each measured bare.
+"""The least the pieces the service is built from cost one job on this machine, each measured bare.
 
-Issue 3 asks for POST → completed within 1.5× the in-process avatar, so the service may add half
+The goal is POST → completed within 1.5× the in-process avatar, so the service may add half
 an in-process avatar. Before any work of the service's own, a job needs: one multipart POST through
 gunicorn; three Celery deliveries over Redis, each to another process; its record inserted before it
 is queued, a guarded update when it completes and a read to answer; the photos and each stage's

@@ -35,7 +35,7 @@ class Settings:
     # named it). The default is only good for a laptop.
     jwt_secret_key: str = dataclasses.field(default="dev-only-signing-key-change-me-in-production",
                                             repr=False)
-    # -- security and privacy (issue 4) --
+    # -- security and privacy --
     # true: every /api/avatar request except health needs a valid Bearer token (401 without one).
     require_auth: bool = False
     # AES-256-GCM key for the photos and stage files on DATA_DIR: base64 of 32 random bytes. Required
@@ -79,7 +79,7 @@ class Settings:
     default_page_size: int = 20
     max_page_size: int = 100
 
-    # -- fleet and fault tolerance (issue 6) --
+    # -- fleet and fault tolerance --
     # How long a POST's Idempotency-Key is remembered: a repeat within this window names the same job.
     idempotency_ttl_s: int = 24 * 3600
     # Signs the completion webhooks (X-Avatar-Signature: sha256=HMAC(body)). Change it in production.

@@ -199,3 +199,20 @@ def test_an_interrupted_batch_resumes_without_submitting_anything_twice(stack: L
     assert all(row["status"] == "completed" for row in rows_after)
     assert {row["subject"] for row in rows_after if row["run"] == "earlier"} == finished
     assert not any(row["submissions"] != "0" for row in rows_after if row["subject"] in finished)
+
+
+def test_a_refused_photo_is_named_by_its_view_and_file(stack: LocalStack, tmp_path: Path) -> None:
+    views = avatar_views(480)
+    person = tmp_path / "photos" / "dana"
+    person.mkdir(parents=True)
+    (person / "front.jpg").write_bytes(views["front"])
+    (person / "left.jpg").write_bytes(encode_jpeg(np.full((100, 300, 3), 128, np.uint8)))
+    (person / "right.jpg").write_bytes(views["right"])
+
+    run = run_batch(str(tmp_path / "photos"), "--server", stack.base_url, "--token", make_token(stack))
+    assert run.returncode == 1, run.stderr
+    (line,) = read_jsonl(tmp_path / "photos-avatars" / "batch-summary.jsonl")
+    assert line["errorCode"] == "invalid_photos" and line["permanent"] is True
+    assert line["errorMessage"] == (f"Image validation failed: left photo {person / 'left.jpg'}: "
+                                    "Image too small. Minimum size is 224x224 pixels.")
+    assert f"left photo {person / 'left.jpg'}" in run.stderr

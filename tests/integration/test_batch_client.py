@@ -74,6 +74,9 @@ def test_refused_photos_carry_the_envelope(client: AvatarClient, views: dict[str
     assert refused.value.status == 400
     assert refused.value.message == "Image validation failed"
     assert refused.value.details[0]["error"] == "Image too small. Minimum size is 224x224 pixels."
+    # What was refused, by view, also in the exception's own message.
+    assert refused.value.refusals() == {"front": "Image too small. Minimum size is 224x224 pixels."}
+    assert "front: Image too small" in str(refused.value)
     with pytest.raises(NotFound) as missing:
         client.status(str(uuid.uuid4()))
     assert missing.value.message == "Avatar not found"
