@@ -12,14 +12,21 @@ import redis
 from jobs.events import JobEvents
 
 
-def _pattern_subscribers(client: redis.Redis) -> int:
-    return sum(1 for c in client.client_list() if int(c.get("psub", 0)) > 0)
+def _pattern_subscriptions(stack, events: JobEvents) -> int:
+    """Pattern subscriptions held by ``events``' connections (told apart from the API's and other
+    tests' by the client name ``_named_events`` gives them)."""
+    name = events.redis.connection_pool.connection_kwargs["client_name"]
+    return sum(int(c.get("psub", 0)) for c in stack.broker.client_list() if c.get("name") == name)
+
+
+def _named_events(stack) -> JobEvents:
+    return JobEvents(redis.Redis.from_url(stack.settings.broker_url, client_name=f"events-test-{uuid.uuid4().hex}"))
 
 
 @pytest.fixture
 def events(stack) -> Iterator[JobEvents]:
     """A process's JobEvents; its listener is stopped afterwards, so it does not outlive the stack."""
-    events = JobEvents(stack.broker)
+    events = _named_events(stack)
     yield events
     events.close()
 
@@ -44,10 +51,9 @@ def test_each_waiter_wakes_for_its_own_job(stack, events: JobEvents) -> None:
 
 
 def test_one_subscription_serves_every_waiter_of_a_process(stack, events: JobEvents) -> None:
-    before = _pattern_subscribers(stack.broker)
     jobs = [str(uuid.uuid4()) for _ in range(20)]
     waits = [events.subscribe(job) for job in jobs]
-    assert _pattern_subscribers(stack.broker) == before + 1
+    assert _pattern_subscriptions(stack, events) == 1
     woke: list[bool] = [False] * len(jobs)
 
     def wait(i: int) -> None:
@@ -83,12 +89,11 @@ def test_the_listener_resubscribes_after_losing_its_connection(stack, events: Jo
 
 
 def test_a_stopped_listener_unsubscribes_at_once(stack) -> None:
-    before = _pattern_subscribers(stack.broker)
-    events = JobEvents(stack.broker)
+    events = _named_events(stack)
     events.subscribe(str(uuid.uuid4())).close()
-    assert _pattern_subscribers(stack.broker) == before + 1
+    assert _pattern_subscriptions(stack, events) == 1
     start = time.monotonic()
     events.close()
     # Woken by its stop message, not after its 5 s idle wait.
     assert time.monotonic() - start < 1.0
-    assert _pattern_subscribers(stack.broker) == before
+    assert _pattern_subscriptions(stack, events) == 0
