@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from service_stack import LocalStack, encode_jpeg, start_api
+from service_stack import LocalStack, start_api
 
 from api import create_app
 from api.auth import mint_token
@@ -311,8 +311,8 @@ def test_upload_follow_view_and_download(browser, stack: LocalStack, photos: dic
         assert session.errors == []
 
 
-def test_refused_photos_show_their_message_beside_the_photo(browser, stack: LocalStack,
-                                                            photos: dict[str, bytes]) -> None:
+def test_refused_photos_show_their_message_beside_the_photo(browser, stack: LocalStack, photos: dict[str, bytes],
+                                                            coffee_jpeg: bytes) -> None:
     small = io.BytesIO()
     Image.new("RGB", (200, 300), (120, 90, 60)).save(small, "PNG")
     with browsing(browser, stack.base_url) as session:
@@ -338,19 +338,33 @@ def test_refused_photos_show_their_message_beside_the_photo(browser, stack: Loca
         assert answer.value.status == 400
         left_error = refusal["details"][1]["error"]
         assert wait_for_message(session, "left", "cut-short.jpg: ") == f"cut-short.jpg: {left_error}"
-        assert "accepted by the service" in page.locator("#front-message").inner_text()
+        assert page.locator("#front-message").inner_text().endswith("Ready.")
         assert page.locator("#form-message").inner_text().startswith(refusal["error"])
         assert page.locator("#progress").is_hidden()
         session.shot("refused.png")
+
+        # Accepted, then failed by the worker: a front photo without a face.
+        choose_photos(session, {"front": coffee_jpeg, "left": photos["left"]})
+        wait_for_message(session, "left", "Ready")
+        page.click("#submit")
+        failure = page.locator("#progress-failure")
+        failure.wait_for()
+        assert page.locator("#failure-message").inner_text() == "front: no face found"
+        assert page.locator("#failure-advice").inner_text().startswith("Take the front photo again")
+        assert page.locator("#progress-stage").inner_text().startswith("The avatar could not be made")
+        assert page.locator("#front-message").inner_text() == \
+            "front: no face found. Choose another front photo."
+        assert page.locator("#viewer").is_hidden() and page.locator("#submit").is_disabled()
+        session.shot("failed.png")
         assert len(session.refusals()) == 1 and "/api/avatar/generate" in session.refusals()[0]
         assert session.unexpected_errors(allowed_statuses=(400,)) == []
 
 
-def test_my_avatars_with_a_token_when_the_service_requires_one(browser, auth_api, photos: dict[str, bytes]) -> None:
+def test_my_avatars_with_a_token_when_the_service_requires_one(browser, auth_api, photos: dict[str, bytes],
+                                                               coffee_jpeg: bytes) -> None:
     base_url, stack = auth_api
     user = f"web-{uuid.uuid4().hex[:8]}"
     token = mint_token(stack.settings, user, timedelta(hours=1))
-    coffee = encode_jpeg(__import__("skimage").data.coffee())
     with browsing(browser, base_url) as session:
         page = session.page
         choose_photos(session, photos)
@@ -367,7 +381,7 @@ def test_my_avatars_with_a_token_when_the_service_requires_one(browser, auth_api
 
         page.click('a[data-tab="create"]')
         first = make_avatar_through_the_page(session)
-        choose_photos(session, {"left": coffee})  # no face: the head is made without the left view
+        choose_photos(session, {"left": coffee_jpeg})  # no face: the head is made without the left view
         wait_for_message(session, "left", "Ready")
         second = make_avatar_through_the_page(session)
         warnings = page.locator("#progress-warnings")

@@ -42,6 +42,10 @@ async function makeAvatar(files) {
       progress.lost(`Lost track of the avatar (${error.message}). It may still finish: look for it under "My avatars", or send the photos again.`);
       return;
     }
+    // A job that failed over one photo (no face in it, unreadable): say so beside that photo.
+    if (status.status === 'failed' && VIEWS.includes(status.error?.view)) {
+      upload.refuse(status.error.view, `${status.error.message}. Choose another ${status.error.view} photo.`);
+    }
     if (status.status !== 'completed') return;
     const extras = await viewer.open(accepted.avatarId, byId('progress'));
     // The service's own warnings when it gives them; else what the GLB says about the views it used.

@@ -137,22 +137,20 @@ export class UploadForm {
         const view = VIEWS.includes(verdict.field) ? verdict.field : VIEWS[index];
         const slot = this.slots[view];
         if (!slot || index >= VIEWS.length) return;
-        if (verdict.valid) {
-          say(slot.message, `${verdict.filename ?? view}: accepted by the service.`, 'ok');
-        } else {
-          slot.valid = false;
-          slot.fieldset.classList.add('invalid');
-          slot.fieldset.classList.remove('valid');
-          say(slot.message, `${verdict.filename ?? view}: ${verdict.error}`, 'error');
-        }
+        if (!verdict.valid) this.refuse(view, `${verdict.filename ?? view}: ${verdict.error}`);
       });
     }
     say(this.formMessage, details ? `${error.message}: see the message beside each photo.` : error.message, 'error');
     this.update();
   }
 
-  clearFormMessage() {
-    say(this.formMessage, '');
+  /** Mark `view`'s photo as one to replace, with `message` beside it. */
+  refuse(view, message) {
+    const slot = this.slots[view];
+    slot.valid = false;
+    slot.fieldset.classList.add('invalid');
+    slot.fieldset.classList.remove('valid');
+    say(slot.message, message, 'error');
     this.update();
   }
 }
