@@ -232,6 +232,9 @@ def test_upload_follow_view_and_download(browser, stack: LocalStack, photos: dic
         page = session.page
         assert page.locator("#submit").is_disabled()
         # By keyboard alone: tab to the front slot's button, open the file chooser with Enter.
+        # (A listener turns on playwright's file-chooser interception, which it does not wait
+        # for: turned on here, it is on before Enter is pressed.)
+        page.on("filechooser", lambda chooser: None)
         for _ in range(10):
             page.keyboard.press("Tab")
             if page.evaluate("() => document.activeElement.dataset.pick") == "front":
@@ -409,6 +412,9 @@ def test_my_avatars_with_a_token_when_the_service_requires_one(browser, auth_api
         pixels = np.asarray(Image.open(io.BytesIO(thumbnail.screenshot())).convert("L"))
         assert pixels.std() > 20, "the thumbnail is blank"
 
+        with page.expect_download() as download:
+            page.locator(".avatar-card").get_by_role("button", name="Download").click()
+        assert Path(download.value.path()).read_bytes()[:4] == b"glTF"
         page.locator(".avatar-card").get_by_role("button", name="Open").click()
         page.wait_for_selector('#viewer[data-state="ready"]')
         page.on("dialog", lambda dialog: dialog.accept())
