@@ -52,7 +52,8 @@ export async function readEnvelope(response) {
 }
 
 export function envelopeError(status, body, headers = null) {
-  if (body && typeof body.error === 'string') return new ApiError(status, body.error, body.details ?? null, headers);
+  const message = typeof body?.error === 'string' ? body.error : body?.error?.message;
+  if (typeof message === 'string') return new ApiError(status, message, body.details ?? null, headers);
   if (status === 0) return new ApiError(0, 'The service could not be reached. Check your connection and try again.');
   return new ApiError(status, `The service answered ${status} without an explanation. Try again in a minute.`);
 }
