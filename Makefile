@@ -2,14 +2,20 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# What `make run` needs (the service, the embedded Redis and store), and on top of it what the
-# tests and `make models` need (model-build tools, test tools, the Node test tools).
+# What `make run` needs (the service, the embedded Redis and store, the web page's script), and on
+# top of it what the tests and `make models` need (model-build and test tools, the Node test tools).
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+NODE_RUN_STAMP := node_modules/.installed-run
+NODE_DEV_STAMP := node_modules/.installed-dev
+WEB_BUNDLE := web/static/build/app.js
+# The browser tests drive Debian's chromium through playwright (playwright's own browser download
+# is not used).
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: install run test bench models clean
 
-install: $(DEV_STAMP) node_modules/.installed
+install: $(DEV_STAMP) $(NODE_DEV_STAMP) $(WEB_BUNDLE)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,15 +29,28 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
-# The Khronos glTF validator and three.js, run with node by the tests.
-node_modules/.installed: package.json
-	npm install --no-audit --no-fund --silent
-	touch node_modules/.installed
+# three.js and esbuild for the web page; with the dev dependencies, the Khronos glTF validator the
+# tests run with node.
+$(NODE_RUN_STAMP): package.json
+	npm install --omit=dev --no-audit --no-fund --silent
+	touch $@
 
-run: $(RUN_STAMP)
+$(NODE_DEV_STAMP): package.json
+	npm install --no-audit --no-fund --silent
+	touch $@ $(NODE_RUN_STAMP)
+
+# The web page's script: web/src and three.js bundled into one file the API serves.
+$(WEB_BUNDLE): $(NODE_RUN_STAMP) $(wildcard web/src/*.js)
+	npm run --silent build:web
+
+$(CHROMIUM):
+	@{ [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "chromium could not be installed (run 'apt-get install chromium' as root): the browser tests will fail." >&2
+
+run: $(RUN_STAMP) $(WEB_BUNDLE)
 	$(VENV)/bin/avatar up
 
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q
 
 bench: install
@@ -42,4 +61,4 @@ models: install
 	$(PY) models/build.py
 
 clean:
-	rm -rf $(VENV) node_modules build var .pytest_cache
+	rm -rf $(VENV) node_modules build var .pytest_cache web/static/build

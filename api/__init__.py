@@ -13,6 +13,7 @@ from api.errors import register_error_handlers
 from api.limits import init_limits
 from api.services import Services
 from jobs.settings import Settings, check_exposure
+from web import page as web_page
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     except Exception as exc:
         log.warning("could not create the audit indexes yet: %s", exc)
 
-    for blueprint in (avatars.bp, status.bp, health.bp):
+    for blueprint in (avatars.bp, status.bp, health.bp, web_page.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     # The audit hooks first: a request the limiter refuses is still given an id and recorded.
     init_audit(app, svc.audit)
-    init_limits(app, settings)
+    limiter = init_limits(app, settings)
+    # The page and its files are not API calls: reloading it must not use up a client's requests.
+    limiter.exempt(web_page.bp)
     if settings.cors_origins:
         CORS(app, origins=settings.cors_origins, expose_headers=CORS_EXPOSED_HEADERS, max_age=600)
     timing.init_app(app)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import fnmatch
+import json
 import re
 import shlex
 import tomllib
@@ -120,12 +121,26 @@ def test_each_image_copies_every_package_the_project_installs(service: str) -> N
     needed |= {f"{module}.py" for module in project["py-modules"]}
     copied: set[str] = set()
     for line in dockerfile_lines(DOCKERFILES[service]):
-        if line.startswith("COPY "):
+        if line.startswith("COPY ") and "--from=" not in line:  # not from another build stage
             sources = shlex.split(line[5:])[:-1]
             for source in sources:
                 assert (ROOT / source).exists(), f"{DOCKERFILES[service]} copies {source}: not in the repo"
             copied.update(sources)
     assert needed <= copied, f"{DOCKERFILES[service]} does not copy {sorted(needed - copied)}"
+
+
+def test_the_api_image_builds_the_web_page_script_as_make_install_does() -> None:
+    """The page's script is not in the repository: the API image must build it with the same npm
+    script as ``make install`` and copy the result to where the package expects it."""
+    lines = dockerfile_lines(DOCKERFILES["api"])
+    scripts = json.loads((ROOT / "package.json").read_text())["scripts"]
+    assert "RUN npm run build:web" in lines
+    outfile = re.search(r"--outfile=(\S+)", scripts["build:web"]).group(1)
+    built_dir = str(Path(outfile).parent)
+    make_bundle = re.search(r"^WEB_BUNDLE := (\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert make_bundle == outfile
+    assert any(re.fullmatch(rf"COPY --from=\S+ /\S+/{re.escape(built_dir)} {re.escape(built_dir)}", line)
+               for line in lines), f"{DOCKERFILES['api']} does not copy the built {built_dir}"
 
 
 def container_argv(compose: dict[str, Any], service: str, hostname: str = "host1") -> list[str]:

@@ -1,0 +1,1 @@
+"""The service's own web page: upload three photos, follow the job, view and download the head."""
