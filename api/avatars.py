@@ -12,9 +12,9 @@ from flask import Blueprint, Response, request
 from api import audit, idempotency, timing
 from api.auth import current_owner, require_owner
 from api.bodies import accepted_body, completed_body, info_body, list_item, ok, status_url
-from api.errors import BadRequest, Conflict, Gone, ServiceUnavailable, Unprocessable
+from api.errors import BadRequest, Conflict, Gone, RequestTimeout, ServiceUnavailable, Unprocessable
 from api.lookup import load_job
-from api.multipart import read_form
+from api.multipart import read_form, upload_deadline
 from api.sending import send_stored_file
 from api.services import Services, services
 from api.uploads import Upload, validate_uploads
@@ -38,7 +38,7 @@ def generate() -> Response:
     wait_s = prefer_wait_seconds(request.headers.get("Prefer"), svc.settings.max_wait_s)
     key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     with timing.step("parse"):
-        parts = read_form(request.stream, request.content_type, svc.settings.max_image_bytes)
+        parts = _read_upload(svc)
     claim = None
     if key is not None:
         with timing.step("idempotency"):
@@ -62,6 +62,19 @@ def generate() -> Response:
         finally:
             waiting.close()
     return _respond(job, wait_s)
+
+
+def _read_upload(svc: Services):
+    """The form's parts, read within UPLOAD_TIMEOUT_S (408 for a client still sending after it)."""
+    seconds = svc.settings.upload_timeout_s
+    with upload_deadline(request.environ, seconds) as expired:
+        try:
+            return read_form(request.stream, request.content_type, svc.settings.max_image_bytes)
+        except Exception:
+            if not expired():
+                raise
+    raise RequestTimeout(f"The upload took longer than {seconds:g} s, so it was stopped. Send the photos "
+                         "again over a faster connection, or smaller photos.", None, {"Connection": "close"})
 
 
 def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, FinishedWait | None]:

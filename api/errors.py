@@ -48,6 +48,10 @@ class NotFound(ApiError):
     status = 404
 
 
+class RequestTimeout(ApiError):
+    status = 408
+
+
 class Conflict(ApiError):
     status = 409
 

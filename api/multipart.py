@@ -18,9 +18,12 @@ Anything malformed (no boundary, a part without a name, no closing delimiter, to
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from werkzeug.http import parse_options_header
 
@@ -85,6 +88,35 @@ def read_form(stream: IO[bytes], content_type: str | None, max_part_bytes: int) 
     if not boundary or len(boundary) > 200:
         raise BadRequest(MALFORMED.format(what="the Content-Type has no usable boundary"))
     return FormData(_FormReader(stream, boundary, max_part_bytes).parts())
+
+
+@contextlib.contextmanager
+def upload_deadline(environ: Mapping[str, Any], seconds: float) -> Iterator[Callable[[], bool]]:
+    """Bound how long the request's body may take to arrive: once ``seconds`` have passed, the
+    connection is shut for reading, so the read in progress ends at once (as a body cut short).
+    Yields a function that says whether that happened, to answer 408 rather than 400.
+
+    A client that trickles its upload would otherwise hold its connection for as long as it likes.
+    Only under gunicorn (which puts the socket in ``gunicorn.socket``); elsewhere, nothing is bounded.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None or seconds <= 0:
+        yield lambda: False
+        return
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired.is_set
+    finally:
+        timer.cancel()
 
 
 def split_parts(body: bytes, boundary: bytes, max_part_bytes: int = 1 << 62) -> FormData:

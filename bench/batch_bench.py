@@ -40,7 +40,7 @@ def local_stack(root: Path, worker_processes: int, nodes: int = 1) -> Iterator[s
         mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=root / "logs" / "mongo.log")
         processes.append(mongo_proc)
         settings = localstack.stack_settings(redis_url, mongo_uri, root / "data", **{
-            "worker_concurrency": worker_processes, "api_workers": 2, "api_threads": 8})
+            "worker_concurrency": worker_processes, "api_workers": 2, "api_connections": 1000})
         port = settings.port
         localstack.wait_redis(redis_url, redis_proc)
         per_node = max(1, worker_processes // nodes)

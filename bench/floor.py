@@ -61,7 +61,7 @@ def http_post_ms(root: Path, views: dict[str, bytes]) -> tuple[float, float]:
     """Median of POSTing the three photos as multipart to ``raw_body_app``, served as the API is;
     and the server's CPU ms per POST."""
     settings = localstack.stack_settings("redis://unused", "mongodb://unused", root / "data",
-                                         api_workers=1, api_threads=8)
+                                         api_workers=1, api_connections=1000)
     argv = localstack.api_command(settings, app="bench.floor:raw_body_app")
     server = subprocess.Popen(argv, cwd=localstack.REPO_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

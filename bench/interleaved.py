@@ -66,7 +66,7 @@ def run_interleaved(rounds: int = 3, sides: tuple[int, ...] = (1024, 4096), late
     defaults = Settings.from_env()
     measured: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
-        stack = BenchStack(Path(tmp), workers, defaults.api_workers, defaults.api_threads)
+        stack = BenchStack(Path(tmp), workers, defaults.api_workers, defaults.api_connections)
         try:
             for side in sides:  # warm-up: the first avatars of each size, both sides
                 run_pipeline(photos[side], models)

@@ -97,13 +97,13 @@ class BenchStack:
     """A private local stack as `avatar up` runs it: Redis, the store, ``workers`` single-process
     (solo) worker nodes, the API."""
 
-    def __init__(self, root: Path, workers: int, api_workers: int, api_threads: int):
+    def __init__(self, root: Path, workers: int, api_workers: int, api_connections: int):
         self.root = root
         self.processes: dict[str, Any] = {}
         redis_url, self.processes["redis"] = localstack.start_redis(root / "redis", persist=False)
         mongo_uri, self.processes["mongodb"] = localstack.start_mongo(None, log_path=root / "mongo.log")
         self.settings = localstack.stack_settings(redis_url, mongo_uri, root / "data", **{
-            "worker_concurrency": workers, "api_workers": api_workers, "api_threads": api_threads})
+            "worker_concurrency": workers, "api_workers": api_workers, "api_connections": api_connections})
         self.port = self.settings.port
         localstack.wait_redis(redis_url, self.processes["redis"])
         nodes = localstack.start_solo_workers(self.settings, ("cpu", "gpu"), workers, WORKER_NAME, root)
@@ -246,17 +246,17 @@ def measure_throughput(stack: BenchStack, views: Mapping[str, bytes], requests: 
 def run_service_bench(sides: tuple[int, ...] = (1024, 4096), requests_per_size: int = 30,
                       throughput_requests: int = 120, workers: int = 2, clients: int = 4,
                       warmup: int = 5, api_workers: int | None = None,
-                      api_threads: int | None = None) -> dict[str, Any]:
+                      api_connections: int | None = None) -> dict[str, Any]:
     """Start a private stack, measure, stop it; returns the numbers as a dict.
 
     The API runs with the gunicorn workers and threads `avatar up` would use unless told otherwise.
     """
-    defaults = Settings.from_env()  # API_WORKERS / API_THREADS apply, as for `avatar up`
+    defaults = Settings.from_env()  # API_WORKERS / API_CONNECTIONS apply, as for `avatar up`
     api_workers = api_workers or defaults.api_workers
-    api_threads = api_threads or defaults.api_threads
+    api_connections = api_connections or defaults.api_connections
     photos = {side: avatar_views(side) for side in sides}
     with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
-        stack = BenchStack(Path(tmp), workers, api_workers, api_threads)
+        stack = BenchStack(Path(tmp), workers, api_workers, api_connections)
         try:
             providers = stack.worker_providers()
             measure_latency(stack, photos[sides[0]], warmup)
@@ -266,7 +266,7 @@ def run_service_bench(sides: tuple[int, ...] = (1024, 4096), requests_per_size: 
             stack.stop()
     return {
         "stack": {"workerProcesses": workers, "workerPool": "solo", "apiWorkers": api_workers,
-                  "apiThreads": api_threads, "workerProviders": providers},
+                  "apiConnections": api_connections, "workerProviders": providers},
         "postToCompleted": latency,
         "throughput": {"photos": f"3x{sides[0]}", "workerProcesses": workers, **throughput},
     }

@@ -266,9 +266,12 @@ def api_command(settings: Settings, bind: str | None = None, app: str = "api.wsg
     """The gunicorn command line serving ``app`` (the API's, unless a benchmark serves its own)."""
     return [sys.executable, "-m", "gunicorn",
             "--bind", bind or f"{settings.host}:{settings.port}",
-            # Threads, because ``Prefer: wait`` parks a request for up to a minute.
-            "--worker-class", "gthread", "--workers", str(settings.api_workers),
-            "--threads", str(settings.api_threads),
+            # gevent: a request that waits (``Prefer: wait``, a download of a running job) or a client
+            # that sends slowly holds a greenlet, not a thread. With gthread's 8 threads a process,
+            # 16 slow connections left no thread for /health on 2 workers; under gevent 50 slow
+            # connections and 16 waits left /health answering in 5-18 ms (tests/integration/test_slow_clients.py).
+            "--worker-class", "gevent", "--workers", str(settings.api_workers),
+            "--worker-connections", str(settings.api_connections),
             "--timeout", str(settings.max_wait_s + 30), "--graceful-timeout", "10",
             "--access-logfile", "-", app]
 

@@ -62,14 +62,19 @@ class Settings:
     max_image_side: int = 4096
     # Upper bound for ``Prefer: wait=N``.
     max_wait_s: int = 60
+    # The longest an upload's body may take to arrive (408 after it): three 10 MB photos over a
+    # 4 Mbit/s line take ~60 s.
+    upload_timeout_s: float = 120.0
     # A download of a job still queued or running waits this long for its end before answering 409.
     download_wait_s: float = 30.0
     # Browser origins allowed to call the API (CORS), comma-separated, e.g.
     # "https://app.example.com,http://localhost:5173"; empty: none (same-origin pages only).
     cors_allowed_origins: str = ""
-    # gunicorn: worker processes and threads per process (threads serve long ``Prefer: wait`` requests).
+    # gunicorn: worker processes, and the connections each serves at once. The workers are gevent's
+    # (one greenlet per connection), so a slow client or a long ``Prefer: wait`` costs a greenlet,
+    # not one of a few threads.
     api_workers: int = 2
-    api_threads: int = 8
+    api_connections: int = 1000
     # Celery worker processes per `avatar worker` and ONNX threads per process.
     worker_concurrency: int = 2
     onnx_threads: int = 1

@@ -33,7 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         mongo_uri, mongo_proc = localstack.start_mongo(None, log_path=logs / "mongo.log")
         processes.append(mongo_proc)
         settings = localstack.stack_settings(redis_url, mongo_uri, root / "data", **{
-            "mongodb_db": "avatar_itest", "api_workers": 1, "api_threads": 8,
+            "mongodb_db": "avatar_itest", "api_workers": 1, "api_connections": 1000,
             "worker_concurrency": WORKER_PROCESSES,
             # Webhook tests post to a receiver on loopback, with a short back-off between attempts.
             "webhook_allow_private": True, "webhook_backoff_s": 0.3,

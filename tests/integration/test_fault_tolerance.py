@@ -63,7 +63,7 @@ class FleetStack:
 
 def _settings_for(root: Path, redis_url: str, mongo_uri: str) -> Settings:
     return localstack.stack_settings(redis_url, mongo_uri, root / "data", **{
-        "mongodb_db": "avatar_fault", "api_workers": 2, "api_threads": 8,
+        "mongodb_db": "avatar_fault", "api_workers": 2, "api_connections": 1000,
         "worker_concurrency": PROCESSES_PER_WORKER,
         # Short clocks, so recovery fits in the test: heartbeats and running marks live 3 s, a job
         # that has not moved for 3 s with no message and no worker is re-sent, checked every second.

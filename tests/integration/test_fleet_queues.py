@@ -24,7 +24,7 @@ def test_cpu_and_gpu_nodes_with_batched_inference(tmp_path) -> None:
     processes = []
     try:
         settings = start_redis_and_store(tmp_path, processes, mongodb_db="avatar_fleet", api_workers=1,
-                                         api_threads=8, inference_batch_max=4, inference_batch_window_ms=20.0)
+                                         api_connections=1000, inference_batch_max=4, inference_batch_window_ms=20.0)
         nodes = {"cpu": ("cpu-node@fleet", "2", "prefork"), "gpu": ("gpu-node@fleet", "4", "threads")}
         for queue, (hostname, concurrency, pool) in nodes.items():
             env = {**os.environ, **settings.to_env(), "WORKER_QUEUES": queue, "WORKER_HOSTNAME": hostname,

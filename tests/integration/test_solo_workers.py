@@ -23,7 +23,7 @@ def test_solo_nodes_share_the_jobs_and_enforce_the_stage_time_limit(tmp_path) ->
     processes = []
     try:
         settings = start_redis_and_store(tmp_path, processes, mongodb_db="avatar_solo", api_workers=1,
-                                         api_threads=4)
+                                         api_connections=1000)
         nodes = localstack.start_solo_workers(settings, ("cpu", "gpu"), 2, "solo@itest", tmp_path)
         processes.extend(nodes.values())
         base_url = start_api(settings, tmp_path, processes)
