@@ -145,39 +145,55 @@ def check_dimensions(header: ImageHeader, min_side: int = 224, max_side: int = 4
 
 
 def _parse_jpeg(data: bytes) -> tuple[ImageHeader, int]:
-    """Walk the JPEG markers up to the start-of-frame; return the header and the SOF offset."""
+    """Walk the JPEG markers; return the header and the start-of-frame offset.
+
+    The EXIF block usually comes before the frame header, but some writers put it after (the
+    standard allows APPn segments anywhere before the scan), so the walk goes on past the frame
+    header up to the start of scan, jumping from segment to segment. A file that ends before its
+    scan keeps what was found so far: the frame header is all the size check needs.
+    """
     n = len(data)
     pos = 2  # after SOI
     orientation = 1
+    frame: tuple[int, ...] | None = None  # precision, height, width, components, marker, offset
     while True:
         if pos >= n:
+            if frame is not None:
+                break
             raise PipelineError("invalid_image", TRUNCATED_HEADER_MESSAGE)
         if data[pos] != 0xFF:
             raise PipelineError("invalid_image", UNREADABLE_MESSAGE)
         while pos < n and data[pos] == 0xFF:  # any number of 0xFF fill bytes may precede a marker
             pos += 1
         if pos >= n:
+            if frame is not None:
+                break
             raise PipelineError("invalid_image", TRUNCATED_HEADER_MESSAGE)
         marker = data[pos]
         pos += 1
         if marker in _JPEG_STANDALONE_MARKERS:
             continue
+        if marker == 0xDA and frame is not None:  # the scan begins: no more headers
+            break
         if marker in (0xD8, 0xD9, 0xDA):  # SOI again, EOI or scan data before any frame header
             raise PipelineError("invalid_image", UNREADABLE_MESSAGE)
+        if pos + 2 > n and frame is not None:
+            break
         (length,) = struct.unpack_from(">H", data, pos)
         if length < 2:
             raise PipelineError("invalid_image", UNREADABLE_MESSAGE)
-        if marker in _JPEG_SOF_MARKERS:
-            precision, height, width, components = struct.unpack_from(">BHHB", data, pos + 2)
-            header = ImageHeader(
-                format="jpeg", width=width, height=height, orientation=orientation,
-                channels=components, bit_depth=precision,
-                progressive=marker in (0xC2, 0xC6, 0xCA, 0xCE))
-            return header, pos - 2
-        if marker == 0xE1 and data[pos + 2:pos + 8] == b"Exif\x00\x00":
+        if marker in _JPEG_SOF_MARKERS and frame is None:
+            frame = (*struct.unpack_from(">BHHB", data, pos + 2), marker, pos - 2)
+        elif marker == 0xE1 and data[pos + 2:pos + 8] == b"Exif\x00\x00" and orientation == 1:
             end = min(pos + length, n)
             orientation = _exif_orientation(bytes(data[pos + 8:end]))
         pos += length
+    precision, height, width, components, marker, offset = frame
+    header = ImageHeader(
+        format="jpeg", width=width, height=height, orientation=orientation,
+        channels=components, bit_depth=precision,
+        progressive=marker in (0xC2, 0xC6, 0xCA, 0xCE))
+    return header, offset
 
 
 def _exif_orientation(tiff: bytes) -> int:
