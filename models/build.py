@@ -307,6 +307,14 @@ def build_landmark_model(tflite_bytes: bytes, nchwc_friendly: bool = True) -> on
     ))
 
 
+def _any_anchor_count(graph: onnx.GraphProto) -> None:
+    """Let the final Reshapes take as many anchors as the input size gives ([0, -1, k])."""
+    for init in graph.initializer:
+        value = onnx.numpy_helper.to_array(init)
+        if value.dtype == np.int64 and value.shape == (3,) and value[0] == 0:
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array([0, -1, value[2]], np.int64), init.name))
+
+
 def build_detector_model(tflite_bytes: bytes, nchwc_friendly: bool = True, full_range: bool = False) -> onnx.ModelProto:
     """Short range: [N,3,128,128] RGB [0,1] -> regressors [N,896,16], scores [N,896,1] (logits).
     Full range: [N,3,192,192] -> regressors [N,2304,16], scores [N,2304,1]."""
@@ -318,6 +326,7 @@ def build_detector_model(tflite_bytes: bytes, nchwc_friendly: bool = True, full_
     if full_range:  # this file leaves its outputs unnamed (Identity, Identity_1)
         _rename(g, "Identity", "regressors")
         _rename(g, "Identity_1", "scores")
+        _any_anchor_count(g)
     else:
         _rename(g, "classificators", "scores")
     size = V.FULL_RANGE_INPUT if full_range else V.DETECTOR_INPUT
@@ -332,12 +341,15 @@ def build_detector_model(tflite_bytes: bytes, nchwc_friendly: bool = True, full_
         helper.make_tensor("pre/one", TensorProto.FLOAT, [], [1.0]),
     ]
     num_anchors = sum(grid * grid * per_cell for grid, per_cell in grids)
+    # The full-range network is fully convolutional: it also runs on any H x W that is a multiple
+    # of 32, with one anchor per 4x4 pixels (a photo searched at its own resolution in one run).
+    height, width, anchors = ("H", "W", "A") if full_range else (size, size, num_anchors)
     graph = helper.make_graph(
         pre + list(g.node), name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, width])],
         [
-            helper.make_tensor_value_info("regressors", TensorProto.FLOAT, ["N", num_anchors, 16]),
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", num_anchors, 1]),
+            helper.make_tensor_value_info("regressors", TensorProto.FLOAT, ["N", anchors, 16]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", anchors, 1]),
         ],
         inits + list(g.initializer),
     )
@@ -611,6 +623,10 @@ For faces far from the camera (down to about a tenth of the input's height; the 
 needs about a sixth). Same outputs, keypoints and [-1, 1] mapping as the short-range model, with:
 
 - input `input`: float32 `[N, 3, 192, 192]`, RGB in [0, 1]; letterbox to a square first.
+  The network is fully convolutional and the graph takes any `[N, 3, H, W]` with H and W
+  multiples of 32 (the final reshapes are `[0, -1, k]`): then it has one anchor per 4x4 pixels,
+  (H/4) x (W/4) of them, and sees a face of the same pixel size as in a 192-px input. That is how
+  the pipeline searches a whole photo for small faces in one run.
 - output `regressors`: float32 `[N, 2304, 16]` in 192-px input units; `scores`: `[N, 2304, 1]`
   logits (the TFLite file names them `Identity` and `Identity_1`). MediaPipe keeps detections
   above 0.6 for this model.
