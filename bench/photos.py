@@ -53,15 +53,37 @@ def encode_jpeg(rgb: np.ndarray, side: int | None = None, quality: int = 90) -> 
     return buf.tobytes()
 
 
+# How far the astronaut's head is turned in the side views ``avatar_views`` makes.
+SIDE_VIEW_YAW_DEG = 30.0
+
+
 def avatar_views(side: int) -> dict[str, bytes]:
-    """Front, left and right JPEGs of ``side`` px, all of the astronaut (the sides are her photo
-    and its mirror image: the same work for the pipeline as turned views, one person's texture)."""
-    face = astronaut_rgb()
-    return {
-        "front": encode_jpeg(face, side),
-        "left": encode_jpeg(face, side),
-        "right": encode_jpeg(np.ascontiguousarray(face[:, ::-1]), side),
-    }
+    """Front, left and right JPEGs of ``side`` px, all of the astronaut: her photo in front, and
+    her head as the pipeline rebuilds it from that photo (its shape and texture, on a skull and
+    neck), rendered turned 30° each way. No package ships three views of one person; these are
+    the same face, so every check that side views show the front's person passes, and the
+    pipeline does the work of real turned views."""
+    left, right = _astronaut_turned()
+    return {"front": encode_jpeg(astronaut_rgb(), side), "left": encode_jpeg(left, side),
+            "right": encode_jpeg(right, side)}
+
+
+@lru_cache(maxsize=1)
+def _astronaut_turned() -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut's rebuilt head rendered from her left and her right (512 px, her face as
+    large in the frame as in her photo)."""
+    from bench.synthetic import make_synthetic_subject
+    from pipeline.models import FaceModels
+    from pipeline.stages import run_pipeline
+
+    photo = encode_jpeg(astronaut_rgb())
+    alone = run_pipeline({"front": photo, "left": photo, "right": photo}, FaceModels.load(),
+                         fusion_views=("front",))
+    (_, _), face_height = SUBJECT_FACES["astronaut"]
+    head = make_synthetic_subject(alone.texture, alone.vertices * 100.0, face_share=face_height / 512)
+    size = astronaut_rgb().shape[0]
+    # The "left" photo shows the subject's left side: the head turns to its right (negative yaw).
+    return head.render(-SIDE_VIEW_YAW_DEG, size), head.render(SIDE_VIEW_YAW_DEG, size)
 
 
 # -- a group photo, and test photos with small faces among others -----------------------------------

@@ -320,7 +320,7 @@ def _parse_webp(data: bytes) -> ImageHeader:
 
 
 def decode_image(data: bytes, *, max_side: int | None = 1024,
-                 header: ImageHeader | None = None) -> np.ndarray:
+                 header: ImageHeader | None = None, shrink: bool = True) -> np.ndarray:
     """Decode an uploaded photo to an upright RGB uint8 array no larger than ``max_side``.
 
     Parameters
@@ -330,6 +330,10 @@ def decode_image(data: bytes, *, max_side: int | None = 1024,
     max_side
         Longest side of the result; larger images are shrunk (never enlarged) with INTER_AREA.
         None keeps the full resolution.
+    shrink
+        False: stop at the JPEG's reduced decode (the smallest DCT scale whose longest side is at
+        least ``max_side``) without shrinking the rest of the way; for callers that cut a part
+        out and resize only that.
     header
         The result of ``read_header(data)`` when the caller already has it.
 
@@ -371,8 +375,8 @@ def decode_image(data: bytes, *, max_side: int | None = 1024,
         raise PipelineError("invalid_image", CORRUPT_MESSAGE)
 
     image = _to_bgr8(image)
-    if max_side is not None:
-        image = _shrink(image, max_side)
+    if max_side is not None and shrink:
+        image = shrink_to(image, max_side)
     return _orient_rgb(image, header.orientation)
 
 
@@ -429,7 +433,7 @@ def _over_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return cv2.blendLinear(color, white, weight, 255.0 - weight)
 
 
-def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+def shrink_to(image: np.ndarray, max_side: int) -> np.ndarray:
     """INTER_AREA resize so the longest side is ``max_side``; never enlarges."""
     height, width = image.shape[:2]
     longest = max(height, width)
