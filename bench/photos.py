@@ -72,6 +72,17 @@ def avatar_views(side: int) -> dict[str, bytes]:
 def _astronaut_turned() -> tuple[np.ndarray, np.ndarray]:
     """The astronaut's rebuilt head rendered from her left and her right (512 px, her face as
     large in the frame as in her photo)."""
+    head = astronaut_head()
+    size = astronaut_rgb().shape[0]
+    # The "left" photo shows the subject's left side: the head turns to its right (negative yaw).
+    return head.render(-SIDE_VIEW_YAW_DEG, size), head.render(SIDE_VIEW_YAW_DEG, size)
+
+
+@lru_cache(maxsize=4)
+def astronaut_head(width: float = 1.0, height: float = 1.0):
+    """The astronaut's head as the pipeline rebuilds it from her photo alone (shape and texture,
+    on a synthetic skull and neck: ``bench.synthetic.SyntheticSubject``), its face scaled by
+    ``width`` and ``height`` (1, 1: her own; otherwise a face of another shape)."""
     from bench.synthetic import make_synthetic_subject
     from pipeline.models import FaceModels
     from pipeline.stages import run_pipeline
@@ -80,10 +91,8 @@ def _astronaut_turned() -> tuple[np.ndarray, np.ndarray]:
     alone = run_pipeline({"front": photo, "left": photo, "right": photo}, FaceModels.load(),
                          fusion_views=("front",))
     (_, _), face_height = SUBJECT_FACES["astronaut"]
-    head = make_synthetic_subject(alone.texture, alone.vertices * 100.0, face_share=face_height / 512)
-    size = astronaut_rgb().shape[0]
-    # The "left" photo shows the subject's left side: the head turns to its right (negative yaw).
-    return head.render(-SIDE_VIEW_YAW_DEG, size), head.render(SIDE_VIEW_YAW_DEG, size)
+    return make_synthetic_subject(alone.texture, alone.vertices * 100.0 * np.array([width, height, 1.0]),
+                                  face_share=face_height / astronaut_rgb().shape[0])
 
 
 # -- a group photo, and test photos with small faces among others -----------------------------------

@@ -32,6 +32,7 @@ from pipeline.morphs import build_morph_targets
 from pipeline.models import LANDMARK_INPUT_SIZE, FaceModels
 from pipeline.texture import (bake_atlas, check_texture_size, encode_jpeg, face_pixels_for_texture, texture_size_for,
                               texture_size_for_height)
+from pipeline.view_checks import check_side_views, dropped
 
 # Longest side every photo is first decoded to (JPEG straight to it) to find the faces: the
 # detectors see a face of 6% of the height at 23 px there, and search at 42 px (pipeline.detect).
@@ -220,8 +221,6 @@ def validate_upload(view: str, data: bytes) -> ImageHeader:
     return header
 
 
-def _side_view_dropped(view: str, why: str) -> str:
-    return f"{view}: {why}; the avatar was built without this view"
 
 
 def prepare_views(images: Mapping[str, bytes], models: FaceModels,
@@ -252,7 +251,7 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
         views = [VIEWS[0]]
         for view in VIEWS[1:]:
             if images[view] == images["front"]:
-                warnings.append(_side_view_dropped(view, SAME_PHOTO_AS_FRONT))
+                warnings.append(dropped(view, SAME_PHOTO_AS_FRONT))
             else:
                 views.append(view)
         first = dict(zip(views, _decode_all([photos[v].decode_for_detection for v in views])))
@@ -262,7 +261,7 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
         small = {view: shrink_to(image, DETECT_SIDE) for view, image in first.items()}
         for view in views[1:]:
             if same_pixels(small[view], small["front"]):
-                warnings.append(_side_view_dropped(view, SAME_PHOTO_AS_FRONT))
+                warnings.append(dropped(view, SAME_PHOTO_AS_FRONT))
                 del first[view], small[view]
         found = dict(zip(small, detect_faces(models, list(small.values()))))
     faces: dict[str, Detection] = {}
@@ -270,7 +269,7 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
         if not view_faces:
             if view == "front":
                 raise PipelineError("no_face", "no face found", view)
-            warnings.append(_side_view_dropped(view, "no face found"))
+            warnings.append(dropped(view, "no face found"))
             continue
         if len(view_faces) > 1:
             warnings.append(f"{view}: {len(view_faces)} faces found; the largest was used")
@@ -395,7 +394,7 @@ def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmark
         elif view == "front":
             raise PipelineError("no_face", "no face found", view)
         else:
-            warnings.append(_side_view_dropped(view, "the face could not be fitted"))
+            warnings.append(dropped(view, "the face could not be fitted"))
     return ViewLandmarks([prepared.views[i] for i in keep], points[keep], scores[keep], warnings, timings)
 
 
@@ -408,9 +407,13 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks,
     """
     topo = load_topology()
     timings = {**prepared.timings_ms, **landmarks.timings_ms}
-    fitted = landmarks.by_view()
-    used = [v for v in landmarks.views if v == "front" or fusion_views is None or v in fusion_views]
-    images = dict(zip(prepared.views, prepared.images))
+    with _timed(timings, "mesh"):
+        checked = check_side_views(landmarks.by_view(), topo)
+    # The views as the checks placed them: a swapped photo is used as the side it shows.
+    fitted = {label: landmarks.by_view()[view] for label, view in checked.photos.items()}
+    photos = dict(zip(prepared.views, prepared.images))
+    images = {label: photos[view] for label, view in checked.photos.items()}
+    used = [v for v in VIEWS if v in fitted and (v == "front" or fusion_views is None or v in fusion_views)]
     front_points = fitted["front"]
     with _timed(timings, "mesh"):
         fused = fuse_views({v: fitted[v] for v in used}, topo)
@@ -446,7 +449,7 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks,
         facial_features=features,
         mesh_info={"vertexCount": int(len(positions)), "faceCount": int(len(topo.triangles))},
         timings_ms=timings,
-        warnings=list(prepared.warnings) + list(landmarks.warnings),
+        warnings=list(prepared.warnings) + list(landmarks.warnings) + checked.warnings,
         vertices=positions,
         texture=texture,
     )
