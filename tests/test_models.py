@@ -140,45 +140,29 @@ def test_landmark_batch_matches_single(landmark_session, landmark_outputs) -> No
     np.testing.assert_allclose(single[0], mesh[1], atol=1e-4)
 
 
-def test_detector_matches_tflite_and_finds_faces(detector_session) -> None:
-    names, imgs = zip(*V.detector_samples())
-    ref_reg, ref_cls = V.tflite_detector(V.tflite_runner(V.DETECTOR_TFLITE_PATH), list(imgs))
-    reg, cls = detector_session.run(None, {"input": V.to_nchw(list(imgs))})
+@pytest.mark.parametrize("full_range", [False, True], ids=["short_range", "full_range"])
+def test_detector_matches_tflite_and_finds_faces(full_range: bool) -> None:
+    onnx_path, tflite_path, size, threshold = (
+        (models.FULL_RANGE_DETECTOR_MODEL_PATH, V.FULL_RANGE_TFLITE_PATH, V.FULL_RANGE_INPUT, 0.6) if full_range
+        else (models.DETECTOR_MODEL_PATH, V.DETECTOR_TFLITE_PATH, V.DETECTOR_INPUT, 0.5))
+    names, imgs = zip(*V.detector_samples(size))
+    ref_reg, ref_cls = V.tflite_detector(V.tflite_runner(tflite_path), list(imgs))
+    reg, cls = _session(onnx_path).run(None, {"input": V.to_nchw(list(imgs))})
     assert reg.shape == ref_reg.shape and cls.shape == ref_cls.shape
     reg_diff, cls_diff = np.abs(reg - ref_reg).max(), np.abs(cls - ref_cls).max()
-    assert reg_diff < DETECTOR_TOL, f"regressors differ from TFLite by {reg_diff:.3g} (128-px units)"
+    assert reg_diff < DETECTOR_TOL, f"regressors differ from TFLite by {reg_diff:.3g} ({size}-px units)"
     assert cls_diff < DETECTOR_TOL, f"score logits differ from TFLite by {cls_diff:.3g}"
     for i, name in enumerate(names):
-        prob, box = V.best_face_box(reg[i], cls[i])
+        prob, box = V.best_face_box(reg[i], cls[i], full_range=full_range)
         if name not in V.FACE_CROPS:
-            assert prob < 0.5, (name, prob)
+            assert prob < threshold, (name, prob)
             continue
         assert prob > 0.8, (name, prob)
         # The decoded box centre (in photo pixels) lies in the middle of the known face crop.
-        _, scale, pad_x, pad_y = V.letterbox(V.sample_image(name), V.DETECTOR_INPUT)
+        _, scale, pad_x, pad_y = V.letterbox(V.sample_image(name), size)
         cx, cy = box[0] * scale - pad_x, box[1] * scale - pad_y
-        x0, y0, size = V.FACE_CROPS[name]
-        assert abs(cx - (x0 + size / 2)) < size / 6 and abs(cy - (y0 + size / 2)) < size / 6, (name, cx, cy)
-
-
-def test_full_range_detector_matches_tflite_and_finds_faces() -> None:
-    names, imgs = zip(*V.detector_samples(V.FULL_RANGE_INPUT))
-    ref_reg, ref_cls = V.tflite_detector(V.tflite_runner(V.FULL_RANGE_TFLITE_PATH), list(imgs))
-    reg, cls = _session(models.FULL_RANGE_DETECTOR_MODEL_PATH).run(None, {"input": V.to_nchw(list(imgs))})
-    assert reg.shape == ref_reg.shape == (3, 2304, 16) and cls.shape == ref_cls.shape == (3, 2304, 1)
-    reg_diff, cls_diff = np.abs(reg - ref_reg).max(), np.abs(cls - ref_cls).max()
-    assert reg_diff < DETECTOR_TOL, f"regressors differ from TFLite by {reg_diff:.3g} (192-px units)"
-    assert cls_diff < DETECTOR_TOL, f"score logits differ from TFLite by {cls_diff:.3g}"
-    for i, name in enumerate(names):
-        prob, box = V.best_face_box(reg[i], cls[i], full_range=True)
-        if name not in V.FACE_CROPS:
-            assert prob < 0.6, (name, prob)
-            continue
-        assert prob > 0.8, (name, prob)
-        _, scale, pad_x, pad_y = V.letterbox(V.sample_image(name), V.FULL_RANGE_INPUT)
-        cx, cy = box[0] * scale - pad_x, box[1] * scale - pad_y
-        x0, y0, size = V.FACE_CROPS[name]
-        assert abs(cx - (x0 + size / 2)) < size / 6 and abs(cy - (y0 + size / 2)) < size / 6, (name, cx, cy)
+        x0, y0, side = V.FACE_CROPS[name]
+        assert abs(cx - (x0 + side / 2)) < side / 6 and abs(cy - (y0 + side / 2)) < side / 6, (name, cx, cy)
 
 
 def test_sparse_weights_expand_like_tflite_would() -> None:
