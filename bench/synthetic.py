@@ -31,7 +31,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from bench.photos import avatar_views, encode_jpeg
+from bench.photos import encode_jpeg
 from models import load_topology
 from pipeline.preview import contact_sheet, project, rasterise, render_textured, write_png
 
@@ -181,11 +181,12 @@ class SyntheticSubject:
     context_triangles: np.ndarray  # [F,3]
     context_uvs: np.ndarray  # [V,2] into ``context_texture``
     context_texture: np.ndarray  # hair swatch (top half) and skin swatch (bottom half)
+    face_share: float = FACE_SHARE  # of the render's height, forehead to chin
 
     def frame(self, size: int) -> tuple[np.ndarray, float]:
-        """The render's centre and pixels per metre: the face spans ``FACE_SHARE`` of its height."""
+        """The render's centre and pixels per metre: the face spans ``face_share`` of its height."""
         v = self.face_vertices
-        return np.array([0.0, v[:, 1].mean() - 0.01, 0.0]), FACE_SHARE * size / float(np.ptp(v[:, 1]))
+        return np.array([0.0, v[:, 1].mean() - 0.01, 0.0]), self.face_share * size / float(np.ptp(v[:, 1]))
 
     def render(self, yaw_deg: float = 0.0, size: int = RENDER_SIZE, supersample: int = 2) -> np.ndarray:
         """A photo-like RGB render of the head turned by ``yaw_deg`` (see ``pipeline.preview``).
@@ -214,10 +215,12 @@ class SyntheticSubject:
         return screen
 
 
-def make_synthetic_subject(face_texture: np.ndarray) -> SyntheticSubject:
-    """The known head, with ``face_texture`` (a UV texture in the topology's layout) on its face."""
+def make_synthetic_subject(face_texture: np.ndarray, face_cm: np.ndarray | None = None,
+                           face_share: float = FACE_SHARE) -> SyntheticSubject:
+    """The known head, with ``face_texture`` (a UV texture in the topology's layout) on its face;
+    the face's shape is ``face_cm`` (canonical frame, cm), ``deform_canonical_face`` by default."""
     topo = load_topology()
-    face = deform_canonical_face(topo.vertices) / 100.0
+    face = (deform_canonical_face(topo.vertices) if face_cm is None else np.asarray(face_cm, np.float64)) / 100.0
     skull, skull_faces = _ellipsoid((0.0, 0.015, -0.04), (0.079, 0.115, 0.10))
     skull = _tuck_behind_face(skull, face, topo.triangles, margin=0.004)
     neck, neck_faces = _neck((0.0, -0.035), 0.055, y_top=-0.02, y_bottom=-0.30)
@@ -244,16 +247,16 @@ def make_synthetic_subject(face_texture: np.ndarray) -> SyntheticSubject:
         context_triangles=np.vstack([skull_faces, neck_faces + len(skull)]).astype(np.int32),
         context_uvs=uvs,
         context_texture=swatches,
+        face_share=face_share,
     )
 
 
 def real_face_texture(models) -> np.ndarray:
-    """The UV texture the pipeline bakes from the astronaut photo alone (a real face, frontal).
+    """The UV texture the pipeline bakes from the astronaut photo alone (a real face, frontal)."""
+    from bench.photos import astronaut_rgb
 
-    Only the front photo: ``avatar_views``' side photos are other pictures (a mirror image, another
-    person) that a multi-view texture would blend in.
-    """
-    return run_front_only(avatar_views(1024), models).texture
+    front = encode_jpeg(astronaut_rgb(), 1024)
+    return run_front_only({"front": front, "left": front, "right": front}, models).texture
 
 
 # -- comparing shapes -----------------------------------------------------------------------------

@@ -140,6 +140,11 @@ class Job:
         return self.doc.get("error")
 
     @property
+    def options(self) -> dict[str, Any]:
+        """What the client asked for beyond the photos (``textureSize``)."""
+        return dict(self.doc.get("options") or {})
+
+    @property
     def result(self) -> dict:
         return self.doc.get("result") or {}
 
@@ -233,10 +238,11 @@ class JobStore:
 
     def create(self, job_id: str, *, owner: str | None, uploads: Mapping[str, Mapping[str, Any]],
                client: Mapping[str, Any] | None = None, method: str = "image_upload",
-               callback_url: str | None = None) -> Job:
+               callback_url: str | None = None, options: Mapping[str, Any] | None = None) -> Job:
         """Insert a new ``queued`` job. Call before enqueueing, so a worker always finds the record.
 
-        ``callback_url`` (optional) receives a signed webhook when the job ends (``jobs.webhooks``).
+        ``callback_url`` (optional) receives a signed webhook when the job ends (``jobs.webhooks``);
+        ``options`` (optional) are the generation options the client chose (``textureSize``).
         """
         now = utcnow()
         doc = {
@@ -257,6 +263,8 @@ class JobStore:
             doc["expiresAt"] = now + self.result_retention
         if callback_url:
             doc["callbackUrl"] = callback_url
+        if options:
+            doc["options"] = dict(options)
         self.jobs.insert_one(doc)
         return Job(doc)
 
@@ -370,6 +378,11 @@ class JobStore:
         return self.jobs.update_one(query, update).modified_count == 1
 
     # -- webhooks ----------------------------------------------------------------------------
+
+    def options(self, job_id: str) -> dict[str, Any]:
+        """The job's generation options (``Job.options``) without reading the rest of the record."""
+        doc = self.jobs.find_one({"_id": job_id}, {"options": 1})
+        return dict((doc or {}).get("options") or {})
 
     def callback_url(self, job_id: str) -> str | None:
         """The job's webhook URL, if it was submitted with one."""

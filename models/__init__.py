@@ -14,9 +14,11 @@ import numpy as np
 MODELS_DIR = Path(__file__).resolve().parent
 LANDMARK_MODEL_PATH = MODELS_DIR / "face_landmark.onnx"  # [N,3,224,224] -> landmarks [N,468,3], face_score [N,1]
 DETECTOR_MODEL_PATH = MODELS_DIR / "face_detector.onnx"  # [N,3,128,128] -> regressors [N,896,16], scores [N,896,1]
+# BlazeFace full range, for small faces: [N,3,192,192] -> regressors [N,2304,16], scores [N,2304,1]
+FULL_RANGE_DETECTOR_MODEL_PATH = MODELS_DIR / "face_detector_full_range.onnx"
 TOPOLOGY_PATH = MODELS_DIR / "face_mesh_topology.npz"
 
-__all__ = ["LANDMARK_MODEL_PATH", "DETECTOR_MODEL_PATH", "TOPOLOGY_PATH", "Topology", "load_topology"]
+__all__ = ["LANDMARK_MODEL_PATH", "DETECTOR_MODEL_PATH", "FULL_RANGE_DETECTOR_MODEL_PATH", "TOPOLOGY_PATH", "Topology", "load_topology"]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Reads the TFLite flatbuffer with the `tflite` package and writes ONNX with the `onnx`
 helper API; no TensorFlow. It covers just the operators the MediaPipe face landmark and
-BlazeFace models use (see `SUPPORTED_OPS`) and raises on anything else.
+BlazeFace (short and full range) models use (see `SUPPORTED_OPS`) and raises on anything else.
+Sparse constants (the full-range detector's weights) are expanded to dense ones.
 
 Layout: TFLite is NHWC, ONNX convolutions are NCHW. Every rank-4 activation is kept in
 NCHW inside the ONNX graph (so convolutions need no transposes); weights are transposed
@@ -117,6 +118,9 @@ class TFLiteConverter:
             "RELU": self._relu,
             "RESHAPE": self._reshape,
             "CONCATENATION": self._concat,
+            "DENSIFY": self._densify,
+            "RESIZE_BILINEAR": self._resize_bilinear,
+            "DEPTH_TO_SPACE": self._depth_to_space,
         }
 
     # ---- tensors -----------------------------------------------------------------------------
@@ -140,7 +144,10 @@ class TFLiteConverter:
         dtype = _TFLITE_TO_NUMPY.get(t.Type())
         if dtype is None:
             raise ConversionError(f"tensor {self._name(idx)}: unsupported type {t.Type()}")
-        return np.frombuffer(data.tobytes(), dtype=dtype).reshape(self._shape(idx))
+        values = np.frombuffer(data.tobytes(), dtype=dtype)
+        if t.Sparsity() is not None:  # stored compressed; DENSIFY hands on the dense tensor
+            return densify(values, t.Sparsity(), self._shape(idx))
+        return values.reshape(self._shape(idx))
 
     def _const(self, idx: int) -> np.ndarray:
         if idx not in self.consts:
@@ -202,6 +209,30 @@ class TFLiteConverter:
         scale = np.asarray(scale, np.float32).reshape(axis_shape)
         zero = np.asarray(zero, np.float32).reshape(axis_shape)
         self.consts[outs[0]] = ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+
+    def _densify(self, op, ins, outs) -> None:
+        # The sparse weights were expanded when the constants were read: nothing is emitted.
+        self.consts[outs[0]] = self._const(ins[0])
+
+    def _resize_bilinear(self, op, ins, outs) -> None:
+        opts = self._options(op, tflite.ResizeBilinearOptions)
+        if opts.AlignCorners():
+            raise ConversionError("RESIZE_BILINEAR with align_corners is not supported")
+        _, in_h, in_w, _ = self._shape(ins[0])
+        _, out_h, out_w, _ = self._shape(outs[0])
+        base = self._name(outs[0])
+        # Scales rather than sizes: the batch dimension is dynamic. TensorFlow's half-pixel
+        # centres are ONNX's half_pixel (both clamp below 0 to the first pixel).
+        scales = self.g.const(f"{base}/scales", np.array([1, 1, out_h / in_h, out_w / in_w], np.float32))
+        mode = "half_pixel" if opts.HalfPixelCenters() else "asymmetric"
+        self._set(outs[0], self.g.node("Resize", [self._value(ins[0]), "", scales], base,
+                                       mode="linear", coordinate_transformation_mode=mode))
+
+    def _depth_to_space(self, op, ins, outs) -> None:
+        opts = self._options(op, tflite.DepthToSpaceOptions)
+        # TensorFlow's DEPTH_TO_SPACE orders the moved channels depth-column-row, ONNX's DCR mode.
+        self._set(outs[0], self.g.node("DepthToSpace", [self._value(ins[0])], self._name(outs[0]),
+                                       blocksize=opts.BlockSize(), mode="DCR"))
 
     def _conv(self, op, ins, outs) -> None:
         code = self._op_name(op)
@@ -419,7 +450,63 @@ class TFLiteConverter:
         return model
 
 
-SUPPORTED_OPS = ("DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "PRELU", "ADD", "MAX_POOL_2D", "PAD", "RELU", "RESHAPE", "CONCATENATION")
+SUPPORTED_OPS = ("DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "PRELU", "ADD", "MAX_POOL_2D", "PAD", "RELU",
+                 "RESHAPE", "CONCATENATION", "DENSIFY", "RESIZE_BILINEAR", "DEPTH_TO_SPACE")
+
+_DENSE, _SPARSE_CSR = 0, 1
+
+
+def _index_vector(dim: "tflite.DimensionMetadata", which: str) -> np.ndarray:
+    """A CSR dimension's segments or indices (a flatbuffer union of int32/uint16/uint8 vectors)."""
+    kind = getattr(dim, f"Array{which}Type")()
+    table = getattr(dim, f"Array{which}")()
+    vector = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind)
+    if vector is None or table is None:
+        raise ConversionError(f"unsupported sparse index vector type {kind}")
+    v = vector()
+    v.Init(table.Bytes, table.Pos)
+    return np.asarray(v.ValuesAsNumpy()).astype(np.int64)
+
+
+def densify(values: np.ndarray, sparsity: "tflite.SparsityParameters", shape: list[int]) -> np.ndarray:
+    """Expand a TFLite sparse constant to its dense ``shape``.
+
+    TFLite stores such a tensor as its non-zero ``values`` plus one metadata entry per dimension,
+    visited in ``traversal_order``: a dense dimension enumerates all its positions, a CSR one lists
+    ``segments`` (where each parent's run starts) and ``indices`` (the positions present). Blocked
+    dimensions (``block_map``) come after the tensor's own and multiply into the dimension they
+    split. A value's position in ``values`` is its flat position in that traversal.
+    """
+    rank = len(shape)
+    order = [int(i) for i in sparsity.TraversalOrderAsNumpy()] if sparsity.TraversalOrderLength() else list(range(rank))
+    block_map = [int(i) for i in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+    dims = [sparsity.DimMetadata(k) for k in range(sparsity.DimMetadataLength())]
+    csr = {k: (_index_vector(d, "Segments"), _index_vector(d, "Indices"))
+           for k, d in enumerate(dims) if d.Format() == _SPARSE_CSR}
+    block_sizes = {block_map[b]: dims[order.index(rank + b)].DenseSize() for b in range(len(block_map))}
+    dense = np.zeros(shape, values.dtype)
+    coords = [0] * len(order)
+
+    def walk(level: int, position: int) -> None:
+        if level == len(order):
+            index = list(coords[:rank])
+            for b, d in enumerate(block_map):
+                index[d] = index[d] * block_sizes[d] + coords[rank + b]
+            dense[tuple(index)] = values[position]
+            return
+        if dims[level].Format() == _DENSE:
+            size = dims[level].DenseSize()
+            for i in range(size):
+                coords[order[level]] = i
+                walk(level + 1, position * size + i)
+        else:
+            segments, indices = csr[level]
+            for j in range(segments[position], segments[position + 1]):
+                coords[order[level]] = int(indices[j])
+                walk(level + 1, j)
+
+    walk(0, 0)
+    return dense
 
 
 def convert(model_bytes: bytes, graph_name: str = "tflite", nchwc_friendly: bool = True) -> onnx.ModelProto:

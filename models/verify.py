@@ -17,10 +17,12 @@ import numpy as np
 SOURCE_DIR = Path(__file__).resolve().parent / "source"
 LANDMARK_TFLITE_PATH = SOURCE_DIR / "face_landmark.tflite"  # [1,192,192,3] RGB [0,1]
 DETECTOR_TFLITE_PATH = SOURCE_DIR / "face_detection_short_range.tflite"  # [1,128,128,3] RGB [-1,1]
+FULL_RANGE_TFLITE_PATH = SOURCE_DIR / "face_detection_full_range_sparse.tflite"  # [1,192,192,3] RGB [-1,1]
 
 LANDMARK_INPUT = 224  # contract crop size
 LANDMARK_NATIVE = 192  # what face_landmark.tflite takes
 DETECTOR_INPUT = 128
+FULL_RANGE_INPUT = 192
 
 # Square face crops (x0, y0, size) in the sample photos, found once with the ONNX detector
 # (box centre, 1.5x the larger box side, as mediapipe does before the landmark model) and
@@ -37,6 +39,9 @@ NON_FACE_CROP: tuple[str, tuple[int, int, int]] = ("coffee", (180, 40, 300))
 # anchor size 1.0, 2 anchors per cell and layer; layers with the same stride share a grid,
 # so 16x16 cells x 2 anchors (512) followed by 8x8 cells x 6 anchors (384).
 ANCHOR_GRIDS: tuple[tuple[int, int], ...] = ((16, 2), (8, 6))
+# BlazeFace full range (face_detection_full_range options): one layer of stride 4 on a 192 px input,
+# no interpolated scale, so one anchor per cell of a 48x48 grid (2304).
+FULL_RANGE_ANCHOR_GRIDS: tuple[tuple[int, int], ...] = ((48, 1),)
 
 
 @lru_cache(maxsize=None)
@@ -105,25 +110,27 @@ def landmark_samples() -> list[tuple[str, np.ndarray]]:
     return crops
 
 
-def detector_samples() -> list[tuple[str, np.ndarray]]:
-    """The reference detector inputs: whole photos letterboxed to 128 px (HWC float [0, 1])."""
-    return [(name, letterbox(sample_image(name), DETECTOR_INPUT)[0]) for name in ("astronaut", "grace_hopper", "coffee")]
+def detector_samples(size: int = DETECTOR_INPUT) -> list[tuple[str, np.ndarray]]:
+    """The reference detector inputs: whole photos letterboxed to ``size`` px (HWC float [0, 1])."""
+    return [(name, letterbox(sample_image(name), size)[0]) for name in ("astronaut", "grace_hopper", "coffee")]
 
 
-def anchor_centres() -> np.ndarray:
-    """[896, 2] anchor centres (x, y) in [0, 1] for BlazeFace short range, in output order."""
+def anchor_centres(grids: tuple[tuple[int, int], ...] = ANCHOR_GRIDS) -> np.ndarray:
+    """Anchor centres (x, y) in [0, 1] in output order: [896, 2] for BlazeFace short range (the
+    default), [2304, 2] for ``FULL_RANGE_ANCHOR_GRIDS``."""
     centres = []
-    for grid, per_cell in ANCHOR_GRIDS:
+    for grid, per_cell in grids:
         ys, xs = np.meshgrid((np.arange(grid) + 0.5) / grid, (np.arange(grid) + 0.5) / grid, indexing="ij")
         cells = np.stack([xs.ravel(), ys.ravel()], axis=1)
         centres.append(np.repeat(cells, per_cell, axis=0))
     return np.concatenate(centres).astype(np.float32)
 
 
-def best_face_box(regressors: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray]:
-    """Highest-scoring detection of one image: (probability, [cx, cy, w, h] in 128-px units)."""
+def best_face_box(regressors: np.ndarray, scores: np.ndarray, full_range: bool = False) -> tuple[float, np.ndarray]:
+    """Highest-scoring detection of one image: (probability, [cx, cy, w, h] in input pixels)."""
     k = int(np.argmax(scores[:, 0]))
-    centre = anchor_centres()[k] * DETECTOR_INPUT
+    grids, size = (FULL_RANGE_ANCHOR_GRIDS, FULL_RANGE_INPUT) if full_range else (ANCHOR_GRIDS, DETECTOR_INPUT)
+    centre = anchor_centres(grids)[k] * size
     box = regressors[k, :4].astype(np.float64).copy()
     box[:2] += centre
     prob = 1.0 / (1.0 + np.exp(-float(np.clip(scores[k, 0], -100, 100))))
@@ -167,6 +174,10 @@ def tflite_landmarks(run, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarr
 
 
 def tflite_detector(run, imgs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """TFLite BlazeFace on 128-px images (HWC [0, 1]): regressors [N, 896, 16], score logits [N, 896, 1]."""
+    """TFLite BlazeFace on letterboxed images (HWC [0, 1]): regressors [N, A, 16], score logits
+    [N, A, 1] (short range: 128 px, 896 anchors; full range: 192 px, 2304 anchors)."""
     outs = [run(img * 2.0 - 1.0) for img in imgs]  # the model takes [-1, 1]
-    return np.stack([o["regressors"] for o in outs]), np.stack([o["classificators"] for o in outs])
+    # The short-range file names its outputs; the full-range one calls them Identity, Identity_1.
+    regressors = [o.get("regressors", o.get("Identity")) for o in outs]
+    scores = [o.get("classificators", o.get("Identity_1")) for o in outs]
+    return np.stack(regressors), np.stack(scores)

@@ -145,39 +145,55 @@ def check_dimensions(header: ImageHeader, min_side: int = 224, max_side: int = 4
 
 
 def _parse_jpeg(data: bytes) -> tuple[ImageHeader, int]:
-    """Walk the JPEG markers up to the start-of-frame; return the header and the SOF offset."""
+    """Walk the JPEG markers; return the header and the start-of-frame offset.
+
+    The EXIF block usually comes before the frame header, but some writers put it after (the
+    standard allows APPn segments anywhere before the scan), so the walk goes on past the frame
+    header up to the start of scan, jumping from segment to segment. A file that ends before its
+    scan keeps what was found so far: the frame header is all the size check needs.
+    """
     n = len(data)
     pos = 2  # after SOI
     orientation = 1
+    frame: tuple[int, ...] | None = None  # precision, height, width, components, marker, offset
     while True:
         if pos >= n:
+            if frame is not None:
+                break
             raise PipelineError("invalid_image", TRUNCATED_HEADER_MESSAGE)
         if data[pos] != 0xFF:
             raise PipelineError("invalid_image", UNREADABLE_MESSAGE)
         while pos < n and data[pos] == 0xFF:  # any number of 0xFF fill bytes may precede a marker
             pos += 1
         if pos >= n:
+            if frame is not None:
+                break
             raise PipelineError("invalid_image", TRUNCATED_HEADER_MESSAGE)
         marker = data[pos]
         pos += 1
         if marker in _JPEG_STANDALONE_MARKERS:
             continue
+        if marker == 0xDA and frame is not None:  # the scan begins: no more headers
+            break
         if marker in (0xD8, 0xD9, 0xDA):  # SOI again, EOI or scan data before any frame header
             raise PipelineError("invalid_image", UNREADABLE_MESSAGE)
+        if pos + 2 > n and frame is not None:
+            break
         (length,) = struct.unpack_from(">H", data, pos)
         if length < 2:
             raise PipelineError("invalid_image", UNREADABLE_MESSAGE)
-        if marker in _JPEG_SOF_MARKERS:
-            precision, height, width, components = struct.unpack_from(">BHHB", data, pos + 2)
-            header = ImageHeader(
-                format="jpeg", width=width, height=height, orientation=orientation,
-                channels=components, bit_depth=precision,
-                progressive=marker in (0xC2, 0xC6, 0xCA, 0xCE))
-            return header, pos - 2
-        if marker == 0xE1 and data[pos + 2:pos + 8] == b"Exif\x00\x00":
+        if marker in _JPEG_SOF_MARKERS and frame is None:
+            frame = (*struct.unpack_from(">BHHB", data, pos + 2), marker, pos - 2)
+        elif marker == 0xE1 and data[pos + 2:pos + 8] == b"Exif\x00\x00" and orientation == 1:
             end = min(pos + length, n)
             orientation = _exif_orientation(bytes(data[pos + 8:end]))
         pos += length
+    precision, height, width, components, marker, offset = frame
+    header = ImageHeader(
+        format="jpeg", width=width, height=height, orientation=orientation,
+        channels=components, bit_depth=precision,
+        progressive=marker in (0xC2, 0xC6, 0xCA, 0xCE))
+    return header, offset
 
 
 def _exif_orientation(tiff: bytes) -> int:
@@ -304,7 +320,7 @@ def _parse_webp(data: bytes) -> ImageHeader:
 
 
 def decode_image(data: bytes, *, max_side: int | None = 1024,
-                 header: ImageHeader | None = None) -> np.ndarray:
+                 header: ImageHeader | None = None, shrink: bool = True) -> np.ndarray:
     """Decode an uploaded photo to an upright RGB uint8 array no larger than ``max_side``.
 
     Parameters
@@ -314,6 +330,10 @@ def decode_image(data: bytes, *, max_side: int | None = 1024,
     max_side
         Longest side of the result; larger images are shrunk (never enlarged) with INTER_AREA.
         None keeps the full resolution.
+    shrink
+        False: stop at the JPEG's reduced decode (the smallest DCT scale whose longest side is at
+        least ``max_side``) without shrinking the rest of the way; for callers that cut a part
+        out and resize only that.
     header
         The result of ``read_header(data)`` when the caller already has it.
 
@@ -355,8 +375,8 @@ def decode_image(data: bytes, *, max_side: int | None = 1024,
         raise PipelineError("invalid_image", CORRUPT_MESSAGE)
 
     image = _to_bgr8(image)
-    if max_side is not None:
-        image = _shrink(image, max_side)
+    if max_side is not None and shrink:
+        image = shrink_to(image, max_side)
     return _orient_rgb(image, header.orientation)
 
 
@@ -413,7 +433,7 @@ def _over_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return cv2.blendLinear(color, white, weight, 255.0 - weight)
 
 
-def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+def shrink_to(image: np.ndarray, max_side: int) -> np.ndarray:
     """INTER_AREA resize so the longest side is ``max_side``; never enlarges."""
     height, width = image.shape[:2]
     longest = max(height, width)

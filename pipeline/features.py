@@ -11,9 +11,14 @@ face sits at a fixed place whatever the photo's framing.
 - ``raisedEyebrows``: brow-to-eye distance over inter-ocular distance, above the canonical ratio.
 - ``squint``: eyelid opening over eye width, below the canonical ratio.
 - ``faceShape``: rules over length/cheekbone-width, jaw/cheekbone and forehead/jaw ratios
-  (oblong, round, square, heart, else oval).
-- ``skinTone``: median RGB of cheek and forehead patches; confidence is the share of those texels
-  that fall in a YCrCb skin range, reduced by the patches' colour spread.
+  (oblong, round, square, heart, else oval), measured on the face posed in the canonical frame;
+  a face whose deciding ratio is within 0.3 ``SHAPE_MARGIN`` of a rule's line is reported
+  "oval" and uncertain.
+- ``skinTone``: median RGB of cheek and forehead patches, white-balanced by the whites of the
+  eyes (the brightest part of each eye's outline in the front photo, taken as neutral; grey-world
+  over the face when the eyes are too small, dark or tinted), a correction capped at 25%; confidence is the share of those texels
+  that fall in a YCrCb skin range, reduced by the patches' colour spread. A black-and-white photo
+  has no skin colour to measure: confidence 0 and a ``reason``.
 - ``glasses``: horizontal-edge strength on the nose bridge and under the eyes against the cheeks'
   (frames draw strong edges where skin is smooth).
 - ``earrings``: a small, compact highlight below an ear lobe in the photos (side views where
@@ -21,7 +26,11 @@ face sits at a fixed place whatever the photo's framing.
 - ``hat``: a brim: one strong horizontal edge in a mostly non-skin band just above the forehead,
   read in the eye-level face crop. A straight-cut dark fringe can look like one.
 
-Scores are in [0,1]; a feature is reported present when its score exceeds 0.5.
+Scores are in [0,1]. A feature is reported present when its score exceeds 0.5 by more than
+``UNCERTAIN_MARGIN``; within that margin of 0.5 it is reported absent and listed in ``uncertain``
+(a score on the line would otherwise flip with noise). Each feature also gets a ``confidence`` in
+[0,1]: for the yes/no ones how far the score is from 0.5; for ``faceShape`` how far the deciding
+ratios are from the rules' thresholds; for ``skinTone`` its own confidence.
 """
 from __future__ import annotations
 
@@ -90,21 +99,45 @@ def expression_scores(points: np.ndarray) -> dict[str, float]:
     }
 
 
+UNCERTAIN_MARGIN = 0.1
+# A face-shape ratio this far past its rule's threshold gives full confidence; under
+# SHAPE_UNCERTAIN of it the shape is uncertain (measured: the sample faces' jaw ratios sit 0.002-0.012
+# from its line, and their shapes flipped between round, square and oval with the photo's scale).
+SHAPE_MARGIN = 0.05
+SHAPE_UNCERTAIN = 0.3
+
+
 def face_shape(points: np.ndarray) -> str:
     """One of oval, round, square, heart, oblong, by ratios relative to the canonical face."""
+    return face_shape_with_confidence(points)[0]
+
+
+def face_shape_with_confidence(points: np.ndarray) -> tuple[str, float]:
+    """``face_shape`` and how sure: the smallest distance of a ratio the decision read from its
+    threshold, over ``SHAPE_MARGIN`` (capped at 1). The ratios are of the face posed in the
+    canonical frame, so the photo's scale does not enter them."""
     m, n = _measures(points), _neutral()
     length = m["length_ratio"] / n["length_ratio"]
     jaw = m["jaw_ratio"] / n["jaw_ratio"]
     taper = m["forehead_jaw"] / n["forehead_jaw"]
-    if length > 1.08:
-        return "oblong"
-    if taper > 1.08:
-        return "heart"
-    if jaw > 1.05:
-        return "square" if length > 0.96 else "round"
-    if length < 0.94:
-        return "round"
-    return "oval"
+    read: list[tuple[float, float]] = []  # (ratio, threshold) of every comparison made
+
+    def above(value: float, threshold: float) -> bool:
+        read.append((value, threshold))
+        return value > threshold
+
+    if above(length, 1.08):
+        shape = "oblong"
+    elif above(taper, 1.08):
+        shape = "heart"
+    elif above(jaw, 1.05):
+        shape = "square" if above(length, 0.96) else "round"
+    elif not above(length, 0.94):
+        shape = "round"
+    else:
+        shape = "oval"
+    margin = min(abs(value - threshold) for value, threshold in read)
+    return shape, round(min(1.0, margin / SHAPE_MARGIN), 3)
 
 
 APPEARANCE_SIZE = 256  # appearance features read a fixed-size copy of the texture
@@ -123,14 +156,69 @@ def _skin_fraction(rgb: np.ndarray) -> float:
     return float(np.mean((cr >= 133) & (cr <= 180) & (cb >= 70) & (cb <= 130)))
 
 
-def skin_tone(appearance: np.ndarray) -> dict:
-    """Median cheek/forehead colour with a confidence in [0,1]."""
+# Outline of each eye (MediaPipe Face Mesh), inside which the whites of the eyes are read.
+EYE_OUTLINES = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+                (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398))
+# The brightest share of an eye's pixels is its white; at least this many pixels of it are needed,
+# and it must be this bright and this near grey (max/min channel) to be taken for white: at photo
+# resolution the eye's outline also holds lid, lashes and glints.
+SCLERA_SHARE, MIN_SCLERA_PIXELS = 0.1, 8
+MIN_SCLERA_BRIGHTNESS, MAX_SCLERA_TINT = 110.0, 1.35
+# A cast is corrected, not recoloured: measured on the sample photos the whites of the eyes carry
+# the scene's light and some of the skin around them, so the correction is capped.
+MAX_BALANCE_GAIN = 1.25
+# Mean |R-G| + |G-B| of the face below this (grey levels): the photo has no colour.
+GREY_CHROMA = 3.0
+GREYSCALE_REASON = "the photos are black and white, so the skin's colour cannot be measured"
+
+
+def white_balance_gains(image: np.ndarray, image_xy: np.ndarray) -> np.ndarray:
+    """[3] per-channel gains that make the whites of the eyes neutral in ``image`` (RGB): the
+    brightest ``SCLERA_SHARE`` of the pixels inside both eyes' outlines, when there are enough of
+    them and they look white (else grey-world over the face: the area inside the landmarks' hull).
+    Normalised to keep the brightness, capped at ``MAX_BALANCE_GAIN`` either way."""
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    for outline in EYE_OUTLINES:
+        cv2.fillPoly(mask, [np.rint(image_xy[list(outline)]).astype(np.int32)], 1)
+    eyes = image[mask.astype(bool)].astype(np.float32)
+    reference = None
+    if len(eyes) * SCLERA_SHARE >= MIN_SCLERA_PIXELS:
+        brightness = eyes.sum(1)
+        white = eyes[brightness >= np.quantile(brightness, 1 - SCLERA_SHARE)].mean(0)
+        if white.mean() >= MIN_SCLERA_BRIGHTNESS and white.max() / max(white.min(), 1.0) <= MAX_SCLERA_TINT:
+            reference = white
+    if reference is None:
+        face = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(face, cv2.convexHull(np.rint(image_xy).astype(np.int32)), 1)
+        reference = image[face.astype(bool)].astype(np.float32).mean(0)
+    gains = reference.mean() / np.maximum(reference, 1.0)
+    return np.clip(gains, 1 / MAX_BALANCE_GAIN, MAX_BALANCE_GAIN)
+
+
+def is_greyscale(image: np.ndarray, image_xy: np.ndarray) -> bool:
+    """The face in ``image`` has no colour (a black-and-white photo, stored as RGB)."""
+    x0, y0 = np.maximum(image_xy.min(0).astype(int), 0)
+    x1, y1 = image_xy.max(0).astype(int)
+    face = image[y0:y1 + 1, x0:x1 + 1].reshape(-1, 3).astype(np.int16)
+    if len(face) == 0:
+        return False
+    chroma = np.abs(face[:, 0] - face[:, 1]) + np.abs(face[:, 1] - face[:, 2])
+    return float(chroma.mean()) < GREY_CHROMA
+
+
+def skin_tone(appearance: np.ndarray, gains: np.ndarray | None = None, greyscale: bool = False) -> dict:
+    """Median cheek/forehead colour, white-balanced by ``gains``, with a confidence in [0,1]."""
     texels = np.concatenate([_uv_patch(appearance, v, 5)
-                             for v in (CHEEK_PATCH_RIGHT, CHEEK_PATCH_LEFT, FOREHEAD_PATCH)])
+                             for v in (CHEEK_PATCH_RIGHT, CHEEK_PATCH_LEFT, FOREHEAD_PATCH)]).astype(np.float32)
+    if gains is not None:
+        texels = np.clip(texels * gains, 0, 255)
     median = np.median(texels, axis=0)
+    r, g, b = (int(round(c)) for c in median)
+    if greyscale:
+        return {"r": r, "g": g, "b": b, "confidence": 0.0, "reason": GREYSCALE_REASON}
     spread = float(np.median(np.abs(texels - median)) / 64.0)
     confidence = _skin_fraction(texels) * max(0.0, 1.0 - spread)
-    r, g, b = (int(round(c)) for c in median)
     return {"r": r, "g": g, "b": b, "confidence": round(confidence, 3)}
 
 
@@ -193,10 +281,10 @@ def earring_score(image: np.ndarray, image_xy: np.ndarray, lobes: tuple[int, ...
 def facial_features(points_canonical: np.ndarray, texture: np.ndarray, front_crop: np.ndarray,
                     front_crop_xy: np.ndarray,
                     photos: list[tuple[np.ndarray, np.ndarray, tuple[int, ...]]]) -> dict:
-    """The contract's ``facialFeatures`` plus a ``scores`` map with each feature's score.
+    """The contract's ``facialFeatures`` plus ``scores``, ``confidence`` and ``uncertain``.
 
     ``front_crop_xy`` are the front landmarks in the crop's pixels; ``photos`` lists (image,
-    landmarks in image px, ear-lobe landmark ids visible in it).
+    landmarks in image px, ear-lobe landmark ids visible in it), the front first.
     """
     appearance = cv2.resize(texture, (APPEARANCE_SIZE, APPEARANCE_SIZE), interpolation=cv2.INTER_AREA)
     scores = expression_scores(points_canonical)
@@ -205,10 +293,31 @@ def facial_features(points_canonical: np.ndarray, texture: np.ndarray, front_cro
         "earrings": max((earring_score(img, xy, lobes) for img, xy, lobes in photos), default=0.0),
         "hat": hat_score(front_crop, front_crop_xy),
     }
+    front_image, front_xy, _ = photos[0]
+    greyscale = all(is_greyscale(img, xy) for img, xy, _ in photos)
+    tone = skin_tone(appearance, None if greyscale else white_balance_gains(front_image, front_xy), greyscale)
+    shape, shape_confidence = face_shape_with_confidence(points_canonical)
+    present, confidence, uncertain = yes_no({**scores, **accessories})
+    confidence.update(faceShape=shape_confidence, skinTone=tone["confidence"])
+    if shape_confidence < SHAPE_UNCERTAIN:
+        # On a rule's line the class would flip with the photo's scale or noise: report the
+        # catch-all "oval" and say it is uncertain.
+        shape = "oval"
+        uncertain.append("faceShape")
     return {
-        "expressions": {k: v > 0.5 for k, v in scores.items()},
-        "faceShape": face_shape(points_canonical),
-        "skinTone": skin_tone(appearance),
-        "accessories": {k: v > 0.5 for k, v in accessories.items()},
+        "expressions": {k: present[k] for k in scores},
+        "faceShape": shape,
+        "skinTone": tone,
+        "accessories": {k: present[k] for k in accessories},
         "scores": {k: round(v, 3) for k, v in {**scores, **accessories}.items()},
+        "confidence": confidence,
+        "uncertain": uncertain,
     }
+
+
+def yes_no(scores: dict[str, float]) -> tuple[dict[str, bool], dict[str, float], list[str]]:
+    """Scores in [0,1] to (present, confidence, the uncertain ones): present above 0.5 by more than
+    ``UNCERTAIN_MARGIN``; uncertain (and reported absent) within it of 0.5."""
+    present = {k: v > 0.5 + UNCERTAIN_MARGIN for k, v in scores.items()}
+    confidence = {k: round(min(1.0, abs(v - 0.5) * 2), 3) for k, v in scores.items()}
+    return present, confidence, [k for k, v in scores.items() if abs(v - 0.5) <= UNCERTAIN_MARGIN]

@@ -113,6 +113,12 @@ def _surface_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return vertex_normals(points, triangles).astype(np.float64)
 
 
+def surface_normals(topology: Topology | None = None) -> np.ndarray:
+    """[468,3] unit normals of the canonical face (canonical frame)."""
+    topo = topology or load_topology()
+    return _surface_normals(topo.vertices.astype(np.float64), topo.triangles)
+
+
 def visibility(fits: list[ViewFit], normals: np.ndarray) -> np.ndarray:
     """[views,468] in [0,1]: the cosine between each landmark's normal and the direction to each camera."""
     directions = np.stack([f.direction_to_camera() for f in fits])  # [views,3]

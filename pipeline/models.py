@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models import DETECTOR_MODEL_PATH, LANDMARK_MODEL_PATH
+from models import DETECTOR_MODEL_PATH, FULL_RANGE_DETECTOR_MODEL_PATH, LANDMARK_MODEL_PATH
 
 LANDMARK_INPUT_SIZE = 224
-DETECTOR_INPUT_SIZE = 128
 CUDA = "CUDAExecutionProvider"
 
 log = logging.getLogger(__name__)
@@ -53,11 +52,15 @@ def load_cuda_libraries() -> None:
 
 @dataclass
 class FaceModels:
-    """The detector and/or the landmark model; either may be absent in a worker that needs only one."""
+    """The detectors and/or the landmark model; either may be absent in a worker that needs only one.
+
+    ``detector`` is BlazeFace short range, ``far_detector`` BlazeFace full range (small faces).
+    """
 
     detector: ort.InferenceSession | None
     landmarks: ort.InferenceSession | None
     landmark_path: Path
+    far_detector: ort.InferenceSession | None = None
 
     @classmethod
     def load(
@@ -73,6 +76,7 @@ class FaceModels:
             detector=_session(DETECTOR_MODEL_PATH, providers, threads) if detector else None,
             landmarks=_session(path, providers, threads) if landmarks else None,
             landmark_path=path,
+            far_detector=_session(FULL_RANGE_DETECTOR_MODEL_PATH, providers, threads) if detector else None,
         )
 
     @property
@@ -81,11 +85,13 @@ class FaceModels:
         session = self.landmarks or self.detector
         return session.get_providers() if session else []
 
-    def detect(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw detector outputs for ``batch`` [N,3,128,128] float32 RGB in [0,1]."""
-        if self.detector is None:
+    def detect(self, batch: np.ndarray, full_range: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Raw detector outputs for ``batch``: [N,3,128,128] float32 RGB in [0,1] for the
+        short-range model, [N,3,192,192] for the full-range one."""
+        session = self.far_detector if full_range else self.detector
+        if session is None:
             raise RuntimeError("this process did not load the face detector")
-        regressors, scores = self.detector.run(["regressors", "scores"], {"input": batch})
+        regressors, scores = session.run(["regressors", "scores"], {"input": batch})
         return regressors, scores
 
     def predict_landmarks(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

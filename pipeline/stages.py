@@ -5,36 +5,38 @@ carries a job id and the worker of the next stage finds the file on the shared v
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+import cv2
 import numpy as np
 
 from models import load_topology
 from pipeline import VIEWS
-from pipeline.align import crop_points_to_image, crop_transform, extract_crop, face_region
-from pipeline.decode import ImageHeader, check_dimensions, decode_image, read_header
+from pipeline.align import ROI_SCALE, crop_points_to_image, crop_transform, extract_crop, face_region
+from pipeline.decode import ImageHeader, check_dimensions, decode_image, read_header, shrink_to
 from pipeline.detect import Detection, detect_faces
 from pipeline.errors import PipelineError
 from pipeline.features import EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
 from pipeline.glb import GlbMesh, write_glb
 from pipeline.mesh import fuse_views
 from pipeline.morphs import build_morph_targets
-from pipeline.models import FaceModels
-from pipeline.texture import bake_atlas, encode_jpeg, texture_size_for, texture_size_for_height
+from pipeline.models import LANDMARK_INPUT_SIZE, FaceModels
+from pipeline.texture import (bake_atlas, check_texture_size, encode_jpeg, face_pixels_for_texture, texture_size_for,
+                              texture_size_for_height)
+from pipeline.view_checks import check_side_views, dropped
 
-# Longest side every photo is first decoded to (JPEG straight to it): plenty to find and fit the
-# face, which the landmark model sees at 192 px.
-DECODE_MAX_SIDE = 512
-# The front photo is the texture's main source: where its face has more detail than the first
-# decode shows (it would fill a bigger texture), it is decoded again, up to this side.
-TEXTURE_DECODE_MAX_SIDE = 1024
+# Longest side every photo is first decoded to (JPEG straight to it) to find the faces: the
+# detectors see a face of 6% of the height at 23 px there, and search at 42 px (pipeline.detect).
+DETECT_SIDE = 512
 # Forehead-to-chin height over the detector's box height (1.01-1.10 on the sample photos).
 FACE_HEIGHT_OVER_BOX = 1.1
 # Below this face-presence probability the landmark model is fitting something that is not a face.
@@ -127,19 +129,21 @@ class PreparedViews(StageFile):
     photo_scales: np.ndarray  # [N] decoded photo pixels per original photo pixel
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    texture_size: int | None = None  # the texture side asked for; None: as the front photo allows
 
     def _buffers(self) -> list[bytes | memoryview]:
         arrays = {f"image_{v}": img for v, img in zip(self.views, self.images)}
         return pack_arrays({**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image,
                             "region_corners": self.region_corners, "photo_scales": self.photo_scales},
-                           {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
+                           {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms,
+                            "texture_size": self.texture_size})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "PreparedViews":
         arrays, meta = unpack_arrays(data)
         return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
                    arrays["crop_to_image"], arrays["region_corners"], arrays["photo_scales"], meta["warnings"],
-                   meta["timings_ms"])
+                   meta["timings_ms"], meta.get("texture_size"))
 
 
 @dataclass
@@ -217,63 +221,151 @@ def validate_upload(view: str, data: bytes) -> ImageHeader:
     return header
 
 
-def _side_view_dropped(view: str, why: str) -> str:
-    return f"{view}: {why}; the avatar was built without this view"
 
 
 def prepare_views(images: Mapping[str, bytes], models: FaceModels,
-                  on_decoded: Callable[[], None] | None = None) -> PreparedViews:
+                  on_decoded: Callable[[], None] | None = None, texture_size: int | str | None = None) -> PreparedViews:
     """Decode the photos, find the face in each and cut the aligned crops for the landmark model.
 
-    The front view is required. A side view whose face cannot be found is dropped with a warning:
-    the avatar is still made from the views that remain. ``on_decoded`` is called once every photo
-    has decoded, before the (single-threaded) face detection: the moment to hand other work to a
-    core the decoder threads no longer use.
+    The front view is required. A side view that is the front photo again, or whose face cannot
+    be found, is dropped with a warning: the avatar is still made from the views that remain.
+    Every photo is first decoded small to find its face (``DETECT_SIDE``); then, where the face
+    needs more pixels than that decode has, decoded again at the scale it needs: the 224-px crop is
+    never upsampled from fewer pixels than the photo has, and the front's face region keeps the
+    detail the texture can use (``texture_size``: 512, 1024, 2048, or None/"auto" for what the
+    face has, up to 2048). ``on_decoded`` is called once every photo has had its first decode,
+    before the (single-threaded) face detection: the moment to hand other work to a core the
+    decoder threads no longer use.
     """
     missing = [v for v in VIEWS if v not in images]
     if missing:
         raise PipelineError("missing_view", f"missing photo(s): {', '.join(missing)}")
+    try:
+        requested = check_texture_size(texture_size)
+    except ValueError as err:
+        raise PipelineError("invalid_option", str(err)) from None
     timings: dict[str, float] = {}
     warnings: list[str] = []
     with _timed(timings, "decode"):
-        headers = {view: validate_upload(view, images[view]) for view in VIEWS}
-        decoded = _decode_all(images, headers, DECODE_MAX_SIDE)
+        photos = {view: Photo(view, images[view], validate_upload(view, images[view])) for view in VIEWS}
+        views = [VIEWS[0]]
+        for view in VIEWS[1:]:
+            if images[view] == images["front"]:
+                warnings.append(dropped(view, SAME_PHOTO_AS_FRONT))
+            else:
+                views.append(view)
+        first = dict(zip(views, _decode_all([photos[v].decode_for_detection for v in views])))
     if on_decoded is not None:
         on_decoded()
     with _timed(timings, "detect"):
-        found = detect_faces(models, decoded)
-    views, kept, transforms, crops, corners, scales = [], [], [], [], [], []
-    for view, image, faces in zip(VIEWS, decoded, found):
-        if not faces:
+        small = {view: shrink_to(image, DETECT_SIDE) for view, image in first.items()}
+        for view in views[1:]:
+            if same_pixels(small[view], small["front"]):
+                warnings.append(dropped(view, SAME_PHOTO_AS_FRONT))
+                del first[view], small[view]
+        found = dict(zip(small, detect_faces(models, list(small.values()))))
+    faces: dict[str, Detection] = {}
+    for view, view_faces in found.items():
+        if not view_faces:
             if view == "front":
                 raise PipelineError("no_face", "no face found", view)
-            warnings.append(_side_view_dropped(view, "no face found"))
+            warnings.append(dropped(view, "no face found"))
             continue
-        if len(faces) > 1:
-            warnings.append(f"{view}: {len(faces)} faces found; the largest was used")
-        with _timed(timings, "crop"):
-            transform = crop_transform(faces[0])
-            crops.append(extract_crop(image, transform))
-        if view == "front":
-            with _timed(timings, "decode"):
-                image, transform = _sharper_for_texture(images[view], headers[view], image, transform, faces[0])
-        with _timed(timings, "crop"):
-            region, transform, corner = face_region(image, transform)
-        views.append(view)
-        kept.append(region)
-        transforms.append(transform)
-        corners.append(corner)
-        scales.append(max(image.shape[:2]) / max(headers[view].upright_size))
-    return PreparedViews(views, kept, np.stack(crops), np.stack(transforms), np.stack(corners),
-                         np.array(scales), warnings, timings)
+        if len(view_faces) > 1:
+            warnings.append(f"{view}: {len(view_faces)} faces found; the largest was used")
+        faces[view] = view_faces[0].scaled(max(first[view].shape[:2]) / max(small[view].shape[:2]))
+    # Where the first decode is too small for the crop (or the front's texture), decode again at
+    # the scale needed, all at once; crop each view as soon as its decode is there (the front's,
+    # the largest, usually last).
+    start = time.perf_counter()
+    pending = {}
+    for view, face in faces.items():
+        side = _side_needed(photos[view], first[view], face, requested if view == "front" else -1)
+        if side > max(first[view].shape[:2]):
+            pending[_decoder_pool().submit(photos[view].decode, side, False)] = view
+    ready = [(view, first[view]) for view in faces if view not in pending.values()]
+    cut: dict[str, tuple] = {}
+    crop_ms = 0.0
+    for view, image in itertools.chain(ready, ((pending[f], f.result()) for f in as_completed(pending))):
+        started = time.perf_counter()
+        transform = crop_transform(faces[view].scaled(max(image.shape[:2]) / max(first[view].shape[:2])))
+        region, region_transform, corner = face_region(image, transform)
+        cut[view] = (extract_crop(image, transform), region, region_transform, corner,
+                     max(image.shape[:2]) / max(photos[view].header.upright_size))
+        crop_ms += (time.perf_counter() - started) * 1000
+    timings["decode"] = round(timings["decode"] + (time.perf_counter() - start) * 1000 - crop_ms, 3)
+    timings["crop"] = round(crop_ms, 3)
+    kept = [view for view in VIEWS if view in cut]
+    crops, regions, transforms, corners, scales = zip(*(cut[v] for v in kept))
+    return PreparedViews(kept, list(regions), np.stack(crops), np.stack(transforms), np.stack(corners),
+                         np.array(scales), warnings, timings, requested)
 
 
-def _decode_all(images: Mapping[str, bytes], headers: Mapping[str, ImageHeader], max_side: int) -> list[np.ndarray]:
-    """Every view decoded, at the same time: OpenCV's decoder releases the GIL, so the three photos
-    use the cores there are (1.4-2x faster than one after another on 2 cores). An error names the
+SAME_PHOTO_AS_FRONT = "it is the same photo as the front"
+
+
+def same_pixels(image: np.ndarray, other: np.ndarray, tolerance: float = 2.0) -> bool:
+    """The two decoded photos show the same picture (re-encoded or resized at most): their 64x64
+    grey thumbnails differ by under ``tolerance`` grey levels on average. Another photo of the
+    same scene differs by tens of levels where anything moved."""
+    ratio = lambda img: img.shape[1] / img.shape[0]  # noqa: E731
+    if abs(ratio(image) - ratio(other)) > 0.01:
+        return False
+    thumbs = [cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+              for img in (image, other)]
+    return float(np.abs(thumbs[0] - thumbs[1]).mean()) < tolerance
+
+
+def _side_needed(photo: "Photo", image: np.ndarray, face: Detection, texture_size: int | None) -> int:
+    """The longest side ``photo`` must be decoded at for ``face`` (found in ``image``, its first
+    decode): the landmark crop gets at least its 224 px where the photo has them, and, for the
+    front (``texture_size`` not -1), the face the pixels its texture needs (``texture_size_for``).
+    Never more than the photo has."""
+    full = max(photo.header.upright_size)
+    found_scale = max(image.shape[:2]) / full  # first decode's pixels per photo pixel
+    crop_px = ROI_SCALE * max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / found_scale
+    scale = LANDMARK_INPUT_SIZE / crop_px
+    if texture_size != -1:
+        face_px = FACE_HEIGHT_OVER_BOX * face.height / found_scale
+        size = texture_size or texture_size_for_height(face_px)
+        scale = max(scale, min(face_px, face_pixels_for_texture(size)) / face_px)
+    return min(full, math.ceil(scale * full))
+
+
+class Photo:
+    """One uploaded photo, decoded as often as asked, each time at the size asked for: JPEG
+    straight to a reduced size (libjpeg's DCT scaling), other formats decoded once in full (they
+    have no reduced decode) and kept."""
+
+    def __init__(self, view: str, data: bytes, header: ImageHeader):
+        self.view, self.data, self.header = view, data, header
+        self._full: np.ndarray | None = None
+
+    def decode(self, side: int, exact: bool = False) -> np.ndarray:
+        """The photo upright as RGB, its longest side ``side`` if ``exact`` (never enlarged), else
+        at least ``side`` (a JPEG's next DCT scale up, or the whole photo): the caller cuts a part
+        out and resizes only that."""
+        with _about(self.view):
+            if self.header.format == "jpeg":
+                return decode_image(self.data, max_side=side, header=self.header, shrink=exact)
+            if self._full is None:
+                self._full = decode_image(self.data, max_side=None, header=self.header)
+            return shrink_to(self._full, side) if exact else self._full
+
+    def decode_for_detection(self) -> np.ndarray:
+        """The first decode, at least ``DETECT_SIDE``: a JPEG at its smallest DCT scale that
+        reaches it; a photo of up to twice that whole (the crop usually needs its pixels, and a
+        second decode would cost more than the reduced one saves)."""
+        longest = max(self.header.upright_size)
+        return self.decode(longest if longest <= 2 * DETECT_SIDE else DETECT_SIDE)
+
+
+def _decode_all(decodes: list[Callable[[], np.ndarray]]) -> list[np.ndarray]:
+    """Every decode run at the same time: OpenCV's decoder releases the GIL, so the three photos use
+    the cores there are (1.4-2x faster than one after another on 2 cores). An error names the
     first bad view in ``VIEWS`` order, as decoding them in turn would."""
     pool = _decoder_pool()
-    pending = [pool.submit(_decode, view, images[view], headers[view], max_side) for view in VIEWS]
+    pending = [pool.submit(decode) for decode in decodes]
     return [future.result() for future in pending]
 
 
@@ -286,24 +378,6 @@ def _decoder_pool() -> ThreadPoolExecutor:
     if _decoders is None or _decoders[0] != os.getpid():
         _decoders = (os.getpid(), ThreadPoolExecutor(max_workers=len(VIEWS), thread_name_prefix="decode"))
     return _decoders[1]
-
-
-def _decode(view: str, data: bytes, header: ImageHeader, max_side: int) -> np.ndarray:
-    with _about(view):
-        return decode_image(data, max_side=max_side, header=header)
-
-
-def _sharper_for_texture(data: bytes, header: ImageHeader, image: np.ndarray, crop_to_image: np.ndarray,
-                         face: Detection) -> tuple[np.ndarray, np.ndarray]:
-    """The front photo decoded again at a higher resolution if its face would fill a bigger
-    texture there; else ``image`` as it is. ``crop_to_image`` follows the image it returns."""
-    side = max(image.shape[:2])
-    sharper_side = min(max(header.upright_size), TEXTURE_DECODE_MAX_SIDE)
-    face_height = FACE_HEIGHT_OVER_BOX * float(face.box[3] - face.box[1])
-    if texture_size_for_height(face_height * sharper_side / side) <= texture_size_for_height(face_height):
-        return image, crop_to_image
-    sharper = _decode("front", data, header, sharper_side)
-    return sharper, crop_to_image * (max(sharper.shape[:2]) / side)
 
 
 def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmarks:
@@ -320,7 +394,7 @@ def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmark
         elif view == "front":
             raise PipelineError("no_face", "no face found", view)
         else:
-            warnings.append(_side_view_dropped(view, "the face could not be fitted"))
+            warnings.append(dropped(view, "the face could not be fitted"))
     return ViewLandmarks([prepared.views[i] for i in keep], points[keep], scores[keep], warnings, timings)
 
 
@@ -333,16 +407,20 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks,
     """
     topo = load_topology()
     timings = {**prepared.timings_ms, **landmarks.timings_ms}
-    fitted = landmarks.by_view()
-    used = [v for v in landmarks.views if v == "front" or fusion_views is None or v in fusion_views]
-    images = dict(zip(prepared.views, prepared.images))
+    with _timed(timings, "mesh"):
+        checked = check_side_views(landmarks.by_view(), topo)
+    # The views as the checks placed them: a swapped photo is used as the side it shows.
+    fitted = {label: landmarks.by_view()[view] for label, view in checked.photos.items()}
+    photos = dict(zip(prepared.views, prepared.images))
+    images = {label: photos[view] for label, view in checked.photos.items()}
+    used = [v for v in VIEWS if v in fitted and (v == "front" or fusion_views is None or v in fusion_views)]
     front_points = fitted["front"]
     with _timed(timings, "mesh"):
         fused = fuse_views({v: fitted[v] for v in used}, topo)
         positions = (fused.canonical_cm / 100.0).astype(np.float32)
     with _timed(timings, "texture"):
         texture = bake_atlas([images[v] for v in used], [fitted[v][:, :2] for v in used],
-                             fused.visibility, texture_size_for(front_points[:, :2]))
+                             fused.visibility, texture_size_for(front_points[:, :2], prepared.texture_size))
         texture_jpeg = encode_jpeg(texture)
     with _timed(timings, "features"):
         lobes = {"front": (EAR_LOBE_RIGHT, EAR_LOBE_LEFT), "left": (EAR_LOBE_LEFT,), "right": (EAR_LOBE_RIGHT,)}
@@ -371,7 +449,7 @@ def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks,
         facial_features=features,
         mesh_info={"vertexCount": int(len(positions)), "faceCount": int(len(topo.triangles))},
         timings_ms=timings,
-        warnings=list(prepared.warnings) + list(landmarks.warnings),
+        warnings=list(prepared.warnings) + list(landmarks.warnings) + checked.warnings,
         vertices=positions,
         texture=texture,
     )
@@ -389,7 +467,8 @@ def warm_up() -> None:
 
 
 def run_pipeline(images: Mapping[str, bytes], models: FaceModels,
-                 fusion_views: Sequence[str] | None = None) -> AvatarResult:
-    """Photos to avatar in one process (the CLI, the benchmark and offline use)."""
-    prepared = prepare_views(images, models)
+                 fusion_views: Sequence[str] | None = None, texture_size: int | str | None = None) -> AvatarResult:
+    """Photos to avatar in one process (the CLI, the benchmark and offline use); ``texture_size``
+    as in ``prepare_views``."""
+    prepared = prepare_views(images, models, texture_size=texture_size)
     return build_avatar(prepared, infer_landmarks(prepared, models), fusion_views)

@@ -17,7 +17,9 @@ import numpy as np
 from models import load_topology
 
 COARSE_GRID = 256
-MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 256, 1024
+MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 256, 2048
+# The sizes a caller may ask for (``textureSize``); None (or "auto") lets the photo decide.
+TEXTURE_SIZES = (512, 1024, 2048)
 JPEG_QUALITY = 90
 # Forehead-to-chin spans about 85% of the UV square's height.
 FACE_SHARE_OF_UV = 0.85
@@ -89,20 +91,43 @@ def texel_map(grid: int = COARSE_GRID) -> TexelMap:
     )
 
 
-def texture_size_for(image_xy: np.ndarray, max_size: int = MAX_TEXTURE_SIZE) -> int:
-    """The power-of-two texture side that holds every face pixel the photo has, and no more.
+def texture_size_for(image_xy: np.ndarray, requested: int | None = None, max_size: int = MAX_TEXTURE_SIZE) -> int:
+    """The texture side to bake: ``requested`` when given (one of ``TEXTURE_SIZES``), else the
+    power of two that holds every face pixel the photo has, and no more.
 
-    Texels beyond the photo's own resolution would only be interpolated, making the GLB bigger
-    and the bake slower for no detail.
+    ``image_xy`` are the front landmarks in the pixels of the photo as decoded (``prepare_views``
+    decodes the face at the detail this size needs). Texels beyond the photo's own resolution would
+    only be interpolated, making the GLB bigger and the bake slower for no detail.
     """
+    if requested is not None:
+        return check_texture_size(requested)
     return texture_size_for_height(float(np.ptp(image_xy[:, 1])), max_size)
 
 
 def texture_size_for_height(face_height: float, max_size: int = MAX_TEXTURE_SIZE) -> int:
-    """``texture_size_for`` from the face's height in photo pixels (forehead to chin)."""
+    """``texture_size_for`` (auto) from the face's height in photo pixels (forehead to chin)."""
     wanted = face_height / FACE_SHARE_OF_UV
     size = 1 << max(0, int(np.ceil(np.log2(max(wanted, 1.0)))))
     return int(np.clip(size, MIN_TEXTURE_SIZE, max_size))
+
+
+def face_pixels_for_texture(size: int) -> float:
+    """How many photo pixels, forehead to chin, a ``size`` texture holds without interpolating."""
+    return size * FACE_SHARE_OF_UV
+
+
+def check_texture_size(size: int | str | None) -> int | None:
+    """A requested texture size as an int (None for automatic); ``ValueError`` naming the choices."""
+    if size is None or (isinstance(size, str) and size.strip().lower() in ("", "auto")):
+        return None
+    try:
+        value = int(size)
+    except (TypeError, ValueError):
+        value = -1
+    if value not in TEXTURE_SIZES:
+        choices = ", ".join(str(s) for s in TEXTURE_SIZES)
+        raise ValueError(f"textureSize must be one of {choices} or auto, not {size!r}")
+    return value
 
 
 def interpolate_vertex_values(values: np.ndarray, size: int, grid: int | None = None) -> np.ndarray:

@@ -62,3 +62,16 @@ def validate_gltf() -> Callable[[bytes], dict[str, Any]]:
         return json.loads(result.stdout)
 
     return validate
+
+
+def glb_texture_side(glb: bytes) -> int:
+    """The side in pixels of the (first) texture embedded in a GLB."""
+    import cv2
+
+    from pipeline.glb import read_glb
+
+    gltf, binary = read_glb(glb)
+    view = gltf["bufferViews"][gltf["images"][0]["bufferView"]]
+    start = view.get("byteOffset", 0)
+    image = cv2.imdecode(np.frombuffer(binary[start:start + view["byteLength"]], np.uint8), cv2.IMREAD_COLOR)
+    return image.shape[0]

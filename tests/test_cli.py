@@ -10,8 +10,8 @@ import numpy as np
 from bench.photos import avatar_views, encode_jpeg
 
 
-def _generate(tmp_path, views: dict[str, bytes]) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "avatar_cli", "generate", "-o", str(tmp_path / "out.glb")]
+def _generate(tmp_path, views: dict[str, bytes], *options: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "avatar_cli", "generate", "-o", str(tmp_path / "out.glb"), *options]
     for view, data in views.items():
         (tmp_path / f"{view}.jpg").write_bytes(data)
         args += [f"--{view}", str(tmp_path / f"{view}.jpg")]
@@ -28,6 +28,16 @@ def test_generate_writes_a_valid_glb_and_prints_the_contract_body(tmp_path, vali
     assert set(body["facialFeatures"]) >= {"expressions", "faceShape", "skinTone", "accessories"}
     assert body["timings"]["landmarks"] > 0
     assert validate_gltf(glb)["issues"]["numErrors"] == 0
+
+
+def test_generate_bakes_the_texture_size_asked_for(tmp_path):
+    from tests.conftest import glb_texture_side
+
+    run = _generate(tmp_path, avatar_views(512), "--texture-size", "2048")
+    assert run.returncode == 0, run.stderr
+    assert glb_texture_side((tmp_path / "out.glb").read_bytes()) == 2048
+    refused = _generate(tmp_path, avatar_views(512), "--texture-size", "4096")
+    assert refused.returncode == 2 and "--texture-size: invalid choice: '4096'" in refused.stderr
 
 
 def test_generate_without_a_face_names_the_view_and_fails(tmp_path):

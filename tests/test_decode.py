@@ -232,6 +232,25 @@ def test_exif_rotated_jpeg_comes_back_upright(hopper, orientation):
     assert decode_image(data, max_side=300).shape == (300, 256, 3)
 
 
+def _exif_after_frame_header(jpeg: bytes, exif: bytes) -> bytes:
+    """``jpeg`` with an APP1 EXIF segment moved behind its frame header (SOF0), as some writers do."""
+    sof = jpeg.index(b"\xff\xc0")
+    end = sof + 2 + struct.unpack_from(">H", jpeg, sof + 2)[0]
+    return jpeg[:end] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[end:]
+
+
+def test_exif_orientation_after_the_frame_header_is_read(hopper):
+    stored = np.rot90(hopper, 1).copy()
+    data = _exif_after_frame_header(encode(stored, "JPEG", quality=95), exif_with_orientation(6))
+    assert data.index(b"\xff\xc0") < data.index(b"Exif")
+    header = read_header(data)
+    assert header.orientation == 6 and header.upright_size == (512, 600)
+    assert correlation(decode_image(data), hopper) > 0.99
+    # A file cut right after its frame header still has a size to check.
+    cut = data[:data.index(b"\xff\xc0") + 19]
+    assert (read_header(cut).width, read_header(cut).height) == (600, 512)
+
+
 def test_all_eight_orientations_match_pillow(hopper):
     for orientation in range(1, 9):
         data = encode(hopper, "JPEG", exif=exif_with_orientation(orientation))

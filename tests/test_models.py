@@ -140,25 +140,73 @@ def test_landmark_batch_matches_single(landmark_session, landmark_outputs) -> No
     np.testing.assert_allclose(single[0], mesh[1], atol=1e-4)
 
 
-def test_detector_matches_tflite_and_finds_faces(detector_session) -> None:
-    names, imgs = zip(*V.detector_samples())
-    ref_reg, ref_cls = V.tflite_detector(V.tflite_runner(V.DETECTOR_TFLITE_PATH), list(imgs))
-    reg, cls = detector_session.run(None, {"input": V.to_nchw(list(imgs))})
+@pytest.mark.parametrize("full_range", [False, True], ids=["short_range", "full_range"])
+def test_detector_matches_tflite_and_finds_faces(full_range: bool) -> None:
+    onnx_path, tflite_path, size, threshold = (
+        (models.FULL_RANGE_DETECTOR_MODEL_PATH, V.FULL_RANGE_TFLITE_PATH, V.FULL_RANGE_INPUT, 0.6) if full_range
+        else (models.DETECTOR_MODEL_PATH, V.DETECTOR_TFLITE_PATH, V.DETECTOR_INPUT, 0.5))
+    names, imgs = zip(*V.detector_samples(size))
+    ref_reg, ref_cls = V.tflite_detector(V.tflite_runner(tflite_path), list(imgs))
+    reg, cls = _session(onnx_path).run(None, {"input": V.to_nchw(list(imgs))})
     assert reg.shape == ref_reg.shape and cls.shape == ref_cls.shape
     reg_diff, cls_diff = np.abs(reg - ref_reg).max(), np.abs(cls - ref_cls).max()
-    assert reg_diff < DETECTOR_TOL, f"regressors differ from TFLite by {reg_diff:.3g} (128-px units)"
+    assert reg_diff < DETECTOR_TOL, f"regressors differ from TFLite by {reg_diff:.3g} ({size}-px units)"
     assert cls_diff < DETECTOR_TOL, f"score logits differ from TFLite by {cls_diff:.3g}"
     for i, name in enumerate(names):
-        prob, box = V.best_face_box(reg[i], cls[i])
+        prob, box = V.best_face_box(reg[i], cls[i], full_range=full_range)
         if name not in V.FACE_CROPS:
-            assert prob < 0.5, (name, prob)
+            assert prob < threshold, (name, prob)
             continue
         assert prob > 0.8, (name, prob)
         # The decoded box centre (in photo pixels) lies in the middle of the known face crop.
-        _, scale, pad_x, pad_y = V.letterbox(V.sample_image(name), V.DETECTOR_INPUT)
+        _, scale, pad_x, pad_y = V.letterbox(V.sample_image(name), size)
         cx, cy = box[0] * scale - pad_x, box[1] * scale - pad_y
-        x0, y0, size = V.FACE_CROPS[name]
-        assert abs(cx - (x0 + size / 2)) < size / 6 and abs(cy - (y0 + size / 2)) < size / 6, (name, cx, cy)
+        x0, y0, side = V.FACE_CROPS[name]
+        assert abs(cx - (x0 + side / 2)) < side / 6 and abs(cy - (y0 + side / 2)) < side / 6, (name, cx, cy)
+
+
+def test_sparse_weights_expand_like_tflite_would() -> None:
+    """A CSR tensor written by hand: the dense rows come back with their values in place."""
+    import flatbuffers
+    import tflite
+
+    from models.tflite_to_onnx import densify
+
+    dense = np.array([[0, 2, 0, 3], [0, 0, 0, 0], [5, 0, 0, 7]], np.float32)
+    b = flatbuffers.Builder(256)
+    def vector(start, values, add):  # noqa: E306
+        start(b, len(values))
+        for v in reversed(values):
+            add(v)
+        return b.EndVector()
+    segments = vector(tflite.Int32VectorStartValuesVector, [0, 2, 2, 4], b.PrependInt32)
+    tflite.Int32VectorStart(b)
+    tflite.Int32VectorAddValues(b, segments)
+    segments = tflite.Int32VectorEnd(b)
+    indices = vector(tflite.Int32VectorStartValuesVector, [1, 3, 0, 3], b.PrependInt32)
+    tflite.Int32VectorStart(b)
+    tflite.Int32VectorAddValues(b, indices)
+    indices = tflite.Int32VectorEnd(b)
+    tflite.DimensionMetadataStart(b)
+    tflite.DimensionMetadataAddFormat(b, 0)
+    tflite.DimensionMetadataAddDenseSize(b, 3)
+    rows = tflite.DimensionMetadataEnd(b)
+    tflite.DimensionMetadataStart(b)
+    tflite.DimensionMetadataAddFormat(b, 1)
+    tflite.DimensionMetadataAddArraySegmentsType(b, 1)
+    tflite.DimensionMetadataAddArraySegments(b, segments)
+    tflite.DimensionMetadataAddArrayIndicesType(b, 1)
+    tflite.DimensionMetadataAddArrayIndices(b, indices)
+    columns = tflite.DimensionMetadataEnd(b)
+    metadata = vector(tflite.SparsityParametersStartDimMetadataVector, [rows, columns], b.PrependUOffsetTRelative)
+    order = vector(tflite.SparsityParametersStartTraversalOrderVector, [0, 1], b.PrependInt32)
+    tflite.SparsityParametersStart(b)
+    tflite.SparsityParametersAddTraversalOrder(b, order)
+    tflite.SparsityParametersAddDimMetadata(b, metadata)
+    b.Finish(tflite.SparsityParametersEnd(b))
+    sparsity = tflite.SparsityParameters.GetRootAs(b.Output(), 0)
+    values = np.array([2, 3, 5, 7], np.float32)
+    np.testing.assert_array_equal(densify(values, sparsity, [3, 4]), dense)
 
 
 def test_anchor_layout() -> None:
@@ -201,12 +249,13 @@ def test_topology_vertex_order_matches_landmarks(landmark_outputs) -> None:
 
 def test_model_card_hashes_match_files() -> None:
     card = (models.MODELS_DIR / "MODEL_CARD.md").read_text()
-    for path in (models.LANDMARK_MODEL_PATH, models.DETECTOR_MODEL_PATH, models.TOPOLOGY_PATH):
+    for path in (models.LANDMARK_MODEL_PATH, models.DETECTOR_MODEL_PATH, models.FULL_RANGE_DETECTOR_MODEL_PATH,
+                 models.TOPOLOGY_PATH):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert re.search(rf"`{re.escape(path.name)}` \|[^\n]*`{digest}`", card), f"stale hash for {path.name}"
     # The committed originals are the files the card says were extracted from the wheel.
     readme = (V.SOURCE_DIR / "README.md").read_text()
-    for path in (V.LANDMARK_TFLITE_PATH, V.DETECTOR_TFLITE_PATH, V.SOURCE_DIR / "LICENSE"):
+    for path in (V.LANDMARK_TFLITE_PATH, V.DETECTOR_TFLITE_PATH, V.FULL_RANGE_TFLITE_PATH, V.SOURCE_DIR / "LICENSE"):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert re.search(rf"/{re.escape(path.name)}`[^\n]*`{digest}`", card), f"{path.name} differs from the card"
         assert f"`{path.name}` |" in readme and f"`{digest}`" in readme, f"{path.name} differs from source/README.md"

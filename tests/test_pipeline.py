@@ -84,8 +84,9 @@ def test_result_reports_contract_fields_and_stage_timings(result):
     assert body["inferenceTime"] == result.timings_ms["landmarks"] > 0
 
 
-def test_astronaut_smiles_and_skin_tone_is_plausible(result):
-    features = result.facial_features
+def test_astronaut_smiles_and_skin_tone_is_plausible(models):
+    photo = encode_jpeg(astronaut_rgb(), 1024)  # her photo alone: the side slots repeat it and are dropped
+    features = run_pipeline({"front": photo, "left": photo, "right": photo}, models).facial_features
     assert features["expressions"]["smile"] is True
     assert features["expressions"]["frown"] is False
     tone = features["skinTone"]
@@ -201,11 +202,13 @@ def test_glasses_and_hat_are_seen_on_grace_hopper_only(models, photo, wears):
     assert accessories["earrings"] is False
 
 
-@pytest.mark.parametrize("face_px, size", [(150, 256), (400, 512), (600, 1024), (5000, 1024)])
+@pytest.mark.parametrize("face_px, size", [(150, 256), (400, 512), (600, 1024), (1200, 2048), (5000, 2048)])
 def test_texture_has_as_many_texels_as_the_photo_has_face_pixels(face_px, size):
     from pipeline.texture import texture_size_for
 
     assert texture_size_for(np.array([[10.0, 20.0], [30.0, 20.0 + face_px]])) == size
+    # A size asked for wins, whatever the photo has.
+    assert texture_size_for(np.array([[10.0, 20.0], [30.0, 20.0 + face_px]]), 512) == 512
 
 
 def test_three_js_loads_the_mesh_and_its_arkit_morph_targets(result, tmp_path):
@@ -238,12 +241,39 @@ def test_stage_file_refuses_what_it_did_not_write(tmp_path):
         PreparedViews.load(tmp_path / "x")
 
 
-def test_the_front_is_decoded_sharper_only_when_its_face_fills_a_bigger_texture(models):
-    # A 1024 px photo whose face is small: the 512 px decode already holds all the face detail.
-    small_face = prepare_views(avatar_views(1024), models)
-    assert small_face.photo_scales[0] == 0.5
-    # The same face filling the frame: decoded again at 1024 px, and the texture is 1024².
-    close_up = {v: encode_jpeg(astronaut_rgb()[30:230, 120:320], 1024) for v in ("front", "left", "right")}
-    prepared = prepare_views(close_up, models)
-    assert prepared.photo_scales.tolist() == [1.0, 0.5, 0.5]
-    assert build_avatar(prepared, infer_landmarks(prepared, models)).texture.shape == (1024, 1024, 3)
+def test_photos_up_to_1024_px_are_decoded_once_and_whole(models):
+    prepared = prepare_views(avatar_views(1024), models)
+    assert prepared.photo_scales.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def close_up_4096() -> dict[str, bytes]:
+    """A 4096² front photo whose face is ~2,100 px tall; the side views at 1024 px."""
+    sides = avatar_views(1024)
+    return {"front": encode_jpeg(astronaut_rgb()[30:230, 120:320], 4096), "left": sides["left"], "right": sides["right"]}
+
+
+def test_a_close_up_4096_photo_gets_a_2048_texture_from_its_full_detail(models, close_up_4096):
+    prepared = prepare_views(close_up_4096, models)
+    # Half resolution would leave the face ~1,050 px, fewer than the 1,740 a 2048² texture holds.
+    assert prepared.photo_scales[0] == 1.0
+    result = build_avatar(prepared, infer_landmarks(prepared, models))
+    assert result.texture.shape == (2048, 2048, 3)
+    assert read_glb_json(result.glb)["images"][0]["mimeType"] == "image/jpeg"
+
+
+def test_a_texture_size_asked_for_is_baked_and_decoded_for(models, close_up_4096):
+    prepared = prepare_views(close_up_4096, models, texture_size=512)
+    # A quarter of the photo still gives the face more pixels than a 512² texture holds.
+    assert prepared.photo_scales[0] == 0.25 and prepared.texture_size == 512
+    assert build_avatar(prepared, infer_landmarks(prepared, models)).texture.shape == (512, 512, 3)
+    small = run_pipeline(avatar_views(512), models, texture_size="2048")
+    assert small.texture.shape == (2048, 2048, 3)
+
+
+@pytest.mark.parametrize("bad", ["768", "big", 4096, "0"])
+def test_a_bad_texture_size_is_refused_with_the_choices(models, bad):
+    with pytest.raises(PipelineError) as err:
+        prepare_views(avatar_views(512), models, texture_size=bad)
+    assert err.value.code == "invalid_option"
+    assert "512, 1024, 2048 or auto" in err.value.message

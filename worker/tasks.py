@@ -84,9 +84,11 @@ def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
     def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
         with clock("load"):
             images = rt.files.read_uploads(job_id, VIEWS)
+            # The options travel in the record; the stage file carries them on to the export.
+            texture_size = rt.store.options(job_id).get("textureSize")
         # The store writes the start note on the other core while detection runs on this one;
         # sent before decoding, it competed with the decoder threads (decoding took ~1.3 ms longer).
-        prepared = prepare_views(images, _models(rt), on_decoded=note_started)
+        prepared = prepare_views(images, _models(rt), on_decoded=note_started, texture_size=texture_size)
         with clock("save"):
             _save_output(rt, job_id, PREPARED, prepared)
         return StageOutput(prepared.timings_ms)
