@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from flask import Blueprint, Response, request
 
 from api import audit, idempotency, timing
+from api.admission import check_room_for_a_job
 from api.auth import current_owner, require_owner
 from api.bodies import accepted_body, completed_body, info_body, list_item, ok, status_url
 from api.errors import BadRequest, Conflict, Gone, RequestTimeout, ServiceUnavailable, Unprocessable
@@ -38,6 +39,8 @@ def generate() -> Response:
     owner = current_owner()
     wait_s = prefer_wait_seconds(request.headers.get("Prefer"), svc.settings.max_wait_s)
     key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    with timing.step("admission"):
+        check_room_for_a_job(svc)
     with timing.step("parse"):
         parts = _read_upload(svc)
     claim = None
@@ -66,16 +69,23 @@ def generate() -> Response:
 
 
 def _read_upload(svc: Services):
-    """The form's parts, read within UPLOAD_TIMEOUT_S (408 for a client still sending after it)."""
+    """The form's parts, read within UPLOAD_TIMEOUT_S (408 for a client still sending after it;
+    400 for a body that breaks off or whose chunked encoding is malformed)."""
     seconds = svc.settings.upload_timeout_s
     with upload_deadline(request.environ, seconds) as expired:
         try:
             return read_form(request.stream, request.content_type, svc.settings.max_image_bytes)
-        except Exception:
+        except Exception as exc:
             if not expired():
+                if isinstance(exc, OSError):  # the server's reader: a bad chunk size, the peer gone
+                    raise BadRequest(BODY_BROKEN, {"reason": str(exc)[:200]}) from None
                 raise
     raise RequestTimeout(f"The upload took longer than {seconds:g} s, so it was stopped. Send the photos "
                          "again over a faster connection, or smaller photos.", None, {"Connection": "close"})
+
+
+BODY_BROKEN = ("The upload broke off or its chunked transfer encoding is malformed; send the photos "
+               "again as multipart/form-data.")
 
 
 def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, FinishedWait | None]:
@@ -309,10 +319,14 @@ def list_avatars() -> Response:
     """The caller's avatars, newest first: ``?page=1&limit=20``."""
     svc = services()
     owner = require_owner()
-    page = _int_arg("page", 1, minimum=1)
+    page = _int_arg("page", 1, minimum=1, maximum=MAX_PAGE)
     limit = _int_arg("limit", svc.settings.default_page_size, minimum=1, maximum=svc.settings.max_page_size)
     jobs, total = svc.store.list_for_owner(owner, skip=(page - 1) * limit, limit=limit)
     return ok({"avatars": [list_item(job) for job in jobs], "page": page, "limit": limit, "total": total})
+
+
+# Far beyond any real list (a million pages), and small enough that the store's skip stays a number.
+MAX_PAGE = 1_000_000
 
 
 def ensure_downloadable(job: Job, waited_s: float = 0) -> None:

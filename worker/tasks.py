@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs import webhooks
 from jobs.files import result_filename
+from jobs.outages import OUTAGES, retrying
 from jobs.retention import sweep_if_due
 from jobs.store import FINISHABLE_FROM, NEXT_STAGE, Job, JobNotFound, JobStatus, TransitionError, utcnow
 from pipeline import VIEWS, PipelineError
@@ -74,20 +75,20 @@ class StageClock:
 
 
 # Records that the job has started (queued → preprocessing); a stage's work gets one, and only
-# the first stage calls it.
+# the first stage calls it. The work also gets the job's record as it was when the stage began.
 NoteStarted = Callable[[], None]
-StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted], StageOutput]
+StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted, Job], StageOutput]
 
 
 @shared_task(name="avatar.preprocess", bind=True)
 def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Decode the three photos, find the faces, save the aligned crops."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             images = rt.files.read_uploads(job_id, VIEWS)
-            # The options travel in the record; the stage file carries them on to the export.
-            texture_size = rt.store.options(job_id).get("textureSize")
+        # The options travel in the record; the stage file carries them on to the export.
+        texture_size = job.options.get("textureSize")
         # The store writes the start note on the other core while detection runs on this one;
         # sent before decoding, it competed with the decoder threads (decoding took ~1.3 ms longer).
         prepared = prepare_views(images, _models(rt), on_decoded=note_started, texture_size=texture_size)
@@ -102,7 +103,7 @@ def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
 def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Run the landmark model on the crops (the one GPU-bound step)."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
         landmarks = infer_landmarks(prepared, _models(rt, batched=True))
@@ -117,7 +118,7 @@ def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
 def export(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Mesh, texture, features and the GLB; the job completes here."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
             landmarks = _load_output(rt, job_id, LANDMARKS, ViewLandmarks)
@@ -204,9 +205,16 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     job ended (or its files gone) and stops.
 
     Running a stage twice is harmless: every transition is guarded, so a duplicate's result is
-    dropped. A message that may be a duplicate (``resent`` by the reconciler, or redelivered by the
-    broker) first checks that the job still waits for this stage, and does nothing if it moved on.
-    While the stage runs, this process keeps the job marked running for the reconciler.
+    dropped. Every message (re-sent by the reconciler, redelivered by the broker, or restored from a
+    Redis snapshot as a fresh delivery alike) first checks that the job still waits for this stage,
+    and does nothing if it moved on; and a stage only ever fails a job that is at most at its own
+    stage, so a stale message cannot fail a job that is further along. While the stage runs, this
+    process keeps the job marked running for the reconciler.
+
+    The store or Redis being unreachable is not the job's fault: each store step is retried with
+    back-off for up to ``OUTAGE_RETRY_S`` (a restart of a few seconds is ridden out); past that the
+    stage gives up without touching the job, and the reconciler sends it again once the job has
+    sat still for STALL_AFTER_S.
     """
     received = time.time()
     started = time.perf_counter()
@@ -214,52 +222,61 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     worker = task.request.hostname or rt.hostname
     key = STAGE_KEY[stage]
     jlog = JobLog(log, {"job_id": job_id})
-    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
-    if (resent or redelivered) and not _still_waiting_for(rt, job_id, stage):
-        jlog.info("skipping a repeated %s: the job has moved on", stage.value)
-        _forget_if_ended(rt, job_id)
+    try:
+        job = _retrying(lambda: rt.store.find(job_id), jlog, "reading the job")
+    except OUTAGES as exc:
+        jlog.warning("the store is unreachable (%s); %s is left to the reconciler", exc, stage.value)
+        return None
+    if job is None or job.status not in FINISHABLE_FROM[stage]:
+        jlog.info("skipping a repeated %s message: the job is %s", stage.value,
+                  "gone" if job is None else job.status.value)
+        if job is None or job.status.is_terminal():
+            # A worker that died between recording a job's end and deleting its photos leaves them
+            # behind; a repeated message is the first chance to delete them.
+            rt.files.discard_inputs(job_id)
         return None
     rt.began(job_id)
     try:
-        return _run_stage(task, rt, job_id, stage, work, worker, key, jlog, received, started)
+        return _run_stage(task, rt, job, stage, work, worker, key, jlog, received, started)
     finally:
         rt.ended(job_id)
 
 
-def _forget_if_ended(rt: WorkerRuntime, job_id: str) -> None:
-    """A worker that died between recording a job's end and deleting its photos leaves them
-    behind; the redelivered message is the first chance to delete them."""
-    job = rt.store.find(job_id)
-    if job is None or job.status.is_terminal():
-        rt.files.discard_inputs(job_id)
+# How long a stage keeps retrying a store step before leaving the job to the reconciler.
+OUTAGE_RETRY_S = 30.0
 
 
-def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool:
-    job = rt.store.find(job_id)
-    return job is not None and job.status in FINISHABLE_FROM[stage]
+def _retrying(step: Callable[[], Any], jlog: JobLog, what: str) -> Any:
+    """``step()``, with outages retried for up to ``OUTAGE_RETRY_S``."""
+    return retrying(step, OUTAGE_RETRY_S, jlog, what)
 
 
-def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, work: StageWork,
+def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: StageWork,
                worker: str, key: str, jlog: JobLog, received: float, started: float) -> str | None:
+    job_id = job.id
+
     def note_started() -> None:
         rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
 
     try:
         clock = StageClock(key)
         with deadline(rt.settings.job_timeout_s):
-            output = work(rt, clock, note_started)
-        timings = {**output.timings_ms, **clock.timings_ms,
-                   f"{key}Stage": (time.perf_counter() - started) * 1000}
+            output = work(rt, clock, note_started, job)
+        stage_s = time.perf_counter() - started
+        rt.note_stage_time(key, stage_s)
+        timings = {**output.timings_ms, **clock.timings_ms, f"{key}Stage": stage_s * 1000}
         trace = {f"{key}Received": received, f"{key}Finished": time.time()}
         if stage is JobStatus.EXPORTING:
-            rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace)
+            _retrying(lambda: rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace),
+                      jlog, "recording the completion")
             _job_ended(rt, job_id, JobStatus.COMPLETED)
             jlog.info("completed in %.0f ms of work", output.result["generationTime"])
         else:
             # The next stage is queued first and this one recorded while its task is on its way:
             # the store's round trip (~5 ms here) overlaps the hop instead of preceding it.
             _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog)
-            rt.store.advance(job_id, stage, timings, worker=worker, trace=trace)
+            _retrying(lambda: rt.store.advance(job_id, stage, timings, worker=worker, trace=trace),
+                      jlog, f"recording the end of {stage.value}")
             if stage is JobStatus.PREPROCESSING:
                 # Handed over: no later step reads the photos (a retry or re-send of inference or
                 # export starts from the stage files), so they go now, while the next stage runs,
@@ -268,6 +285,9 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, wor
         return job_id
     except (TransitionError, JobNotFound) as exc:
         _stopped(rt, job_id, stage, exc)
+    except OUTAGES as exc:
+        jlog.warning("the store or Redis stayed unreachable (%s: %s); %s is left to the reconciler",
+                     type(exc).__name__, exc, stage.value)
     except PipelineError as exc:
         jlog.info("failed in %s: %s (%s)", stage.value, exc.message, exc.code)
         _fail(rt, job_id, stage, exc.code, exc.message, exc.view)
@@ -331,23 +351,25 @@ def _stopped(rt: WorkerRuntime, job_id: str, stage: JobStatus,
 
 def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exception) -> None:
     """An error of ours, or the job's files vanished because it was canceled meanwhile."""
-    try:
-        rt.store.fail(job_id, "internal_error", INTERNAL_ERROR_MESSAGE)
-    except (TransitionError, JobNotFound) as ended:
-        _stopped(rt, job_id, stage, ended)
-        return
-    log.exception("[job %s] internal error in %s", job_id, stage.value, exc_info=exc)
-    _job_ended(rt, job_id, JobStatus.FAILED)
+    if _fail(rt, job_id, stage, "internal_error", INTERNAL_ERROR_MESSAGE):
+        log.exception("[job %s] internal error in %s", job_id, stage.value, exc_info=exc)
 
 
 def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, code: str, message: str,
-          view: str | None = None) -> None:
+          view: str | None = None) -> bool:
+    """Fail the job if it is at most at ``stage`` (a stale message never fails a job that is further
+    along); True if this call failed it."""
+    jlog = JobLog(log, {"job_id": job_id})
     try:
-        rt.store.fail(job_id, code, message, view)
-    except (TransitionError, JobNotFound) as exc:  # canceled or deleted meanwhile: not a failure
+        _retrying(lambda: rt.store.fail(job_id, code, message, view, at_most=stage), jlog, "recording the failure")
+    except (TransitionError, JobNotFound) as exc:  # canceled, deleted or moved on meanwhile: not ours to fail
         _stopped(rt, job_id, stage, exc)
-        return
+        return False
+    except OUTAGES as exc:
+        jlog.warning("could not record the failure (%s); the reconciler will send %s again", exc, stage.value)
+        return False
     _job_ended(rt, job_id, JobStatus.FAILED)
+    return True
 
 
 def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
