@@ -15,8 +15,10 @@ MODELS_DIR = Path(__file__).resolve().parent
 LANDMARK_MODEL_PATH = MODELS_DIR / "face_landmark.onnx"  # [N,3,224,224] -> landmarks [N,468,3], face_score [N,1]
 DETECTOR_MODEL_PATH = MODELS_DIR / "face_detector.onnx"  # [N,3,128,128] -> regressors [N,896,16], scores [N,896,1]
 TOPOLOGY_PATH = MODELS_DIR / "face_mesh_topology.npz"
+HEAD_TEMPLATE_PATH = MODELS_DIR / "head_template.npz"  # the whole-head template (models/head_build.py)
 
-__all__ = ["LANDMARK_MODEL_PATH", "DETECTOR_MODEL_PATH", "TOPOLOGY_PATH", "Topology", "load_topology"]
+__all__ = ["LANDMARK_MODEL_PATH", "DETECTOR_MODEL_PATH", "TOPOLOGY_PATH", "HEAD_TEMPLATE_PATH", "Topology",
+           "load_topology", "load_head_template"]
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,13 @@ def load_topology() -> Topology:
     for array in arrays.values():
         array.setflags(write=False)
     return Topology(**arrays)
+
+
+@lru_cache(maxsize=1)
+def load_head_template() -> dict[str, np.ndarray]:
+    """The head template's arrays by name (see MODEL_CARD.md, ``head_template.npz``), read-only."""
+    with np.load(HEAD_TEMPLATE_PATH) as data:
+        arrays = {name: data[name] for name in data.files}
+    for array in arrays.values():
+        array.setflags(write=False)
+    return arrays

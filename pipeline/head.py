@@ -1,0 +1,308 @@
+"""The whole head: the template (``models/head_template.npz``) fitted to the fused landmarks.
+
+Everything here is in the canonical face frame: metres, +Y up, the face toward +Z, +X the
+subject's left. Per avatar the fit is a handful of small matrix products, because everything that
+does not depend on the photo is computed once per process (``fitting_operators``):
+
+1. **Pose.** A similarity takes the template's landmarks onto the fused ones (rigid landmarks);
+   the fused landmarks are brought into the template's frame with its inverse.
+2. **Identity and expression.** What the landmarks still differ by is explained, in one bounded
+   least-squares solve, by the template's identity components (regularised) and the 52 ARKit
+   targets' landmark offsets (weights in [0, 1], a small cost per unit of weight, so an
+   expression is only used where the landmarks need it).
+3. **Residual.** What is left at the landmarks is spread over the skin by a compactly supported
+   radial basis function (Wendland's C2 kernel, ``RESIDUAL_RADIUS_M``): the face meets its
+   landmarks, the skull, ears and neck away from the face keep the template's shape. Eyeballs,
+   teeth and tongue move with the field at their centre, rigidly.
+4. **Rest shape and morph targets.** The rest shape holds identity and residual but no
+   expression; the expression is the mesh's default morph weights. The ARKit targets are carried
+   onto the fitted head through each vertex's deformation gradient (Sumner and Popović's
+   per-triangle frames, averaged at the vertices), so a wider mouth smiles wider.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from models import load_head_template, load_topology
+from pipeline.glb import vertex_normals
+from pipeline.mesh import Pose, fit_similarity
+
+SKIN, EYE_RIGHT, EYE_LEFT, TEETH_UPPER, TEETH_LOWER, TONGUE = range(6)
+EYES = (EYE_RIGHT, EYE_LEFT)
+
+# Support radius of the residual's kernel (metres): a landmark's residual fades to nothing this
+# far away, so the back of the head never moves with the face's noise.
+RESIDUAL_RADIUS_M = 0.06
+# Kernel regularisation: the larger, the smoother the residual and the less exactly the landmarks
+# are met (1e-3: ~0.3 mm rms left at the landmarks on real photos).
+RESIDUAL_SMOOTHING = 1e-3
+# The most a morph target is stretched or shrunk when carried onto a fitted head.
+MAX_TRANSFER_STRETCH = 1.5
+# How far from an eyeball's surface the lids it moves with may be (metres; see ``eye_anchors``).
+ANCHOR_REACH_M = 0.0015
+# Landmark noise against the identity prior and the price of expression (both in metres² per
+# unit): an identity coefficient is a standard deviation of hm08's shape targets.
+LANDMARK_NOISE_M = 0.0015
+IDENTITY_PRIOR_SD = 3.0
+EXPRESSION_COST = 20.0
+EXPRESSION_SMOOTHING = 0.02
+# The face outline is where the landmark model is least sure: its landmarks count less.
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+FACE_OVAL_WEIGHT = 0.3
+SOLVER_ITERATIONS = 300
+# Weights this small are reported as 0 (a rest shape does not need a 1% smile).
+MIN_EXPRESSION_WEIGHT = 0.02
+
+
+@dataclass(frozen=True)
+class HeadTemplate:
+    """The template's arrays (see models/MODEL_CARD.md) with float32 offsets, read-only."""
+
+    positions: np.ndarray  # [V,3]
+    uvs: np.ndarray  # [V,2] glTF orientation
+    triangles: np.ndarray  # [F,3]
+    weld: np.ndarray  # [V] the vertex that stands for every copy of a point split at UV seams
+    part: np.ndarray  # [V] SKIN, EYE_RIGHT, ... TONGUE
+    landmark_vertices: np.ndarray  # [468,3] the corners of the triangle each landmark lies on
+    landmark_weights: np.ndarray  # [468,3] its barycentric weights
+    identity_landmarks: np.ndarray  # [K,468,3]
+    identity_offsets: np.ndarray  # [K,V,3]
+    morph_names: tuple[str, ...]
+    morph_start: np.ndarray  # [T+1]
+    morph_vertex: np.ndarray  # [N]
+    morph_offset: np.ndarray  # [N,3]
+    texture_trust: np.ndarray  # [V]
+    hair: np.ndarray  # [V]
+    fixed: np.ndarray  # [V]
+    fixed_colour: np.ndarray  # [V,3] uint8
+    eye_disc: np.ndarray  # [5] centre u, v, radius, iris radius, pupil radius (atlas units)
+
+    def landmarks_of(self, positions: np.ndarray) -> np.ndarray:
+        """[468,3] where the landmarks lie on a mesh with this template's topology."""
+        return (positions[self.landmark_vertices] * self.landmark_weights[:, :, None]).sum(1)
+
+    def morph(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Vertex ids and offsets [n,3] of one ARKit target."""
+        lo, hi = self.morph_start[index], self.morph_start[index + 1]
+        return self.morph_vertex[lo:hi], self.morph_offset[lo:hi]
+
+
+@lru_cache(maxsize=1)
+def head_template() -> HeadTemplate:
+    raw = load_head_template()
+    triangles = raw["triangles"]
+    corners = triangles[raw["landmark_triangle"]]
+    return HeadTemplate(
+        positions=raw["positions"].astype(np.float64), uvs=raw["uvs"], triangles=triangles, weld=raw["weld"],
+        part=raw["part"], landmark_vertices=corners, landmark_weights=raw["landmark_bary"].astype(np.float64),
+        identity_landmarks=raw["identity_landmarks"].astype(np.float64),
+        identity_offsets=raw["identity_offsets"].astype(np.float32),
+        morph_names=tuple(str(n) for n in raw["morph_names"]), morph_start=raw["morph_start"],
+        morph_vertex=raw["morph_vertex"], morph_offset=raw["morph_offset"].astype(np.float32),
+        texture_trust=raw["texture_trust"].astype(np.float32), hair=raw["hair"].astype(np.float32),
+        fixed=raw["fixed"].astype(np.float32), fixed_colour=raw["fixed_colour"], eye_disc=raw["eye_disc"])
+
+
+def wendland(distance: np.ndarray, radius: float) -> np.ndarray:
+    """Wendland's C2 kernel: positive definite in 3-D, zero beyond ``radius``."""
+    q = np.clip(distance / radius, 0.0, 1.0)
+    return (1 - q) ** 4 * (4 * q + 1)
+
+
+def eye_anchors(positions: np.ndarray, part: np.ndarray) -> dict[int, np.ndarray]:
+    """Per eyeball, the skin it moves with: its lid margins and the inside of the lids, which lie
+    on its front within ``ANCHOR_REACH_M`` of its surface (so the lids keep covering it)."""
+    skin = np.nonzero(part == SKIN)[0]
+    anchors: dict[int, np.ndarray] = {}
+    for eye in EYES:
+        members = positions[part == eye]
+        if len(members):
+            centre = members.mean(0)
+            radius = np.linalg.norm(members - centre, axis=1).mean()
+            gap = np.abs(np.linalg.norm(positions[skin] - centre, axis=1) - radius)
+            anchors[eye] = skin[(gap < ANCHOR_REACH_M) & (positions[skin, 2] > centre[2] + 0.3 * radius)]
+    return anchors
+
+
+def residual_operator(positions: np.ndarray, part: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[V,468] float32: landmark residuals [468,3] -> displacement of every vertex [V,3].
+
+    A Wendland RBF centred on ``landmarks`` (the template's, metres), regularised by
+    ``RESIDUAL_SMOOTHING``. Teeth and tongue follow the field like the lips around them; an
+    eyeball moves, as a whole, with the mean displacement of its lids (``eye_anchors``).
+    (A second, 2 cm kernel for what the wide one leaves was tried: the landmarks' rms moved by
+    under 0.05 mm, what is left being lip points that sit together on the template but apart in
+    the photo, which no smooth field separates.)
+    """
+    kernel = wendland(np.linalg.norm(landmarks[:, None] - landmarks[None], axis=2), RESIDUAL_RADIUS_M)
+    solve = np.linalg.inv(kernel + RESIDUAL_SMOOTHING * np.eye(len(landmarks)))
+    evaluate = wendland(np.linalg.norm(positions[:, None] - landmarks[None], axis=2), RESIDUAL_RADIUS_M)
+    operator = evaluate @ solve
+    for eye, anchor in eye_anchors(positions, part).items():
+        operator[part == eye] = operator[anchor].mean(0)
+    return operator.astype(np.float32)
+
+
+def regional_maps(rest: np.ndarray, deformed: np.ndarray, starts: np.ndarray, vertices: np.ndarray,
+                  offsets: np.ndarray) -> np.ndarray:
+    """[T,3,3] for each sparse target (``starts``/``vertices``/``offsets``, CSR-like): the linear
+    part of the affine map that best takes the target's region from ``rest`` to ``deformed``,
+    each vertex weighted by how far the target moves it; its stretches are clipped to
+    [1 / MAX_TRANSFER_STRETCH, MAX_TRANSFER_STRETCH].
+
+    Multiplying a target's offsets by its map carries it onto the deformed head with the
+    subject's proportions there (a wider mouth smiles wider), smoothly: one map per region, not a
+    per-vertex gradient that follows every wrinkle of the fit.
+    """
+    weight = np.linalg.norm(offsets, axis=1).astype(np.float64)
+    segment = starts[:-1]
+    total = np.add.reduceat(weight, segment)
+    x, y = rest[vertices], deformed[vertices]
+    mean_x = np.add.reduceat(weight[:, None] * x, segment) / total[:, None]
+    mean_y = np.add.reduceat(weight[:, None] * y, segment) / total[:, None]
+    owner = np.repeat(np.arange(len(segment)), np.diff(starts))
+    cx, cy = x - mean_x[owner], y - mean_y[owner]
+    sxx = np.add.reduceat((weight[:, None, None] * cx[:, :, None] * cx[:, None, :]).reshape(-1, 9), segment)
+    syx = np.add.reduceat((weight[:, None, None] * cy[:, :, None] * cx[:, None, :]).reshape(-1, 9), segment)
+    sxx, syx = sxx.reshape(-1, 3, 3), syx.reshape(-1, 3, 3)
+    ridge = np.trace(sxx, axis1=1, axis2=2)[:, None, None] * 1e-3 * np.eye(3)
+    maps = syx @ np.linalg.inv(sxx + ridge)
+    u, stretch, vt = np.linalg.svd(maps)
+    stretch = np.clip(stretch, 1 / MAX_TRANSFER_STRETCH, MAX_TRANSFER_STRETCH)
+    return (u * stretch[:, None, :]) @ vt
+
+
+@dataclass(frozen=True)
+class FittingOperators:
+    """What the fit needs that does not depend on the photo (built once per process)."""
+
+    template_landmarks: np.ndarray  # [468,3]
+    landmark_weight: np.ndarray  # [468] how much each landmark counts
+    expression_landmarks: np.ndarray  # [T,468,3] each ARKit target's landmark offsets
+    design: np.ndarray  # [1404, K+T] identity then expression columns
+    hessian: np.ndarray  # [K+T, K+T] of the regularised least-squares cost
+    linear: np.ndarray  # [K+T] constant part of its gradient (the expression cost)
+    step: float  # 1 / the hessian's largest eigenvalue
+    residual: np.ndarray  # [V,468] float32 (``residual_operator``)
+    identity_offsets: np.ndarray  # [V*3, K] float32, for one matrix-vector product
+
+
+def landmark_weights() -> np.ndarray:
+    """[468] how much each landmark counts in the fit (the face outline less)."""
+    weight = np.ones(468)
+    weight[list(FACE_OVAL)] = FACE_OVAL_WEIGHT
+    return weight
+
+
+@lru_cache(maxsize=1)
+def fitting_operators() -> FittingOperators:
+    head = head_template()
+    p0 = head.positions
+    landmarks = head.landmarks_of(p0)
+    weight = landmark_weights()
+    expression = np.stack([_landmark_offsets(head, *head.morph(k)) for k in range(len(head.morph_names))])
+    k_id, k_ex = len(head.identity_landmarks), len(expression)
+    design = np.concatenate([head.identity_landmarks.reshape(k_id, -1), expression.reshape(k_ex, -1)]).T
+    w3 = np.repeat(weight, 3)
+    hessian = design.T @ (design * w3[:, None]) / LANDMARK_NOISE_M ** 2
+    hessian[np.arange(k_id), np.arange(k_id)] += 1.0 / IDENTITY_PRIOR_SD ** 2
+    hessian[np.arange(k_id, k_id + k_ex), np.arange(k_id, k_id + k_ex)] += EXPRESSION_SMOOTHING
+    linear = np.concatenate([np.zeros(k_id), np.full(k_ex, EXPRESSION_COST)])
+    step = 1.0 / float(np.linalg.eigvalsh(hessian)[-1])
+    return FittingOperators(
+        landmarks, weight, expression, design, hessian, linear, step,
+        residual_operator(p0, head.part, landmarks),
+        np.ascontiguousarray(head.identity_offsets.reshape(k_id, -1).T))
+
+
+def _landmark_offsets(head: HeadTemplate, vertices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    dense = np.zeros_like(head.positions)
+    dense[vertices] = offsets
+    return head.landmarks_of(dense)
+
+
+def solve_bounded(hessian: np.ndarray, gradient_at_zero: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                  step: float, iterations: int = SOLVER_ITERATIONS) -> np.ndarray:
+    """argmin ½xᵀHx + gᵀx subject to lower ≤ x ≤ upper, by accelerated projected gradient (FISTA)."""
+    x = np.clip(np.zeros_like(gradient_at_zero), lower, upper)
+    y, t = x.copy(), 1.0
+    for _ in range(iterations):
+        x_next = np.clip(y - step * (hessian @ y + gradient_at_zero), lower, upper)
+        t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        y = x_next + ((t - 1) / t_next) * (x_next - x)
+        x, t = x_next, t_next
+    return x
+
+
+@dataclass(frozen=True)
+class FittedHead:
+    """The head fitted to one subject (canonical frame, metres)."""
+
+    rest_positions: np.ndarray  # [V,3] neutral: identity and residual, no expression
+    expression_weights: np.ndarray  # [T] the photo's expression as ARKit weights in [0,1]
+    morph_targets: dict[str, np.ndarray]  # ARKit name -> [V,3] offsets on the fitted head (dense)
+    pose: Pose  # template frame -> canonical frame
+    landmark_rms_mm: float  # fitted landmarks (rest shape + default weights) vs the fused ones
+    identity: np.ndarray  # [K] identity coefficients (standard deviations)
+
+    @property
+    def posed_positions(self) -> np.ndarray:
+        """The rest shape with the default weights applied: what the GLB shows at first."""
+        out = self.rest_positions.copy()
+        for weight, offsets in zip(self.expression_weights, self.morph_targets.values()):
+            if weight > 0:
+                out += weight * offsets
+        return out
+
+
+def fit_head(landmarks_canonical_m: np.ndarray) -> FittedHead:
+    """The template fitted to ``landmarks_canonical_m`` [468,3] (the fused face, metres)."""
+    head = head_template()
+    ops = fitting_operators()
+    target = np.asarray(landmarks_canonical_m, np.float64)
+    topo = load_topology()
+    ids = topo.procrustes_ids
+    pose = fit_similarity(ops.template_landmarks[ids], target[ids], topo.procrustes_weights.astype(np.float64))
+    in_template = ((target - pose.translation) @ pose.rotation) / pose.scale
+    residual0 = (in_template - ops.template_landmarks).ravel()
+    w3 = np.repeat(ops.landmark_weight, 3)
+    gradient = -(ops.design.T @ (residual0 * w3)) / LANDMARK_NOISE_M ** 2 + ops.linear
+    k_id = len(head.identity_landmarks)
+    k_ex = len(head.morph_names)
+    lower = np.concatenate([np.full(k_id, -3.0), np.zeros(k_ex)])
+    upper = np.concatenate([np.full(k_id, 3.0), np.ones(k_ex)])
+    solution = solve_bounded(ops.hessian, gradient, lower, upper, ops.step)
+    identity, weights = solution[:k_id], solution[k_id:]
+    weights = np.where(weights < MIN_EXPRESSION_WEIGHT, 0.0, weights)
+
+    shaped = head.positions + (ops.identity_offsets @ identity.astype(np.float32)).reshape(-1, 3)
+    explained = ops.template_landmarks + np.tensordot(identity, head.identity_landmarks, axes=1) \
+        + np.tensordot(weights, ops.expression_landmarks, axes=1)
+    rest_template = shaped + ops.residual @ (in_template - explained).astype(np.float32)
+    maps = regional_maps(head.positions, rest_template, head.morph_start, head.morph_vertex, head.morph_offset)
+    eyes = np.isin(head.part, EYES)
+    to_canonical = pose.scale * pose.rotation
+    rest = rest_template @ to_canonical.T + pose.translation
+    morphs = {}
+    for index, name in enumerate(head.morph_names):
+        vertices, offsets = head.morph(index)
+        carried = np.where(eyes[vertices][:, None], offsets, offsets @ maps[index].T)
+        moved = carried @ to_canonical.T
+        dense = np.zeros_like(rest, dtype=np.float32)
+        dense[vertices] = moved
+        morphs[name] = dense
+    fitted = FittedHead(rest.astype(np.float32), weights, morphs, pose, 0.0, identity)
+    rms = float(np.sqrt(((head.landmarks_of(fitted.posed_positions.astype(np.float64)) - target) ** 2)
+                        .sum(1).mean()) * 1000)
+    return FittedHead(fitted.rest_positions, weights, morphs, pose, round(rms, 3), identity)
+
+
+def head_normals(positions: np.ndarray) -> np.ndarray:
+    """[V,3] smooth unit normals, equal on every copy of a vertex split at a UV seam."""
+    head = head_template()
+    welded = vertex_normals(positions, head.weld[head.triangles])
+    return welded[head.weld]
