@@ -883,7 +883,7 @@ def sparse_targets(targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # Photos are trusted on the face (inside the landmarks) and this far beyond it (metres, along
 # the surface), fading out; beyond that the texture is painted.
-TRUST_FALLOFF_M = 0.02
+TRUST_FALLOFF_M = 0.012
 HAIRLINE_SOFTNESS_M = 0.012
 FIXED_COLOURS = {"teeth": (232, 226, 208), "tongue": (178, 86, 92), "mouth": (112, 44, 50),
                  "socket": (70, 40, 40), "sclera": (232, 228, 222)}
@@ -987,13 +987,13 @@ def register_onto_canonical(tp: Template, tri: np.ndarray, bary: np.ndarray, mes
     The shape comes from the identity components (as the runtime fit), part of an eye blink for
     the lids (``BAKED_EXPRESSIONS``: hm08's eyes are more open than MediaPipe's neutral face), and
     the runtime's residual field for the rest. The identity components and ARKit targets are
-    carried onto the new shape by their regions' linear maps (``regional_maps``); a baked blink's
+    carried onto the new shape by their regions' linear maps (``RegionalTransfer``); a baked blink's
     target keeps only the part of the motion that is left, so at weight 1 the lids still close.
     ``tp.positions`` is rewritten; returns the carried identity offsets and targets and the
     registration's numbers.
     """
     from models import load_topology
-    from pipeline.head import (EYES, IDENTITY_PRIOR_SD, LANDMARK_NOISE_M, landmark_weights, regional_maps,
+    from pipeline.head import (EYES, IDENTITY_PRIOR_SD, LANDMARK_NOISE_M, RegionalTransfer, landmark_weights,
                                residual_operator, solve_bounded)
 
     canonical = load_topology().vertices.astype(np.float64) / 100.0
@@ -1017,8 +1017,8 @@ def register_onto_canonical(tp: Template, tri: np.ndarray, bary: np.ndarray, mes
 
     def carry(offsets: np.ndarray) -> np.ndarray:
         moved = np.nonzero(np.linalg.norm(offsets, axis=1) > 0)[0]
-        linear = regional_maps(tp.positions, deformed, np.array([0, len(moved)]), moved, offsets[moved])[0]
-        return np.where(eyes[:, None], offsets, offsets @ linear.T)
+        transfer = RegionalTransfer(tp.positions, np.array([0, len(moved)]), moved, offsets[moved], eyes)
+        return np.where(eyes[:, None], offsets, offsets @ transfer.maps(deformed)[0].T)
 
     mesh_basis = np.stack([carry(m) for m in mesh_basis])
     arkit = {name: carry(offsets) for name, offsets in arkit.items()}

@@ -147,33 +147,52 @@ def residual_operator(positions: np.ndarray, part: np.ndarray, landmarks: np.nda
     return operator.astype(np.float32)
 
 
-def regional_maps(rest: np.ndarray, deformed: np.ndarray, starts: np.ndarray, vertices: np.ndarray,
-                  offsets: np.ndarray) -> np.ndarray:
-    """[T,3,3] for each sparse target (``starts``/``vertices``/``offsets``, CSR-like): the linear
-    part of the affine map that best takes the target's region from ``rest`` to ``deformed``,
-    each vertex weighted by how far the target moves it; its stretches are clipped to
-    [1 / MAX_TRANSFER_STRETCH, MAX_TRANSFER_STRETCH].
+class RegionalTransfer:
+    """Carries sparse morph targets onto a reshaped head: each target's offsets are multiplied by
+    the linear part of the affine map that best takes the target's region from the rest shape to
+    the reshaped one (each vertex weighted by how far the target moves it), its stretches clipped
+    to [1 / MAX_TRANSFER_STRETCH, MAX_TRANSFER_STRETCH]. One map per region, not a per-vertex
+    gradient that would follow every wrinkle of the fit: a wider mouth smiles wider, smoothly.
+    Eyeball offsets (the eyes turning) are kept as they are.
 
-    Multiplying a target's offsets by its map carries it onto the deformed head with the
-    subject's proportions there (a wider mouth smiles wider), smoothly: one map per region, not a
-    per-vertex gradient that follows every wrinkle of the fit.
+    Everything that depends on the rest shape alone is computed here, once: per target the
+    weighted centre and the inverse of the weighted second moment of its region.
     """
-    weight = np.linalg.norm(offsets, axis=1).astype(np.float64)
-    segment = starts[:-1]
-    total = np.add.reduceat(weight, segment)
-    x, y = rest[vertices], deformed[vertices]
-    mean_x = np.add.reduceat(weight[:, None] * x, segment) / total[:, None]
-    mean_y = np.add.reduceat(weight[:, None] * y, segment) / total[:, None]
-    owner = np.repeat(np.arange(len(segment)), np.diff(starts))
-    cx, cy = x - mean_x[owner], y - mean_y[owner]
-    sxx = np.add.reduceat((weight[:, None, None] * cx[:, :, None] * cx[:, None, :]).reshape(-1, 9), segment)
-    syx = np.add.reduceat((weight[:, None, None] * cy[:, :, None] * cx[:, None, :]).reshape(-1, 9), segment)
-    sxx, syx = sxx.reshape(-1, 3, 3), syx.reshape(-1, 3, 3)
-    ridge = np.trace(sxx, axis1=1, axis2=2)[:, None, None] * 1e-3 * np.eye(3)
-    maps = syx @ np.linalg.inv(sxx + ridge)
-    u, stretch, vt = np.linalg.svd(maps)
-    stretch = np.clip(stretch, 1 / MAX_TRANSFER_STRETCH, MAX_TRANSFER_STRETCH)
-    return (u * stretch[:, None, :]) @ vt
+
+    def __init__(self, rest: np.ndarray, starts: np.ndarray, vertices: np.ndarray, offsets: np.ndarray,
+                 keep: np.ndarray):
+        self.starts, self.vertices, self.offsets = starts, vertices, offsets.astype(np.float32)
+        self.segment = starts[:-1]
+        self.keep = keep[vertices]
+        weight = np.linalg.norm(offsets, axis=1).astype(np.float64)
+        total = np.add.reduceat(weight, self.segment)
+        x = rest[vertices]
+        mean = np.add.reduceat(weight[:, None] * x, self.segment) / total[:, None]
+        owner = np.repeat(np.arange(len(self.segment)), np.diff(starts))
+        centred = x - mean[owner]
+        moment = np.add.reduceat((weight[:, None, None] * centred[:, :, None] * centred[:, None, :]).reshape(-1, 9),
+                                 self.segment).reshape(-1, 3, 3)
+        ridge = np.trace(moment, axis1=1, axis2=2)[:, None, None] * 1e-3 * np.eye(3)
+        self.moment_inverse = np.linalg.inv(moment + ridge)
+        self.weighted_centred = (weight[:, None] * centred).astype(np.float32)  # sums to 0 per target
+        self.owner = owner
+
+    def maps(self, deformed: np.ndarray) -> np.ndarray:
+        """[T,3,3] each target's linear map from the rest shape to ``deformed``."""
+        y = deformed[self.vertices].astype(np.float32)
+        # sum w (y - ȳ)(x - x̄)ᵀ = sum y (w (x - x̄))ᵀ, since the weighted centred x sum to zero.
+        cross = np.add.reduceat((y[:, :, None] * self.weighted_centred[:, None, :]).reshape(-1, 9), self.segment)
+        maps = cross.reshape(-1, 3, 3).astype(np.float64) @ self.moment_inverse
+        u, stretch, vt = np.linalg.svd(maps)
+        stretch = np.clip(stretch, 1 / MAX_TRANSFER_STRETCH, MAX_TRANSFER_STRETCH)
+        return (u * stretch[:, None, :]) @ vt
+
+    def carry(self, deformed: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """[N,3] all targets' offsets carried onto ``deformed``, then turned by ``frame`` [3,3]."""
+        linear = (frame @ self.maps(deformed)).astype(np.float32)  # per target: the frame after the map
+        carried = np.einsum("nij,nj->ni", linear[self.owner], self.offsets)
+        carried[self.keep] = self.offsets[self.keep] @ frame.T.astype(np.float32)
+        return carried
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,7 @@ class FittingOperators:
     step: float  # 1 / the hessian's largest eigenvalue
     residual: np.ndarray  # [V,468] float32 (``residual_operator``)
     identity_offsets: np.ndarray  # [V*3, K] float32, for one matrix-vector product
+    transfer: RegionalTransfer
 
 
 def landmark_weights() -> np.ndarray:
@@ -216,7 +236,8 @@ def fitting_operators() -> FittingOperators:
     return FittingOperators(
         landmarks, weight, expression, design, hessian, linear, step,
         residual_operator(p0, head.part, landmarks),
-        np.ascontiguousarray(head.identity_offsets.reshape(k_id, -1).T))
+        np.ascontiguousarray(head.identity_offsets.reshape(k_id, -1).T),
+        RegionalTransfer(p0, head.morph_start, head.morph_vertex, head.morph_offset, np.isin(head.part, EYES)))
 
 
 def _landmark_offsets(head: HeadTemplate, vertices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -242,21 +263,41 @@ def solve_bounded(hessian: np.ndarray, gradient_at_zero: np.ndarray, lower: np.n
 class FittedHead:
     """The head fitted to one subject (canonical frame, metres)."""
 
-    rest_positions: np.ndarray  # [V,3] neutral: identity and residual, no expression
+    rest_positions: np.ndarray  # [V,3] float32, neutral: identity and residual, no expression
     expression_weights: np.ndarray  # [T] the photo's expression as ARKit weights in [0,1]
-    morph_targets: dict[str, np.ndarray]  # ARKit name -> [V,3] offsets on the fitted head (dense)
+    morph_names: tuple[str, ...]
+    morph_start: np.ndarray  # [T+1] where each target's entries start in the two arrays below
+    morph_vertex: np.ndarray  # [N] vertex ids, ascending within each target
+    morph_offset: np.ndarray  # [N,3] float32 offsets on the fitted head
     pose: Pose  # template frame -> canonical frame
     landmark_rms_mm: float  # fitted landmarks (rest shape + default weights) vs the fused ones
     identity: np.ndarray  # [K] identity coefficients (standard deviations)
 
+    def morph(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Vertex ids and offsets [n,3] of one target on the fitted head."""
+        lo, hi = self.morph_start[index], self.morph_start[index + 1]
+        return self.morph_vertex[lo:hi], self.morph_offset[lo:hi]
+
+    @property
+    def morph_targets(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """ARKit name -> (vertex ids, offsets), sparse."""
+        return {name: self.morph(k) for k, name in enumerate(self.morph_names)}
+
+    def posed(self, weights: dict[str, float] | None = None) -> np.ndarray:
+        """[V,3] the rest shape with morph weights applied (default: the photo's expression)."""
+        if weights is None:
+            weights = dict(zip(self.morph_names, self.expression_weights))
+        out = self.rest_positions.astype(np.float32)
+        for name, weight in weights.items():
+            if weight:
+                vertices, offsets = self.morph(self.morph_names.index(name))
+                out[vertices] += np.float32(weight) * offsets
+        return out
+
     @property
     def posed_positions(self) -> np.ndarray:
         """The rest shape with the default weights applied: what the GLB shows at first."""
-        out = self.rest_positions.copy()
-        for weight, offsets in zip(self.expression_weights, self.morph_targets.values()):
-            if weight > 0:
-                out += weight * offsets
-        return out
+        return self.posed()
 
 
 def fit_head(landmarks_canonical_m: np.ndarray) -> FittedHead:
@@ -283,22 +324,16 @@ def fit_head(landmarks_canonical_m: np.ndarray) -> FittedHead:
     explained = ops.template_landmarks + np.tensordot(identity, head.identity_landmarks, axes=1) \
         + np.tensordot(weights, ops.expression_landmarks, axes=1)
     rest_template = shaped + ops.residual @ (in_template - explained).astype(np.float32)
-    maps = regional_maps(head.positions, rest_template, head.morph_start, head.morph_vertex, head.morph_offset)
-    eyes = np.isin(head.part, EYES)
     to_canonical = pose.scale * pose.rotation
-    rest = rest_template @ to_canonical.T + pose.translation
-    morphs = {}
-    for index, name in enumerate(head.morph_names):
-        vertices, offsets = head.morph(index)
-        carried = np.where(eyes[vertices][:, None], offsets, offsets @ maps[index].T)
-        moved = carried @ to_canonical.T
-        dense = np.zeros_like(rest, dtype=np.float32)
-        dense[vertices] = moved
-        morphs[name] = dense
-    fitted = FittedHead(rest.astype(np.float32), weights, morphs, pose, 0.0, identity)
-    rms = float(np.sqrt(((head.landmarks_of(fitted.posed_positions.astype(np.float64)) - target) ** 2)
-                        .sum(1).mean()) * 1000)
-    return FittedHead(fitted.rest_positions, weights, morphs, pose, round(rms, 3), identity)
+    rest = (rest_template @ to_canonical.T + pose.translation).astype(np.float32)
+    carried = ops.transfer.carry(rest_template, to_canonical)
+    fitted = FittedHead(rest, weights, head.morph_names, head.morph_start, head.morph_vertex, carried, pose,
+                        0.0, identity)
+    # The landmarks of what the GLB shows first (rest shape + default weights) against the fused ones.
+    shown = head.landmarks_of(fitted.posed().astype(np.float64))
+    rms = float(np.sqrt(((shown - target) ** 2).sum(1).mean()) * 1000)
+    return FittedHead(rest, weights, head.morph_names, head.morph_start, head.morph_vertex, carried, pose,
+                      round(rms, 3), identity)
 
 
 def head_normals(positions: np.ndarray) -> np.ndarray:
