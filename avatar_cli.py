@@ -35,6 +35,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     for view in ("front", "left", "right"):
         parser.add_argument(f"--{view}", type=Path, required=True, help=f"{view} photo (JPEG, PNG or WebP)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the GLB")
+    parser.add_argument("--mesh", choices=("head", "face"), default="head",
+                        help="head (default): the whole head with eyes, teeth and 52 ARKit blend shapes; "
+                             "face: the 468-vertex face mask in the landmark model's vertex order")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -51,7 +54,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"avatar generate: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        result = run_pipeline(photos, FaceModels.load())
+        result = run_pipeline(photos, FaceModels.load(), mesh=args.mesh)
     except PipelineError as exc:
         print(f"avatar generate: {exc.message}", file=sys.stderr)
         return 1

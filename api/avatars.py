@@ -20,6 +20,7 @@ from api.uploads import Upload, validate_uploads
 from jobs.events import FinishedWait
 from jobs.store import Job, JobNotFound, JobStatus, TransitionError
 from jobs.webhooks import CallbackRefused, check_url
+from pipeline import MESH_KINDS
 from worker.app import enqueue_job
 
 log = logging.getLogger(__name__)
@@ -58,22 +59,23 @@ def generate() -> Response:
 def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, FinishedWait | None]:
     """Validate, store, record and queue one job; subscribed to its end when ``wait_s``."""
     with timing.step("validate"):
+        mesh = _mesh_kind(parts)
         uploads = validate_uploads(parts, svc.settings)
         callback_url = _callback_url(parts, svc.settings.webhook_allow_private)
 
     job_id = str(uuid.uuid4())
     audit.note_avatar(job_id)
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
-    job, syncing = _store_and_record(svc, job_id, owner, uploads, callback_url)
+    job, syncing = _store_and_record(svc, job_id, owner, uploads, callback_url, mesh)
     with timing.step("enqueue"):
-        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
+        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s), mesh=mesh)
     with timing.step("sync"):
         _wait_until_durable(svc, job_id, syncing, waiting)
     return job, waiting
 
 
 def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: dict[str, Upload],
-                      callback_url: str | None) -> tuple[Job, list[Future[None]]]:
+                      callback_url: str | None, mesh: str) -> tuple[Job, list[Future[None]]]:
     """Write the photos and insert the record at the same time; both have succeeded when this
     returns. If either fails the other is undone, so no job is left without its photos.
 
@@ -86,7 +88,7 @@ def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: di
             job = svc.store.create(
                 job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
                 client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
-                callback_url=callback_url,
+                callback_url=callback_url, mesh=mesh,
             )
     except BaseException:
         wait(syncing)  # none is still writing while the job is undone
@@ -213,6 +215,21 @@ def _finished_response(job: Job, headers: dict[str, str]) -> Response:
     return ok(accepted_body(job), 202, {"Location": status_url(job_id), **headers})
 
 
+def _mesh_kind(parts) -> str:
+    """The optional ``mesh`` form field: ``head`` (the default: the whole head) or ``face`` (the
+    468-vertex face mask in the landmark model's vertex order)."""
+    part = parts.get("mesh")
+    if part is None:
+        return MESH_KINDS[0]
+    value = part.data.decode("utf-8", "replace").strip()
+    if part.filename is not None or value not in MESH_KINDS:
+        shown = "a file" if part.filename is not None else repr(value[:40])
+        raise BadRequest(f"The mesh field must be {' or '.join(repr(k) for k in MESH_KINDS)} (got {shown}): 'head' "
+                         "for the whole head, 'face' for the face mask alone; or leave it out for the head.",
+                         {"field": "mesh", "allowed": list(MESH_KINDS)})
+    return value
+
+
 def _callback_url(parts, allow_private: bool) -> str | None:
     """The optional ``callbackUrl`` form field (a plain field, not a file): checked here for shape and
     literal addresses; its host is resolved and checked again when the webhook is sent."""
@@ -230,14 +247,14 @@ def _callback_url(parts, allow_private: bool) -> str | None:
     return url
 
 
-def _enqueue_or_fail(svc: Services, job_id: str, listen: bool) -> FinishedWait | None:
+def _enqueue_or_fail(svc: Services, job_id: str, listen: bool, mesh: str = "head") -> FinishedWait | None:
     """Queue the job (subscribed to its end first when ``listen``: it cannot then end unseen, and
     the record need not be read before the notification). If Redis is down, end the job ``failed``
     and answer 503: no job is left ``queued`` with nothing in the queue."""
     waiting = None
     try:
         waiting = svc.events.subscribe(job_id) if listen else None
-        enqueue_job(svc.celery, job_id)
+        enqueue_job(svc.celery, job_id, mesh)
         return waiting
     except Exception as exc:
         if waiting is not None:

@@ -233,10 +233,11 @@ class JobStore:
 
     def create(self, job_id: str, *, owner: str | None, uploads: Mapping[str, Mapping[str, Any]],
                client: Mapping[str, Any] | None = None, method: str = "image_upload",
-               callback_url: str | None = None) -> Job:
+               callback_url: str | None = None, mesh: str = "head") -> Job:
         """Insert a new ``queued`` job. Call before enqueueing, so a worker always finds the record.
 
         ``callback_url`` (optional) receives a signed webhook when the job ends (``jobs.webhooks``).
+        ``mesh`` is what the GLB will hold: the whole ``head`` or the ``face`` mask.
         """
         now = utcnow()
         doc = {
@@ -252,6 +253,7 @@ class JobStore:
             "timings": {},
             "workers": {},
             "downloadCount": 0,
+            "mesh": mesh,
         }
         if self.result_retention is not None:
             doc["expiresAt"] = now + self.result_retention
@@ -357,7 +359,7 @@ class JobStore:
         """Running jobs whose record has not changed since ``updated_before``, oldest first."""
         cursor = self.jobs.find(
             {"status": {"$in": [s.value for s in ACTIVE_STATUSES]}, "updatedAt": {"$lt": updated_before}},
-            {"status": 1, "stage": 1, "updatedAt": 1, "createdAt": 1, "requeues": 1},
+            {"status": 1, "stage": 1, "updatedAt": 1, "createdAt": 1, "requeues": 1, "mesh": 1},
         ).sort("updatedAt", pymongo.ASCENDING).limit(limit)
         return [Job(doc) for doc in cursor]
 

@@ -17,5 +17,8 @@ multi-view fusion), ``texture`` (the UV atlas), ``features`` (the contract's fac
 from pipeline.errors import PipelineError
 
 VIEWS = ("front", "left", "right")
+# What an avatar's GLB holds: the whole head fitted to the face (the default), or the 468-vertex
+# face mask in the landmark model's vertex order.
+MESH_KINDS = ("head", "face")
 
-__all__ = ["PipelineError", "VIEWS"]
+__all__ = ["PipelineError", "VIEWS", "MESH_KINDS"]

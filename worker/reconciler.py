@@ -40,7 +40,7 @@ from jobs.files import FileStore
 from jobs.retention import discard_ended_inputs
 from jobs.settings import Settings
 from jobs.store import Job, JobNotFound, JobStatus, JobStore, TransitionError, utcnow
-from worker.app import EXPORT, INFERENCE, PREPROCESS, message_job
+from worker.app import EXPORT, INFERENCE, PREPROCESS, message_job, preprocess_options
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ class Reconciler:
                 self._fail_stalled(job, requeues)
                 report.failed.append(job.id)
                 continue
-            self.celery.send_task(task, args=(job.id,), kwargs={"resent": True})
+            # The job's mesh kind rides on its first message only (later stages read it from the files).
+            options = preprocess_options(job.doc.get("mesh", "head")) if task == PREPROCESS else {}
+            self.celery.send_task(task, args=(job.id,), kwargs={"resent": True, **options})
             report.resent.append(job.id)
             log.warning("[job %s] stalled in %s for over %.0f s with no message or worker: sent %s "
                         "again (re-send %d of %d)", job.id, job.status.value, self.settings.stall_after_s,

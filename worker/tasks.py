@@ -78,8 +78,9 @@ StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted], StageOutput]
 
 
 @shared_task(name="avatar.preprocess", bind=True)
-def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
-    """Decode the three photos, find the faces, save the aligned crops."""
+def preprocess(self: Task, job_id: str, resent: bool = False, mesh: str = "head") -> str | None:
+    """Decode the three photos, find the faces, save the aligned crops (and the job's ``mesh``
+    kind, for the export stage)."""
 
     def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
         with clock("load"):
@@ -87,6 +88,7 @@ def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
         # The store writes the start note on the other core while detection runs on this one;
         # sent before decoding, it competed with the decoder threads (decoding took ~1.3 ms longer).
         prepared = prepare_views(images, _models(rt), on_decoded=note_started)
+        prepared.mesh = mesh
         with clock("save"):
             _save_output(rt, job_id, PREPARED, prepared)
         return StageOutput(prepared.timings_ms)
@@ -117,7 +119,7 @@ def export(self: Task, job_id: str, resent: bool = False) -> str | None:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
             landmarks = _load_output(rt, job_id, LANDMARKS, ViewLandmarks)
-        avatar = build_avatar(prepared, landmarks)
+        avatar = build_avatar(prepared, landmarks, mesh=prepared.mesh)
         with clock("save"):
             rt.files.save_result(job_id, avatar.glb)
         rt.outputs.forget(job_id)
