@@ -72,6 +72,7 @@ EYE_RINGS, EYE_SEGMENTS = 14, 24
 EYE_LID_CLEARANCE_M = 0.0003  # between the eyeball and the nearest lid vertex
 # Skin further than this from the mid-plane (metres, hm08 frame) is the ears (the skull is narrower).
 EAR_HALF_WIDTH_M = 0.068
+EAR_BLEND_M = 0.012
 
 # Parts, per vertex. Skin is everything the photos and the fit shape; the others move rigidly.
 SKIN, EYE_RIGHT, EYE_LEFT, TEETH_UPPER, TEETH_LOWER, TONGUE = range(6)
@@ -165,8 +166,15 @@ class Template:
     weld: np.ndarray  # [V] the first vertex at the same place (UV seams split vertices)
 
 
-def _quads_to_triangles(quads: np.ndarray) -> np.ndarray:
-    return np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+def _quads_to_triangles(quads: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Each quad split along its shorter diagonal (fewer slivers: hm08's lid margins and lip
+    corners have long thin quads, whose other split gives needles that a small push turns over)."""
+    p = positions[quads]
+    first = np.linalg.norm(p[:, 0] - p[:, 2], axis=1) <= np.linalg.norm(p[:, 1] - p[:, 3], axis=1)
+    along_02 = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    along_13 = np.concatenate([quads[:, [0, 1, 3]], quads[:, [1, 2, 3]]])
+    keep = np.concatenate([first, first])
+    return np.where(keep[:, None], along_02, along_13)
 
 
 def boundary_edges(triangles: np.ndarray) -> np.ndarray:
@@ -234,7 +242,7 @@ def assemble(mesh: BaseMesh) -> Template:
     part = np.repeat(part_of_quad[kept], 4)[first].astype(np.int8)
     positions = base[source] * HM08_UNIT_M
     uvs = np.column_stack([mesh.texcoords[texcoord, 0], 1.0 - mesh.texcoords[texcoord, 1]])
-    triangles = _quads_to_triangles(quads)
+    triangles = _quads_to_triangles(quads, mesh.positions[source])
 
     # The neck cut: the one open loop of the skin, snapped onto its least-squares plane y = a + b z.
     skin_tris = triangles[part[triangles[:, 0]] == SKIN]
@@ -749,6 +757,9 @@ IDENTITY_FOLDERS = ("head", "forehead", "eyebrows", "eyes", "nose", "mouth", "ch
 # Shape targets that look like an expression (mouth corners up or down, dimples, laugh lines,
 # lid openings, brow angle): left out so that a smile or a blink in a photo is read as one.
 EXPRESSION_LIKE = re.compile(r"mouth-angles|mouth-dimples|mouth-laugh-lines|eye-height\d|eyebrows-angle")
+# The skull's depth cannot be read from a face (a face that looks flat to the landmark model does
+# not make a flat skull): targets that only change it are left out.
+SKULL_DEPTH = re.compile(r"head-(back-)?scale-depth|head-trans-(forward|backward)")
 IDENTITY_COMPONENTS = 32
 
 
@@ -786,7 +797,7 @@ def shape_targets(wheel: Wheel, tp: Template, helper_eyes: dict[int, np.ndarray]
     """hm08's shape targets of ``IDENTITY_FOLDERS`` as template offsets [T,V,3] (metres), with or
     without the ``EXPRESSION_LIKE`` ones."""
     names = [n for folder in IDENTITY_FOLDERS for n in wheel.names(f"{MPFB}targets/{folder}/", ".target.gz")
-             if expression_like or not EXPRESSION_LIKE.search(n)]
+             if (expression_like or not EXPRESSION_LIKE.search(n)) and not SKULL_DEPTH.search(n)]
     out = []
     for name in names:
         ids, offsets = read_target(wheel.text(name))
@@ -978,8 +989,19 @@ BAKED_EXPRESSIONS = ("eyeBlinkLeft", "eyeBlinkRight")
 UPPER_LIP, LOWER_LIP = 0, 17  # MediaPipe's mid upper and lower lip (outer contour)
 
 
+def ear_stiffness(tp: Template, ear_ids: np.ndarray) -> np.ndarray:
+    """[V] 1 on each ear, fading to 0 over ``EAR_BLEND_M`` of skin around it: how rigidly the fit's
+    residual field moves a vertex with its ear (a thin, folded shape a sheared field would crumple).
+    Positive on the subject's left ear, negative on the right, so the two are told apart."""
+    ears = np.isin(tp.source, ear_ids) & (tp.part == SKIN)
+    ramp = np.clip(1 - surface_distance(tp, ears, tp.part == SKIN) / EAR_BLEND_M, 0, 1)
+    weight = np.where(tp.part == SKIN, ramp * ramp * (3 - 2 * ramp), 0.0)
+    return weight * np.sign(tp.positions[:, 0])
+
+
 def register_onto_canonical(tp: Template, tri: np.ndarray, bary: np.ndarray, mesh_basis: np.ndarray,
-                            arkit: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+                            arkit: dict[str, np.ndarray], ear_weight: np.ndarray
+                            ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """Reshape the template so that its landmarks sit where MediaPipe's canonical (neutral, average)
     face has them: the runtime then reads a subject's landmarks against MediaPipe's own neutral
     face, and a difference between hm08 and that face does not come out as an expression.
@@ -1012,7 +1034,7 @@ def register_onto_canonical(tp: Template, tri: np.ndarray, bary: np.ndarray, mes
     identity, baked = solution[:k], solution[k:]
     shaped = tp.positions + np.tensordot(identity, mesh_basis, axes=1)
     left = canonical - before - (design @ solution).reshape(-1, 3)
-    deformed = shaped + residual_operator(tp.positions, tp.part, before).astype(np.float64) @ left
+    deformed = shaped + residual_operator(tp.positions, tp.part, before, ear_weight).astype(np.float64) @ left
     eyes = np.isin(tp.part, EYES)
 
     def carry(offsets: np.ndarray) -> np.ndarray:
@@ -1042,6 +1064,27 @@ def register_onto_canonical(tp: Template, tri: np.ndarray, bary: np.ndarray, mes
                                "bakedExpressions": {n: round(float(w), 3) for n, w in zip(BAKED_EXPRESSIONS, baked)}}
 
 
+# A landmark still this far from the canonical face after the registration sits where no smooth
+# field can take it (in a fold of the mouth's corner, beside a lip point that must go elsewhere).
+UNREACHED_M = 0.002
+
+
+def replace_unreached_landmarks(tp: Template, tri: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Landmarks the registration left more than ``UNREACHED_M`` from the canonical face's are
+    placed again, at the skin point nearest to where the canonical face has them: on the registered
+    template that point is what MediaPipe means by the landmark."""
+    from models import load_topology
+
+    canonical = load_topology().vertices.astype(np.float64) / 100.0
+    far = np.nonzero(np.linalg.norm(landmark_positions(tp.positions, tp, tri, bary) - canonical, axis=1) > UNREACHED_M)[0]
+    if len(far):
+        skin = np.nonzero(tp.part[tp.triangles[:, 0]] == SKIN)[0]
+        nearest, weights = closest_points_on_triangles(canonical[far], tp.positions[tp.triangles[skin]])
+        tri, bary = tri.copy(), bary.copy()
+        tri[far], bary[far] = skin[nearest], weights
+    return tri, bary, int(len(far))
+
+
 def point_eyes_forward(tp: Template) -> None:
     """Rebuild each eyeball (same centre, radius, vertex order and UVs) with its iris on +Z: after
     the move into the canonical frame, hm08's eyes would look slightly up or down."""
@@ -1062,6 +1105,7 @@ def build_head(out_path: Path = HEAD_NPZ, register: bool = True) -> dict:
     helper_eyes = {part: mesh.vertex_groups[group] for group, part in HELPER_EYES.items()}
     ear_ids = np.unique(tp.source[(np.abs(tp.positions[:, 0]) > EAR_HALF_WIDTH_M) & (tp.part == SKIN)])
     layout = lay_out_atlas(tp, ear_ids)
+    ear_weight = ear_stiffness(tp, ear_ids)
     labels = island_labels(tp.triangles, len(tp.positions))
     lips = target_vertices(wheel, ["mouth/mouth-lowerlip-volume-incr", "mouth/mouth-upperlip-volume-incr"])
     tri, bary, correspondence = place_landmarks(tp, render_classes(tp, lips))
@@ -1077,7 +1121,8 @@ def build_head(out_path: Path = HEAD_NPZ, register: bool = True) -> dict:
     arkit = arkit_targets(wheel, tp, helper_eyes, scale * base_m @ rotation.T + translation, scale * rotation)
     registration = {}
     if register:
-        mesh_basis, arkit, registration = register_onto_canonical(tp, tri, bary, mesh_basis, arkit)
+        mesh_basis, arkit, registration = register_onto_canonical(tp, tri, bary, mesh_basis, arkit, ear_weight)
+        tri, bary, registration["landmarksReplaced"] = replace_unreached_landmarks(tp, tri, bary)
     landmark_basis = np.stack([landmark_positions(m, tp, tri, bary) for m in mesh_basis])
 
     nose = labels[np.argmax(np.where(tp.part == SKIN, tp.positions[:, 2], -np.inf))]
@@ -1095,6 +1140,7 @@ def build_head(out_path: Path = HEAD_NPZ, register: bool = True) -> dict:
         "weld": tp.weld.astype(np.int32),
         "part": tp.part.astype(np.int8),
         "source": tp.source.astype(np.int32),
+        "ear": ear_weight.astype(np.float16),
         "landmark_triangle": tri.astype(np.int32),
         "landmark_bary": bary.astype(np.float32),
         "identity_landmarks": landmark_basis.astype(np.float32),
@@ -1218,9 +1264,11 @@ subject is read against MediaPipe's own neutral face: hm08's identity components
 blink for the lids ({baked}; the blink target keeps the rest of its travel so weight 1 still
 closes the eyes), and the runtime's residual field (`pipeline/head.py`). Landmark rms against the
 canonical face: {reg.get('landmarkRmsBeforeMm')} mm before, {reg.get('landmarkRmsAfterShapeMm')} mm
-after the shape components, {reg.get('landmarkRmsAfterMm')} mm after the residual field (what is left
-is mostly lip points that lie together on the template but apart on the canonical face). The teeth
-and tongue keep hm08's depth behind the lips.
+after the shape components, {reg.get('landmarkRmsAfterMm')} mm after the residual field. What was
+left is mostly a few points around the mouth's corners that sit in folds the field cannot take
+apart: the {reg.get('landmarksReplaced')} landmarks still over {UNREACHED_M * 1000:.0f} mm away are then placed again on the
+skin point nearest to where the canonical face has them. The teeth and tongue keep hm08's depth
+behind the lips.
 
 ### File
 

@@ -80,6 +80,7 @@ class HeadTemplate:
     fixed: np.ndarray  # [V]
     fixed_colour: np.ndarray  # [V,3] uint8
     eye_disc: np.ndarray  # [5] centre u, v, radius, iris radius, pupil radius (atlas units)
+    ear: np.ndarray  # [V] how rigidly each vertex moves with its ear (+ left, - right)
 
     def landmarks_of(self, positions: np.ndarray) -> np.ndarray:
         """[468,3] where the landmarks lie on a mesh with this template's topology."""
@@ -104,7 +105,8 @@ def head_template() -> HeadTemplate:
         morph_names=tuple(str(n) for n in raw["morph_names"]), morph_start=raw["morph_start"],
         morph_vertex=raw["morph_vertex"], morph_offset=raw["morph_offset"].astype(np.float32),
         texture_trust=raw["texture_trust"].astype(np.float32), hair=raw["hair"].astype(np.float32),
-        fixed=raw["fixed"].astype(np.float32), fixed_colour=raw["fixed_colour"], eye_disc=raw["eye_disc"])
+        fixed=raw["fixed"].astype(np.float32), fixed_colour=raw["fixed_colour"], eye_disc=raw["eye_disc"],
+        ear=raw["ear"].astype(np.float64))
 
 
 def wendland(distance: np.ndarray, radius: float) -> np.ndarray:
@@ -128,12 +130,15 @@ def eye_anchors(positions: np.ndarray, part: np.ndarray) -> dict[int, np.ndarray
     return anchors
 
 
-def residual_operator(positions: np.ndarray, part: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+def residual_operator(positions: np.ndarray, part: np.ndarray, landmarks: np.ndarray,
+                      ear: np.ndarray | None = None) -> np.ndarray:
     """[V,468] float32: landmark residuals [468,3] -> displacement of every vertex [V,3].
 
     A Wendland RBF centred on ``landmarks`` (the template's, metres), regularised by
     ``RESIDUAL_SMOOTHING``. Teeth and tongue follow the field like the lips around them; an
-    eyeball moves, as a whole, with the mean displacement of its lids (``eye_anchors``).
+    eyeball moves, as a whole, with the mean displacement of its lids (``eye_anchors``); an ear
+    (``ear``: [V] stiffness, + on the left ear, - on the right) moves with the field's mean over
+    it, blending into the field at its base, so the field cannot shear and fold it.
     (A second, 2 cm kernel for what the wide one leaves was tried: the landmarks' rms moved by
     under 0.05 mm, what is left being lip points that sit together on the template but apart in
     the photo, which no smooth field separates.)
@@ -144,6 +149,12 @@ def residual_operator(positions: np.ndarray, part: np.ndarray, landmarks: np.nda
     operator = evaluate @ solve
     for eye, anchor in eye_anchors(positions, part).items():
         operator[part == eye] = operator[anchor].mean(0)
+    if ear is not None:
+        for side in (1.0, -1.0):
+            stiffness = np.clip(ear * side, 0.0, 1.0)
+            whole = operator[stiffness >= 0.999].mean(0)
+            moved = stiffness > 0
+            operator[moved] = (1 - stiffness[moved, None]) * operator[moved] + stiffness[moved, None] * whole
     return operator.astype(np.float32)
 
 
@@ -235,7 +246,7 @@ def fitting_operators() -> FittingOperators:
     step = 1.0 / float(np.linalg.eigvalsh(hessian)[-1])
     return FittingOperators(
         landmarks, weight, expression, design, hessian, linear, step,
-        residual_operator(p0, head.part, landmarks),
+        residual_operator(p0, head.part, landmarks, head.ear),
         np.ascontiguousarray(head.identity_offsets.reshape(k_id, -1).T),
         RegionalTransfer(p0, head.morph_start, head.morph_vertex, head.morph_offset, np.isin(head.part, EYES)))
 
@@ -327,6 +338,7 @@ def fit_head(landmarks_canonical_m: np.ndarray) -> FittedHead:
     to_canonical = pose.scale * pose.rotation
     rest = (rest_template @ to_canonical.T + pose.translation).astype(np.float32)
     carried = ops.transfer.carry(rest_template, to_canonical)
+    close_the_lids(head, rest, carried)
     fitted = FittedHead(rest, weights, head.morph_names, head.morph_start, head.morph_vertex, carried, pose,
                         0.0, identity)
     # The landmarks of what the GLB shows first (rest shape + default weights) against the fused ones.
@@ -334,6 +346,30 @@ def fit_head(landmarks_canonical_m: np.ndarray) -> FittedHead:
     rms = float(np.sqrt(((shown - target) ** 2).sum(1).mean()) * 1000)
     return FittedHead(rest, weights, head.morph_names, head.morph_start, head.morph_vertex, carried, pose,
                       round(rms, 3), identity)
+
+
+# Upper and lower lid landmarks, paired across each eye (MediaPipe's eye contours).
+LID_PAIRS = {"eyeBlinkRight": ((159, 145), (158, 153), (160, 144)),
+             "eyeBlinkLeft": ((386, 374), (385, 380), (387, 373))}
+
+
+def close_the_lids(head: HeadTemplate, rest: np.ndarray, offsets: np.ndarray) -> None:
+    """Scale each eye's blink target (in place, in ``offsets``) so that at weight 1 it closes the
+    fitted head's lids exactly: the fit gives every subject their own lid opening, which the
+    carried target would otherwise leave a slit of or push the lids through each other."""
+    rest_landmarks = head.landmarks_of(rest.astype(np.float64))
+    for name, pairs in LID_PAIRS.items():
+        index = head.morph_names.index(name)
+        lo, hi = head.morph_start[index], head.morph_start[index + 1]
+        moved = np.zeros_like(rest, dtype=np.float64)
+        moved[head.morph_vertex[lo:hi]] = offsets[lo:hi]
+        shift = head.landmarks_of(moved)
+        upper, lower = (np.array(ids) for ids in zip(*pairs))
+        gap = rest_landmarks[upper] - rest_landmarks[lower]
+        closing = ((shift[lower] - shift[upper]) * gap).sum(1) / np.maximum((gap * gap).sum(1), 1e-12)
+        travel = float(np.mean(closing))  # share of the opening the target closes at weight 1
+        if travel > 0.1:
+            offsets[lo:hi] *= np.float32(np.clip(1.0 / travel, 0.5, 2.5))
 
 
 def head_normals(positions: np.ndarray) -> np.ndarray:
