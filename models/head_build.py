@@ -989,13 +989,19 @@ BAKED_EXPRESSIONS = ("eyeBlinkLeft", "eyeBlinkRight")
 UPPER_LIP, LOWER_LIP = 0, 17  # MediaPipe's mid upper and lower lip (outer contour)
 
 
-def ear_stiffness(tp: Template, ear_ids: np.ndarray) -> np.ndarray:
+def ear_stiffness(tp: Template, ear_ids: np.ndarray, landmark_triangles: np.ndarray) -> np.ndarray:
     """[V] 1 on each ear, fading to 0 over ``EAR_BLEND_M`` of skin around it: how rigidly the fit's
     residual field moves a vertex with its ear (a thin, folded shape a sheared field would crumple).
-    Positive on the subject's left ear, negative on the right, so the two are told apart."""
-    ears = np.isin(tp.source, ear_ids) & (tp.part == SKIN)
-    ramp = np.clip(1 - surface_distance(tp, ears, tp.part == SKIN) / EAR_BLEND_M, 0, 1)
-    weight = np.where(tp.part == SKIN, ramp * ramp * (3 - 2 * ramp), 0.0)
+    Positive on the subject's left ear, negative on the right, so the two are told apart. Zero
+    wherever a landmark lies (the face's outline passes in front of the ears): those must follow
+    the field to meet their landmarks."""
+    skin = tp.part == SKIN
+    ears = np.isin(tp.source, ear_ids) & skin
+    landmarked = np.zeros(len(tp.positions), bool)
+    landmarked[tp.triangles[landmark_triangles].ravel()] = True
+    free = np.clip(surface_distance(tp, landmarked, skin) / EAR_BLEND_M, 0, 1)
+    ramp = np.clip(1 - surface_distance(tp, ears, skin) / EAR_BLEND_M, 0, 1) * free
+    weight = np.where(skin, ramp * ramp * (3 - 2 * ramp), 0.0)
     return weight * np.sign(tp.positions[:, 0])
 
 
@@ -1105,11 +1111,11 @@ def build_head(out_path: Path = HEAD_NPZ, register: bool = True) -> dict:
     helper_eyes = {part: mesh.vertex_groups[group] for group, part in HELPER_EYES.items()}
     ear_ids = np.unique(tp.source[(np.abs(tp.positions[:, 0]) > EAR_HALF_WIDTH_M) & (tp.part == SKIN)])
     layout = lay_out_atlas(tp, ear_ids)
-    ear_weight = ear_stiffness(tp, ear_ids)
     labels = island_labels(tp.triangles, len(tp.positions))
     lips = target_vertices(wheel, ["mouth/mouth-lowerlip-volume-incr", "mouth/mouth-upperlip-volume-incr"])
     tri, bary, correspondence = place_landmarks(tp, render_classes(tp, lips))
     tri, bary = snap_to_lid_margins(tp, tri, bary)
+    ear_weight = ear_stiffness(tp, ear_ids, tri)
 
     _, mesh_basis, identity = identity_basis(
         shape_targets(wheel, tp, helper_eyes, len(base_m), expression_like=False), tp, tri, bary)

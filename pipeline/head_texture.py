@@ -32,7 +32,7 @@ COARSE_GRID = 256
 # MediaPipe landmarks: forehead top and chin (the face's height), the skin patches that measure
 # skin tone and lighting, the band above the forehead that shows the hair, the eye contours.
 FOREHEAD_TOP, CHIN = 10, 152
-SKIN_LANDMARKS = (50, 280, 101, 330, 36, 266, 205, 425, 151, 9, 108, 337, 4, 5, 195, 199, 175, 18)
+SKIN_LANDMARKS = (50, 280, 101, 330, 205, 425, 117, 346, 151, 9, 108, 337, 6, 197, 195)  # cheeks, forehead, bridge
 HAIR_BAND_CORNERS = (109, 338)
 EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
                 (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
@@ -41,9 +41,10 @@ EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 1
 MIN_FACING, FULL_FACING = 0.45, 0.75
 BLEND_TEMPERATURE = 0.04
 FRONT_PREFERENCE = 0.15
-# De-lighting: the shading divided out is kept within these bounds (dark or blown-out skin
-# would otherwise be amplified into noise).
-MIN_SHADING_GAIN, MAX_SHADING_GAIN = 0.7, 1.6
+# De-lighting: a first-order fit cannot tell shading from the skin's own shades (a darker chin, a
+# shadow cast by glasses), so only part of the shading it finds is divided out, within bounds.
+DELIGHT_STRENGTH = 0.5
+MIN_SHADING_GAIN, MAX_SHADING_GAIN = 0.8, 1.25
 # The rim of the photographed part, by coverage: where the fill's skin tone is measured.
 RIM_COVERAGE = (0.3, 0.9)
 MIN_RIM_VERTICES = 30
@@ -62,13 +63,27 @@ class HeadTexelMap:
     grid: int
     vertex_ids: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] int32
     weights: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] float32
+    photographed: np.ndarray  # [K] the texels whose triangle the photos may colour (trust > 0)
 
-    def coarse(self, values: np.ndarray) -> np.ndarray:
-        """[G,G,C] float32: per-vertex ``values`` [V,C] interpolated at the coarse texels."""
-        (v0, v1, v2), (w0, w1, w2) = self.vertex_ids, self.weights
+    def coarse(self, values: np.ndarray, photographed_only: bool = False) -> np.ndarray:
+        """[G,G,C] float32: per-vertex ``values`` [V,C] interpolated at the coarse texels (with
+        ``photographed_only``, at the photographed texels alone, zero elsewhere: a third of the work)."""
         values = np.asarray(values, np.float32)
-        out = values[v0] * w0[:, None] + values[v1] * w1[:, None] + values[v2] * w2[:, None]
-        return out.reshape(self.grid, self.grid, -1)
+        (v0, v1, v2), (w0, w1, w2) = self.vertex_ids, self.weights
+        if photographed_only:
+            at = self.photographed
+            v0, v1, v2, w0, w1, w2 = v0[at], v1[at], v2[at], w0[at], w1[at], w2[at]
+        out = np.take(values, v0, axis=0)
+        out *= w0[:, None]
+        for ids, w in ((v1, w1), (v2, w2)):
+            part = np.take(values, ids, axis=0)
+            part *= w[:, None]
+            out += part
+        if not photographed_only:
+            return out.reshape(self.grid, self.grid, -1)
+        full = np.zeros((self.grid * self.grid, values.shape[1]), np.float32)
+        full[self.photographed] = out
+        return full.reshape(self.grid, self.grid, -1)
 
     def spread(self, values: np.ndarray, size: int) -> np.ndarray:
         """[size,size,C] float32: per-vertex ``values`` [V,C] (C <= 4) interpolated over the atlas
@@ -105,8 +120,9 @@ def head_texel_map(grid: int = COARSE_GRID) -> HeadTexelMap:
     w2 = (q[:, 1] * (b[:, 0] - a[:, 0]) - q[:, 0] * (b[:, 1] - a[:, 1])) / det
     weights[outside] = np.column_stack([1 - w1 - w2, w1, w2])
     ids = head.triangles[triangle]
+    photographed = np.nonzero((head.texture_trust[ids] > 0).any(1))[0]
     return HeadTexelMap(grid, tuple(np.ascontiguousarray(ids[:, k], np.int32) for k in range(3)),
-                        tuple(np.ascontiguousarray(weights[:, k], np.float32) for k in range(3)))
+                        tuple(np.ascontiguousarray(weights[:, k], np.float32) for k in range(3)), photographed)
 
 
 def upsample(coarse: np.ndarray, size: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -174,7 +190,12 @@ def shading_model(luminance: np.ndarray, normals: np.ndarray) -> np.ndarray:
     design = np.column_stack([np.ones(len(normals)), normals])
     coefficients, *_ = np.linalg.lstsq(design, luminance, rcond=None)
     mean = float((design @ coefficients).mean())
-    return coefficients / mean if mean > 1e-6 else np.array([1.0, 0.0, 0.0, 0.0])
+    if mean <= 1e-6:
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    model = coefficients / mean
+    model[1:] *= DELIGHT_STRENGTH
+    model[0] = 1.0 + DELIGHT_STRENGTH * (model[0] - 1.0)
+    return model
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -326,19 +347,18 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     factor = size // tmap.grid
     for k in range(len(images)):
         weight = coverage * share[k] * gain[k]  # in [0, MAX_SHADING_GAIN]
-        coarse = tmap.coarse(np.column_stack([vertex_xy[k], weight]))
+        coarse = tmap.coarse(np.column_stack([vertex_xy[k], weight]), photographed_only=True)
         rows, cols = np.nonzero(coarse[:, :, 2] > 1e-3)
         if not len(rows):
             continue
         # Only the part of the atlas this photo contributes to is sampled and blended.
         box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
-        fields = upsample(coarse, size, box)
-        texels = _sample(images[k], np.ascontiguousarray(fields[:, :, :2]))
+        texels = _sample(images[k], upsample(coarse[:, :, :2], size, box))
         if np.any(np.abs(gains[k] - 1) > 0.01):
             texels = cv2.transform(texels, np.diag(gains[k]).astype(np.float32))
         # Weights as uint8 on a 0..2 scale: OpenCV's saturating uint8 arithmetic is several times
         # faster than float, and the rounding stays within a grey level or two.
-        blend = cv2.convertScaleAbs(fields[:, :, 2], alpha=127.5)
+        blend = cv2.convertScaleAbs(upsample(coarse[:, :, 2:], size, box)[:, :, 0], alpha=127.5)
         x0, y0, x1, y1 = (v * factor for v in box)
         region = total[y0:y1, x0:x1]
         region[:] = cv2.add(region, cv2.multiply(texels, cv2.cvtColor(blend, cv2.COLOR_GRAY2RGB), scale=2 / 255))
@@ -371,29 +391,27 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _eye_disc_radius_map(size: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """The eye disc's bounding box in texels (x0, y0, x1, y1) and each texel's distance from the
-    disc's centre in atlas units."""
-    cu, cv, radius = (float(x) for x in head_template().eye_disc[:3])
+def _eye_layers(size: int) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]:
+    """The painted eye disc at ``size``, as layers that only need the iris colour: its bounding box
+    in texels (x0, y0, x1, y1), the colour without the iris [h,w,3], the iris colour's factor
+    [h,w,1] (a darker rim, a lighter middle, soft edges) and the disc's coverage [h,w,1]."""
+    cu, cv, radius, iris_r, pupil_r = (float(x) for x in head_template().eye_disc)
     x0, y0 = max(0, int((cu - radius) * size) - 1), max(0, int((cv - radius) * size) - 1)
     x1, y1 = min(size, int(np.ceil((cu + radius) * size)) + 1), min(size, int(np.ceil((cv + radius) * size)) + 1)
     ys, xs = np.mgrid[y0:y1, x0:x1]
     distance = np.hypot((xs + 0.5) / size - cu, (ys + 0.5) / size - cv)
-    return (x0, y0, x1, y1), distance.astype(np.float32)
+    texel = 1.0 / size
+    edge = lambda r: np.clip((r - distance) / (1.5 * texel) + 0.5, 0.0, 1.0)[:, :, None]  # noqa: E731
+    t = np.clip((distance - pupil_r) / max(iris_r - pupil_r, texel), 0.0, 1.0)[:, :, None]
+    iris, pupil = edge(iris_r) * (1 - edge(pupil_r)), edge(pupil_r)
+    base = SCLERA * (1 - edge(iris_r)) + np.array([12, 10, 10], np.float32) * pupil
+    factor = iris * (1.15 - 0.45 * t ** 2)  # lighter near the pupil, a dark limbal ring
+    return (x0, y0, x1, y1), base.astype(np.float32), factor.astype(np.float32), edge(radius).astype(np.float32)
 
 
 def paint_eyes(texture: np.ndarray, iris: np.ndarray) -> None:
-    """Paint the eye disc (in place): sclera, an iris in ``iris`` colour with a darker rim and
-    lighter middle, a pupil, soft-edged."""
-    size = texture.shape[0]
-    (x0, y0, x1, y1), distance = _eye_disc_radius_map(size)
-    _, _, radius, iris_r, pupil_r = (float(x) for x in head_template().eye_disc)
-    texel = 1.0 / size
-    edge = lambda r: np.clip((r - distance) / (1.5 * texel) + 0.5, 0.0, 1.0)  # noqa: E731
-    t = np.clip((distance - pupil_r) / max(iris_r - pupil_r, texel), 0.0, 1.0)
-    iris_shade = (1.15 - 0.45 * t ** 2)[:, :, None]  # lighter near the pupil, a dark limbal ring
-    colour = SCLERA * (1 - edge(iris_r))[:, :, None] + (iris * iris_shade) * edge(iris_r)[:, :, None]
-    colour = colour * (1 - edge(pupil_r))[:, :, None] + np.array([12, 10, 10], np.float32) * edge(pupil_r)[:, :, None]
-    inside = edge(radius)[:, :, None]
-    region = texture[y0:y1, x0:x1].astype(np.float32)
-    texture[y0:y1, x0:x1] = np.clip(region * (1 - inside) + colour * inside + 0.5, 0, 255).astype(np.uint8)
+    """Paint the eye disc (in place): sclera, an iris in ``iris`` colour, a pupil."""
+    (x0, y0, x1, y1), base, factor, inside = _eye_layers(texture.shape[0])
+    colour = base + factor * np.asarray(iris, np.float32)
+    region = texture[y0:y1, x0:x1]
+    region[:] = np.clip(region * (1 - inside) + colour * inside + 0.5, 0, 255).astype(np.uint8)
