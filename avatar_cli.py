@@ -135,9 +135,10 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
             settings = settings.replace(mongodb_uri=uri)
         localstack.wait_redis(settings.broker_url, redis_proc)
         # WORKER_CONCURRENCY worker processes, each its own solo node (see start_solo_workers).
-        workers = localstack.start_solo_workers(settings, ("cpu", "gpu"), settings.worker_concurrency,
-                                                f"local@{socket.gethostname()}", logs)
+        node = f"local@{socket.gethostname()}"
+        workers = localstack.start_solo_workers(settings, ("cpu", "gpu"), settings.worker_concurrency, node, logs)
         started.extend(workers.items())
+        _serve_worker_metrics(settings, node)
         localstack.wait_mongo(settings.mongodb_uri, mongo_proc, directory=var_dir / "mongo" if mongo_proc else None)
         api = localstack.start_api(settings, logs / "api.log")
         started.append(("api", api))
@@ -166,6 +167,14 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
         print("stopping…", file=sys.stderr, flush=True)
         for _name, process in reversed(started):
             localstack.stop(process)
+
+
+def _serve_worker_metrics(settings: Settings, node: str) -> None:
+    """Serve the metrics of the single-process workers this process started (they share a folder
+    and serve none themselves) at METRICS_PORT: one scrape target for the machine."""
+    from jobs import metrics
+
+    metrics.serve(settings.host, settings.metrics_port, metrics.node_dir(settings.metrics_dir, node))
 
 
 def _url_host(host: str) -> str:
@@ -207,23 +216,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queues = [q.strip() for q in (args.queues or settings.worker_queues).split(",") if q.strip()]
     hostname = args.hostname or settings.worker_hostname or f"{'-'.join(queues)}@{socket.gethostname()}"
     if args.per_gpu:
-        return _run_per_gpu_workers(queues, hostname, args.loglevel)
+        return _run_per_gpu_workers(settings, queues, hostname, args.loglevel)
+    # The node's processes share a fresh metrics folder; its main process serves it (worker.runtime).
+    os.environ.update(localstack.metrics_env(settings, hostname))
     argv = localstack.worker_command(queues, args.concurrency or settings.worker_concurrency,
                                      hostname, args.loglevel, pool=args.pool)
     os.execv(argv[0], argv)
     return 0  # not reached
 
 
-def _run_per_gpu_workers(queues: list[str], hostname: str, loglevel: str) -> int:
+def _run_per_gpu_workers(settings: Settings, queues: list[str], hostname: str, loglevel: str) -> int:
     """Start a worker per visible GPU with its output on ours; when one stops, stop the others and
-    exit non-zero, so the container's restart policy starts them all again."""
+    exit non-zero, so the container's restart policy starts them all again. The workers share a
+    metrics folder, which this process serves at METRICS_PORT."""
     gpus = localstack.visible_gpus()
     if not gpus:
         print("avatar worker --per-gpu: no NVIDIA GPU is visible (no /proc/driver/nvidia/gpus/*); "
               "check the container's GPU reservation and the NVIDIA container toolkit", file=sys.stderr)
         return 2
-    workers = [subprocess.Popen(argv, env={**os.environ, **env})
+    shared = {**localstack.metrics_env(settings, hostname), "METRICS_PORT": "0"}
+    workers = [subprocess.Popen(argv, env={**os.environ, **env, **shared})
                for argv, env in localstack.per_gpu_workers(gpus, queues, hostname, loglevel)]
+    _serve_worker_metrics(settings, hostname)
     print(f"avatar worker: {len(workers)} worker(s), one per GPU ({', '.join(gpus)})", flush=True)
 
     def stop_all(_signum: int, _frame) -> None:
@@ -251,18 +265,18 @@ def add_reconciler_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_reconciler(args: argparse.Namespace) -> int:
     """Re-send the current stage of running jobs whose message was lost (see worker/reconciler.py)."""
     import json
-    import logging
     import threading
 
     import redis
 
+    from jobs import logs, metrics
     from jobs.files import FileStore
     from jobs.store import JobStore
     from worker.app import create_celery
     from worker.reconciler import Reconciler
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = settings_here()
+    logs.configure(settings.log_json)
     reconciler = Reconciler(settings, JobStore.from_settings(settings), redis.Redis.from_url(settings.broker_url),
                             create_celery(settings), FileStore(settings.data_dir))
     if args.once:
@@ -272,6 +286,7 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     if settings.reconcile_interval_s <= 0:
         print("avatar reconciler: RECONCILE_INTERVAL_S must be above 0", file=sys.stderr)
         return 2
+    metrics.serve(settings.host, settings.metrics_port)  # its re-sends and the jobs it failed
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -350,6 +365,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     except UnsafeExposure as exc:
         print(f"avatar api: {exc}", file=sys.stderr)
         return 2
+    # gunicorn's processes share a fresh metrics folder; GET /metrics sums it.
+    os.environ.update(localstack.metrics_env(settings, localstack.api_metrics_node(settings)))
     argv = localstack.api_command(settings)
     os.execv(argv[0], argv)
     return 0  # not reached

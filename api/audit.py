@@ -24,6 +24,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from jobs import logs
 from jobs.audit import AuditLog
 from jobs.store import utcnow
 
@@ -63,6 +64,14 @@ def init_audit(app: Flask, audit_log: AuditLog) -> None:
     def start() -> None:
         g.request_id = uuid.uuid4().hex
         g.request_started = time.perf_counter()
+        # Every line logged while serving the request names it (LOG_FORMAT=json).
+        g.log_fields = logs.bind(requestId=g.request_id)
+
+    @app.teardown_request
+    def forget_log_fields(_exc: BaseException | None) -> None:
+        token = g.pop("log_fields", None)
+        if token is not None:
+            logs.unbind(token)
 
     @app.after_request
     def audit(response: Response) -> Response:

@@ -7,7 +7,7 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from api import audit, idempotency, timing
 from api.auth import current_owner, require_owner
@@ -19,11 +19,12 @@ from api.sending import send_stored_file
 from api.services import Services, services
 from api.uploads import Upload, validate_uploads
 from api.waiting import await_end, prefer_wait_seconds, wait_for_end
+from jobs import metrics
 from jobs.events import FinishedWait
 from jobs.store import Job, JobNotFound, JobStatus, TransitionError
 from jobs.webhooks import CallbackRefused, check_url
 from pipeline.texture import check_texture_size
-from worker.app import enqueue_job
+from worker.app import JobContext, enqueue_job
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def generate() -> Response:
     key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     with timing.step("parse"):
         parts = _read_upload(svc)
+    metrics.UPLOAD_BYTES.observe(sum(part.size for part in parts.all))
     claim = None
     if key is not None:
         with timing.step("idempotency"):
@@ -89,8 +91,9 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
     audit.note_avatar(job_id)
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
     job, syncing = _store_and_record(svc, job_id, owner, uploads, callback_url, options)
+    context = JobContext(g.get("request_id"), job.created_at.timestamp())
     with timing.step("enqueue"):
-        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
+        waiting = _enqueue_or_fail(svc, job_id, context, listen=bool(wait_s))
     with timing.step("sync"):
         _wait_until_durable(svc, job_id, syncing, waiting)
     return job, waiting
@@ -109,7 +112,8 @@ def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: di
         with timing.step("record"):
             job = svc.store.create(
                 job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
-                client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
+                client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent"),
+                        "requestId": g.get("request_id")},
                 callback_url=callback_url, options=options,
             )
     except BaseException:
@@ -175,6 +179,7 @@ def _wait_until_durable(svc: Services, job_id: str, syncing: list[Future[None]],
         svc.store.fail(job_id, "storage_unavailable", "The photos could not be stored; nothing was generated.")
     except (TransitionError, JobNotFound):
         return
+    metrics.JOBS_FAILED.labels(code="storage_unavailable").inc()
     if waiting is not None:
         waiting.close()
     svc.files.discard_inputs(job_id)
@@ -244,20 +249,22 @@ def _callback_url(parts, allow_private: bool) -> str | None:
     return url
 
 
-def _enqueue_or_fail(svc: Services, job_id: str, listen: bool) -> FinishedWait | None:
+def _enqueue_or_fail(svc: Services, job_id: str, context: JobContext, listen: bool) -> FinishedWait | None:
     """Queue the job (subscribed to its end first when ``listen``: it cannot then end unseen, and
     the record need not be read before the notification). If Redis is down, end the job ``failed``
     and answer 503: no job is left ``queued`` with nothing in the queue."""
     waiting = None
     try:
         waiting = svc.events.subscribe(job_id) if listen else None
-        enqueue_job(svc.celery, job_id)
+        enqueue_job(svc.celery, job_id, context)
+        metrics.JOBS_SUBMITTED.inc()
         return waiting
     except Exception as exc:
         if waiting is not None:
             waiting.close()
         log.error("could not queue job %s: %s", job_id, exc)
         svc.store.fail(job_id, "queue_unavailable", "The job queue was unreachable; nothing was generated.")
+        metrics.JOBS_FAILED.labels(code="queue_unavailable").inc()
         svc.files.discard_inputs(job_id)
         raise ServiceUnavailable("The job queue is unreachable, so the avatar was not started; "
                                  "please retry in a minute.", headers={"Retry-After": "30"}) from None

@@ -32,8 +32,8 @@ class StackError(RuntimeError):
 
 
 def stack_settings(redis_url: str, mongodb_uri: str, data_dir: Path, **overrides) -> Settings:
-    """Settings for a stack that tests and benchmarks start on this machine: loopback on a free
-    port, a fresh upload key, rate limits raised far above the contract's (one client sends far
+    """Settings for a stack that tests and benchmarks start on this machine: loopback on free
+    ports (the API's and the workers' metrics), a fresh upload key, rate limits raised far above the contract's (one client sends far
     more than 10 generations per 15 minutes), and nothing read from the developer's environment
     (their own REDIS_URL etc. must not leak in). ``overrides`` (field names) go on top."""
     from jobs.encryption import generate_key
@@ -42,6 +42,7 @@ def stack_settings(redis_url: str, mongodb_uri: str, data_dir: Path, **overrides
     return Settings.from_env({
         "redis_url": redis_url, "mongodb_uri": mongodb_uri, "data_dir": data_dir,
         "host": "127.0.0.1", "port": free_port(), "upload_encryption_key": generate_key(),
+        "metrics_port": free_port(), "metrics_dir": Path(data_dir).parent / "metrics",
         "rate_limit_generate": unlimited, "rate_limit_default": unlimited, **overrides,
     }, environ={})
 
@@ -217,8 +218,18 @@ def per_gpu_workers(gpus: Sequence[str], queues: Iterable[str], hostname: str,
 
 def start_worker(settings: Settings, queues: Iterable[str], concurrency: int, hostname: str,
                  log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env()}
+    """One Celery node; its main process serves its pool processes' metrics at ``METRICS_PORT``."""
+    env = {**os.environ, **settings.to_env(), **metrics_env(settings, hostname)}
     return _spawn(worker_command(queues, concurrency, hostname), log_path, env)
+
+
+def metrics_env(settings: Settings, node: str) -> dict[str, str]:
+    """The environment that gives one node's processes a fresh folder to share their metrics in
+    (``jobs.metrics``), under ``METRICS_DIR``."""
+    from jobs import metrics
+
+    folder = metrics.prepare_dir(metrics.node_dir(settings.metrics_dir, node))
+    return {metrics.MULTIPROCESS_ENV: str(folder)}
 
 
 def start_solo_workers(settings: Settings, queues: Iterable[str], processes: int, hostname: str,
@@ -231,9 +242,13 @@ def start_solo_workers(settings: Settings, queues: Iterable[str], processes: int
     avatars/s (4 interleaved rounds) for the same latency. A solo worker has no Celery time limit
     (``worker.deadline`` provides the stage limit), and a crashed one is recovered like a lost node:
     by the reconciler, not by its parent.
+
+    The nodes share one metrics folder (``metrics_env(settings, hostname)``) and serve no endpoint
+    of their own: the caller serves the folder (``jobs.metrics.serve``), one scrape target for all.
     """
     name, _, host = hostname.partition("@")
-    env = {**os.environ, **settings.to_env(), "WORKER_CONCURRENCY": "1"}
+    env = {**os.environ, **settings.to_env(), "WORKER_CONCURRENCY": "1", "METRICS_PORT": "0",
+           **metrics_env(settings, hostname)}
     nodes = {}
     for index in range(1, processes + 1):
         node = f"{name}-{index}@{host}" if host else f"{name}-{index}"
@@ -263,8 +278,11 @@ def wait_worker(settings: Settings, hostname: str, processes: int = 1,
 
 
 def api_command(settings: Settings, bind: str | None = None, app: str = "api.wsgi:app") -> list[str]:
-    """The gunicorn command line serving ``app`` (the API's, unless a benchmark serves its own)."""
-    return [sys.executable, "-m", "gunicorn",
+    """The gunicorn command line serving ``app`` (the API's, unless a benchmark serves its own).
+
+    With ``LOG_FORMAT=json`` gunicorn's access log is off: the app writes its own access lines,
+    with the request id (``api.metrics``)."""
+    return [sys.executable, "-m", "gunicorn", "--config", "python:jobs.gunicorn_config",
             "--bind", bind or f"{settings.host}:{settings.port}",
             # gevent: a request that waits (``Prefer: wait``, a download of a running job) or a client
             # that sends slowly holds a greenlet, not a thread. With gthread's 8 threads a process,
@@ -273,11 +291,16 @@ def api_command(settings: Settings, bind: str | None = None, app: str = "api.wsg
             "--worker-class", "gevent", "--workers", str(settings.api_workers),
             "--worker-connections", str(settings.api_connections),
             "--timeout", str(settings.max_wait_s + 30), "--graceful-timeout", "10",
-            "--access-logfile", "-", app]
+            *([] if settings.log_json else ["--access-logfile", "-"]), app]
+
+
+def api_metrics_node(settings: Settings) -> str:
+    """The metrics folder's name for the API on ``settings.port``."""
+    return f"api-{settings.port}"
 
 
 def start_api(settings: Settings, log_path: Path, bind: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env()}
+    env = {**os.environ, **settings.to_env(), **metrics_env(settings, api_metrics_node(settings))}
     return _spawn(api_command(settings, bind), log_path, env)
 
 

@@ -40,7 +40,8 @@ from jobs.files import FileStore
 from jobs.retention import discard_ended_inputs
 from jobs.settings import Settings
 from jobs.store import Job, JobNotFound, JobStatus, JobStore, TransitionError, utcnow
-from worker.app import EXPORT, INFERENCE, PREPROCESS, message_job
+from jobs import metrics
+from worker.app import EXPORT, INFERENCE, PREPROCESS, JobContext, enqueue_stage, message_job
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class Reconciler:
                 self._fail_stalled(job, requeues)
                 report.failed.append(job.id)
                 continue
-            self.celery.send_task(task, args=(job.id,), kwargs={"resent": True})
+            enqueue_stage(self.celery, task, job.id, job_context(job), resent=True)
+            metrics.RECONCILER_RESENT.labels(status=job.status.value).inc()
             report.resent.append(job.id)
             log.warning("[job %s] stalled in %s for over %.0f s with no message or worker: sent %s "
                         "again (re-send %d of %d)", job.id, job.status.value, self.settings.stall_after_s,
@@ -132,13 +134,17 @@ class Reconciler:
             log.info("[job %s] not marked stalled: %s", job.id, exc)
             return
         log.error("[job %s] failed as stalled after %d re-sends", job.id, requeues)
+        metrics.JOBS_FAILED.labels(code="stalled").inc()
+        metrics.JOB_DURATION.labels(outcome=JobStatus.FAILED.value).observe(
+            max(0.0, (utcnow() - job.created_at).total_seconds()))
         try:
             self.events.publish_finished(job.id, JobStatus.FAILED.value)
         except redis.RedisError:
             pass
         self.files.discard_inputs(job.id)
         try:  # the submitter's webhook still hears about it
-            self.celery.send_task("avatar.webhook", args=(job.id,), kwargs={"event": "avatar.failed"})
+            self.celery.send_task("avatar.webhook", args=(job.id,), kwargs={"event": "avatar.failed"},
+                                  headers=job_context(job).headers())
         except Exception as exc:
             log.warning("[job %s] could not queue its webhook: %s", job.id, exc)
 
@@ -160,3 +166,9 @@ class Reconciler:
             if report and (report.resent or report.failed):
                 log.warning("reconciler: %d stale, re-sent %d, failed %d as stalled",
                             report.stale, len(report.resent), len(report.failed))
+
+
+def job_context(job: Job) -> JobContext:
+    """The context a re-sent message carries: the submitting request's id (kept on the record) and
+    the submission time."""
+    return JobContext((job.doc.get("client") or {}).get("requestId"), job.created_at.timestamp())

@@ -16,14 +16,14 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jobs import webhooks
+from jobs import logs, metrics, webhooks
 from jobs.files import result_filename
 from jobs.retention import sweep_if_due
 from jobs.store import FINISHABLE_FROM, NEXT_STAGE, Job, JobNotFound, JobStatus, TransitionError, utcnow
 from pipeline import VIEWS, PipelineError
 from pipeline.stages import MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, infer_landmarks, prepare_views
 from worker import runtime
-from worker.app import EXPORT, INFERENCE, enqueue_stage
+from worker.app import EXPORT, INFERENCE, JobContext, enqueue_stage
 from worker.deadline import deadline
 from worker.runtime import WorkerRuntime
 
@@ -212,16 +212,21 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     worker = task.request.hostname or rt.hostname
     key = STAGE_KEY[stage]
     jlog = JobLog(log, {"job_id": job_id})
-    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
-    if (resent or redelivered) and not _still_waiting_for(rt, job_id, stage):
-        jlog.info("skipping a repeated %s: the job has moved on", stage.value)
-        _forget_if_ended(rt, job_id)
-        return None
-    rt.began(job_id)
-    try:
-        return _run_stage(task, rt, job_id, stage, work, worker, key, jlog, received, started)
-    finally:
-        rt.ended(job_id)
+    context = JobContext.of_task(task.request)
+    sent_at = task.request.get("sentAt")
+    if isinstance(sent_at, (int, float)):
+        metrics.STAGE_DURATION.labels(stage=f"{key}QueueWait").observe(max(0.0, received - sent_at))
+    with logs.bound(requestId=context.request_id, jobId=job_id, stage=key):
+        redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+        if (resent or redelivered) and not _still_waiting_for(rt, job_id, stage):
+            jlog.info("skipping a repeated %s: the job has moved on", stage.value)
+            _forget_if_ended(rt, job_id)
+            return None
+        rt.began(job_id)
+        try:
+            return _run_stage(task, rt, job_id, stage, work, worker, key, jlog, received, started, context)
+        finally:
+            rt.ended(job_id)
 
 
 def _forget_if_ended(rt: WorkerRuntime, job_id: str) -> None:
@@ -238,7 +243,8 @@ def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool
 
 
 def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, work: StageWork,
-               worker: str, key: str, jlog: JobLog, received: float, started: float) -> str | None:
+               worker: str, key: str, jlog: JobLog, received: float, started: float,
+               context: JobContext) -> str | None:
     def note_started() -> None:
         rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
 
@@ -251,13 +257,15 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, wor
         trace = {f"{key}Received": received, f"{key}Finished": time.time()}
         if stage is JobStatus.EXPORTING:
             rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace)
-            _job_ended(rt, job_id, JobStatus.COMPLETED)
+            _stage_done(jlog, key, timings)
+            _job_ended(rt, job_id, JobStatus.COMPLETED, context)
             jlog.info("completed in %.0f ms of work", output.result["generationTime"])
         else:
             # The next stage is queued first and this one recorded while its task is on its way:
             # the store's round trip (~5 ms here) overlaps the hop instead of preceding it.
-            _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog)
+            _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog, context)
             rt.store.advance(job_id, stage, timings, worker=worker, trace=trace)
+            _stage_done(jlog, key, timings)
             if stage is JobStatus.PREPROCESSING:
                 # Handed over: no later step reads the photos (a retry or re-send of inference or
                 # export starts from the stage files), so they go now, while the next stage runs,
@@ -268,25 +276,32 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, wor
         _stopped(rt, job_id, stage, exc)
     except PipelineError as exc:
         jlog.info("failed in %s: %s (%s)", stage.value, exc.message, exc.code)
-        _fail(rt, job_id, stage, exc.code, exc.message, exc.view)
+        _fail(rt, job_id, stage, context, exc.code, exc.message, exc.view)
     except ModelsUnavailable as exc:
         jlog.error("no models loaded: %s", exc)
-        _fail(rt, job_id, stage, "models_unavailable", MODELS_MISSING_MESSAGE)
+        _fail(rt, job_id, stage, context, "models_unavailable", MODELS_MISSING_MESSAGE)
     except SoftTimeLimitExceeded:
         jlog.error("%s ran past %g s", stage.value, rt.settings.job_timeout_s)
-        _fail(rt, job_id, stage, "timeout",
+        _fail(rt, job_id, stage, context, "timeout",
               f"Generating the avatar took longer than {rt.settings.job_timeout_s:g} s at the "
               f"{stage.value} step. Please try again, or send smaller photos.")
     except Exception as exc:
-        _fail_unexpected(rt, job_id, stage, exc)
+        _fail_unexpected(rt, job_id, stage, context, exc)
     return None
 
 
-def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog) -> None:
+def _stage_done(jlog: JobLog, key: str, timings: dict[str, float]) -> None:
+    """One sample per timed step for the metrics, and one line for the log."""
+    metrics.observe_timings(timings)
+    stage_ms = timings[f"{key}Stage"]
+    jlog.info("%s finished in %.0f ms", key, stage_ms, extra={"durationMs": round(stage_ms, 3)})
+
+
+def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog, context: JobContext) -> None:
     """Queue the next stage. The job advances right after whatever happens here, so a broker outage
     must not fail it: the reconciler re-sends the stage once the job has sat still for STALL_AFTER_S."""
     try:
-        enqueue_stage(task.app, STAGE_TASK[following], job_id)
+        enqueue_stage(task.app, STAGE_TASK[following], job_id, context)
     except Exception as exc:
         jlog.warning("could not queue %s (%s: %s); the reconciler will send it again",
                      following.value, type(exc).__name__, exc)
@@ -308,7 +323,8 @@ def _stopped(rt: WorkerRuntime, job_id: str, stage: JobStatus,
     # its end before this one): the stage files belong to the task that is ahead.
 
 
-def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exception) -> None:
+def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, context: JobContext,
+                     exc: Exception) -> None:
     """An error of ours, or the job's files vanished because it was canceled meanwhile."""
     try:
         rt.store.fail(job_id, "internal_error", INTERNAL_ERROR_MESSAGE)
@@ -316,22 +332,24 @@ def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exce
         _stopped(rt, job_id, stage, ended)
         return
     log.exception("[job %s] internal error in %s", job_id, stage.value, exc_info=exc)
-    _job_ended(rt, job_id, JobStatus.FAILED)
+    _job_ended(rt, job_id, JobStatus.FAILED, context, "internal_error")
 
 
-def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, code: str, message: str,
+def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, context: JobContext, code: str, message: str,
           view: str | None = None) -> None:
     try:
         rt.store.fail(job_id, code, message, view)
     except (TransitionError, JobNotFound) as exc:  # canceled or deleted meanwhile: not a failure
         _stopped(rt, job_id, stage, exc)
         return
-    _job_ended(rt, job_id, JobStatus.FAILED)
+    _job_ended(rt, job_id, JobStatus.FAILED, context, code)
 
 
-def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
+def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus, context: JobContext,
+               code: str | None = None) -> None:
     """Delete the photos and crops (biometric data: gone before anyone learns the job is over, so
     a client that sees the end never finds them), then tell the waiters."""
+    _count_end(status, context, code)
     rt.outputs.forget(job_id)
     rt.files.discard_inputs(job_id)
     try:
@@ -339,16 +357,26 @@ def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
     except Exception as exc:  # waiters re-read the record anyway; a lost notification only delays them
         log.warning("[job %s] could not publish %s: %s", job_id, status.value, exc)
     sweep_if_due(rt.store, rt.files, rt.events.redis, rt.settings.sweep_interval_s)
-    _queue_webhook(rt, job_id, status)
+    _queue_webhook(rt, job_id, status, context)
 
 
-def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
+def _count_end(status: JobStatus, context: JobContext, code: str | None) -> None:
+    """The job's outcome and, when its submission time travelled with it, its end-to-end time."""
+    if status is JobStatus.COMPLETED:
+        metrics.JOBS_COMPLETED.inc()
+    else:
+        metrics.JOBS_FAILED.labels(code=code or "unknown").inc()
+    if context.submitted_at is not None:
+        metrics.JOB_DURATION.labels(outcome=status.value).observe(max(0.0, time.time() - context.submitted_at))
+
+
+def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus, context: JobContext) -> None:
     """If the job was submitted with a callbackUrl, queue its webhook (delivered by ``webhook``).
     After the waiters were told and the photos deleted: a webhook never delays a job's end."""
     try:
         if rt.store.callback_url(job_id):
             event = "avatar.completed" if status is JobStatus.COMPLETED else "avatar.failed"
-            webhook.apply_async(args=(job_id,), kwargs={"event": event})
+            webhook.apply_async(args=(job_id,), kwargs={"event": event}, headers=context.headers())
     except Exception as exc:
         log.warning("[job %s] could not queue its webhook: %s", job_id, exc)
 
@@ -357,12 +385,17 @@ def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
 def webhook(self: Task, job_id: str, event: str) -> bool:
     """POST the signed event to the job's callbackUrl; retried with back-off up to
     WEBHOOK_MAX_ATTEMPTS times. Each attempt's outcome is noted on the job (``webhook``)."""
+    with logs.bound(requestId=JobContext.of_task(self.request).request_id, jobId=job_id, stage="webhook"):
+        return _deliver_webhook(self, job_id, event)
+
+
+def _deliver_webhook(task: Task, job_id: str, event: str) -> bool:
     rt = runtime.current()
     settings = rt.settings
     job = rt.store.find(job_id)
     if job is None or not job.doc.get("callbackUrl"):
         return False
-    attempt = self.request.retries + 1
+    attempt = task.request.retries + 1
     body = webhooks.event_body(event, job_id, job.status.value, webhook_data(job))
     try:
         outcome = webhooks.deliver(job.doc["callbackUrl"], body, event, settings.webhook_secret,
@@ -371,19 +404,23 @@ def webhook(self: Task, job_id: str, event: str) -> bool:
     except webhooks.CallbackRefused as exc:
         log.warning("[job %s] webhook refused: %s", job_id, exc)
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="refused", lastError=str(exc))
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="refused").inc()
         return False
     if outcome.ok:
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="delivered",
                                 lastStatus=outcome.status, deliveredAt=utcnow())
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
         return True
     if attempt >= settings.webhook_max_attempts:
         log.warning("[job %s] webhook gave up after %d attempts: %s", job_id, attempt, outcome.error)
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="gave_up",
                                 lastStatus=outcome.status, lastError=outcome.error)
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="gave_up").inc()
         return False
     rt.store.record_webhook(job_id, event=event, attempts=attempt, state="retrying",
                             lastStatus=outcome.status, lastError=outcome.error)
-    raise self.retry(countdown=settings.webhook_backoff_s * 2 ** (attempt - 1), max_retries=None)
+    metrics.WEBHOOK_DELIVERIES.labels(outcome="retrying").inc()
+    raise task.retry(countdown=settings.webhook_backoff_s * 2 ** (attempt - 1), max_retries=None)
 
 
 def webhook_data(job: Job) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             "webhook_allow_private": True, "webhook_backoff_s": 0.3,
             # A download of a job that never ends gives up after this (30 s by default).
             "download_wait_s": 2,
+            # The logs as a log collector reads them (tests/integration/test_metrics_and_logs.py).
+            "log_format": "json",
         })
         port = settings.port
         localstack.wait_redis(redis_url, redis_proc)
