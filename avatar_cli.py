@@ -15,6 +15,7 @@ and list them in ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import socket
@@ -115,7 +116,10 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
     logs = var_dir / "logs"
     _check_port_free(settings.port)
 
-    started: list[tuple[str, subprocess.Popen]] = []  # stopped in reverse order
+    def say(message: str) -> None:
+        print(f"avatar up: {message}", file=sys.stderr, flush=True)
+
+    supervisor = localstack.Supervisor(say)
 
     def request_stop(_signum: int, _frame) -> None:
         raise KeyboardInterrupt
@@ -126,22 +130,32 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
     try:
         redis_proc = mongo_proc = None
         if not settings.redis_url:
-            url, redis_proc = localstack.start_redis(var_dir / "redis")
-            started.append(("redis", redis_proc))
-            settings = settings.replace(redis_url=url)
+            # A fixed port: a Redis started again after a crash must be where everyone looks.
+            redis_port = localstack.free_port()
+            redis_proc = supervisor.add("redis", lambda: localstack.start_redis(var_dir / "redis", redis_port)[1])
+            settings = settings.replace(redis_url=f"redis://127.0.0.1:{redis_port}/0")
         if not settings.mongodb_uri:
-            uri, mongo_proc = localstack.start_mongo(var_dir / "mongo", log_path=logs / "mongo.log")
-            started.append(("mongodb", mongo_proc))
-            settings = settings.replace(mongodb_uri=uri)
+            store_port = localstack.free_port()
+            mongo_proc = supervisor.add("the store", lambda: localstack.start_mongo(
+                var_dir / "mongo", store_port, log_path=logs / "mongo.log")[1])
+            settings = settings.replace(mongodb_uri=f"mongodb://127.0.0.1:{store_port}/?retryWrites=false")
         localstack.wait_redis(settings.broker_url, redis_proc)
-        # WORKER_CONCURRENCY worker processes, each its own solo node (see start_solo_workers).
-        node = f"local@{socket.gethostname()}"
-        workers = localstack.start_solo_workers(settings, ("cpu", "gpu"), settings.worker_concurrency, node, logs)
-        started.extend(workers.items())
-        _serve_worker_metrics(settings, node)
+        # WORKER_CONCURRENCY worker processes, each its own solo node (see start_solo_workers), and
+        # the node that delivers webhooks. Their metrics go to one folder, served here (one scrape
+        # target for the machine, whichever of them the supervisor has restarted).
+        host = socket.gethostname()
+        shared_metrics = localstack.shared_metrics_dir(settings, f"local@{host}")
+        workers = {}
+        for index in range(1, settings.worker_concurrency + 1):
+            node = f"local-{index}@{host}"
+            workers[node] = supervisor.add(node, functools.partial(
+                localstack.start_solo_worker, settings, ("cpu", "gpu"), node, logs / f"worker-{index}.log",
+                shared_metrics))
+        supervisor.add(f"webhooks@{host}", functools.partial(
+            localstack.start_webhook_worker, settings, f"webhooks@{host}", logs / "webhooks.log", shared_metrics))
+        _serve_worker_metrics(settings, shared_metrics)
         localstack.wait_mongo(settings.mongodb_uri, mongo_proc, directory=var_dir / "mongo" if mongo_proc else None)
-        api = localstack.start_api(settings, logs / "api.log")
-        started.append(("api", api))
+        api = supervisor.add("the API", lambda: localstack.start_api(settings, logs / "api.log"))
         base_url = f"http://{_url_host(settings.host)}:{settings.port}"
         localstack.wait_api(base_url, api)
         localstack.wait_solo_workers(settings, workers)
@@ -149,11 +163,7 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
         print(f"avatar service ready: {base_url}/api/avatar/health  (logs in {logs}/, Ctrl-C stops)",
               flush=True)
         while True:
-            for name, process in started:
-                if process.poll() is not None:
-                    print(f"{name} exited with code {process.returncode}; see {logs}/ — stopping",
-                          file=sys.stderr)
-                    return 1
+            supervisor.watch()
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
@@ -165,16 +175,15 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         print("stopping…", file=sys.stderr, flush=True)
-        for _name, process in reversed(started):
-            localstack.stop(process)
+        supervisor.stop_all()
 
 
-def _serve_worker_metrics(settings: Settings, node: str) -> None:
-    """Serve the metrics of the single-process workers this process started (they share a folder
-    and serve none themselves) at METRICS_PORT: one scrape target for the machine."""
+def _serve_worker_metrics(settings: Settings, folder: Path) -> None:
+    """Serve the metrics of the workers this process started (they share ``folder`` and serve
+    none themselves) at METRICS_PORT: one scrape target for the machine."""
     from jobs import metrics
 
-    metrics.serve(settings.host, settings.metrics_port, metrics.node_dir(settings.metrics_dir, node))
+    metrics.serve(settings.host, settings.metrics_port, folder)
 
 
 def _url_host(host: str) -> str:
@@ -199,9 +208,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="processes (default: $WORKER_CONCURRENCY or 2)")
     parser.add_argument("--hostname", default=None,
                         help="node name (default: $WORKER_HOSTNAME or <queues>@<host>)")
-    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"],
-                        help="prefork (default); threads for a gpu worker that batches inference "
-                             "(INFERENCE_BATCH_MAX > 1)")
+    parser.add_argument("--pool", default=None, choices=["prefork", "threads", "solo"],
+                        help="prefork (default: $WORKER_POOL or prefork); threads for the webhooks queue "
+                             "or a gpu worker that batches inference (INFERENCE_BATCH_MAX > 1)")
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--per-gpu", action="store_true",
                         help="one single-process worker per visible NVIDIA GPU, each pinned to its GPU "
@@ -220,7 +229,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # The node's processes share a fresh metrics folder; its main process serves it (worker.runtime).
     os.environ.update(localstack.metrics_env(settings, hostname))
     argv = localstack.worker_command(queues, args.concurrency or settings.worker_concurrency,
-                                     hostname, args.loglevel, pool=args.pool)
+                                     hostname, args.loglevel, pool=args.pool or settings.worker_pool)
     os.execv(argv[0], argv)
     return 0  # not reached
 
@@ -234,10 +243,11 @@ def _run_per_gpu_workers(settings: Settings, queues: list[str], hostname: str, l
         print("avatar worker --per-gpu: no NVIDIA GPU is visible (no /proc/driver/nvidia/gpus/*); "
               "check the container's GPU reservation and the NVIDIA container toolkit", file=sys.stderr)
         return 2
-    shared = {**localstack.metrics_env(settings, hostname), "METRICS_PORT": "0"}
+    folder = localstack.shared_metrics_dir(settings, hostname)
+    shared = localstack.worker_metrics_env(settings, hostname, folder)
     workers = [subprocess.Popen(argv, env={**os.environ, **env, **shared})
                for argv, env in localstack.per_gpu_workers(gpus, queues, hostname, loglevel)]
-    _serve_worker_metrics(settings, hostname)
+    _serve_worker_metrics(settings, folder)
     print(f"avatar worker: {len(workers)} worker(s), one per GPU ({', '.join(gpus)})", flush=True)
 
     def stop_all(_signum: int, _frame) -> None:
@@ -273,15 +283,17 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     from jobs.files import FileStore
     from jobs.store import JobStore
     from worker.app import create_celery
-    from worker.reconciler import Reconciler
+    from worker.reconciler import Reconciler, record_pass
 
     settings = settings_here()
     logs.configure(settings.log_json)
     reconciler = Reconciler(settings, JobStore.from_settings(settings), redis.Redis.from_url(settings.broker_url),
                             create_celery(settings), FileStore(settings.data_dir))
+    holder = f"reconciler@{socket.gethostname()}:{os.getpid()}"
     if args.once:
         report = reconciler.run_once()
-        print(json.dumps({"stale": report.stale, "resent": report.resent, "failed": report.failed}))
+        record_pass(reconciler.redis, holder, report)
+        print(json.dumps(report.as_dict()))
         return 0
     if settings.reconcile_interval_s <= 0:
         print("avatar reconciler: RECONCILE_INTERVAL_S must be above 0", file=sys.stderr)
@@ -290,7 +302,7 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        reconciler.run_forever(f"reconciler@{socket.gethostname()}:{os.getpid()}", stop)
+        reconciler.run_forever(holder, stop)
     except KeyboardInterrupt:
         pass
     return 0

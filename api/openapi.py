@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
+from api.avatars import MAX_PAGE
 from api.uploads import OPTIONAL_FIELDS
 from jobs.settings import Settings
 from jobs.store import JobStatus
@@ -164,9 +165,11 @@ def _schemas() -> dict[str, Any]:
             "model": {"type": "object", "description": "The landmark model as a gpu worker reports it."},
             "workers": {"type": "object", "description": "Worker processes seen, and queues without one."},
             "queues": map_of({"type": "object"}, "Per queue: depth, processes, hosts, oldest wait."),
+            "reconciler": {"type": ["object", "null"], "description": "Its last pass, and the running "
+                           "jobs no message or worker holds (what it will send again); null while unknown."},
             "redis": {"type": "object"}, "mongodb": {"type": "object"},
             "memory": {"type": "object"}, "disk": {"type": "object"},
-        }, optional=("warnings", "model", "workers", "queues", "redis", "mongodb", "memory", "disk"),
+        }, optional=("warnings", "model", "workers", "queues", "reconciler", "redis", "mongodb", "memory", "disk"),
             description="``status`` and ``timestamp`` for anyone; the rest for callers on this machine "
                         "or with an admin token."),
     }
@@ -238,8 +241,8 @@ def _parameters(settings: Settings) -> dict[str, Any]:
                         "description": "The ETag of a copy the client has: 304 if it is still current."},
         "IfRange": {"name": "If-Range", "in": "header", "required": False, "schema": STRING,
                     "description": "Honour Range only if the file still has this ETag (else the whole file)."},
-        "Page": {"name": "page", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
-                 "description": "Page number, from 1."},
+        "Page": {"name": "page", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "description": "Page number, from 1."},
         "Limit": {"name": "limit", "in": "query", "required": False,
                   "schema": {"type": "integer", "minimum": 1, "maximum": settings.max_page_size},
                   "description": f"Avatars per page (default {settings.default_page_size})."},
@@ -315,14 +318,15 @@ def _operations(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
             "parameters": [param("Prefer"), param("IdempotencyKey")],
             "requestBody": _upload_form(settings),
             "responses": {
-                "200": ok(ref("Completed"), "Finished within ``Prefer: wait``.",
-                          _use("Preference-Applied", "Idempotent-Replayed", "Server-Timing", *RATE_HEADERS)),
+                "200": {**ok(ref("Completed"), "Finished within ``Prefer: wait``.",
+                             _use("Preference-Applied", "Idempotent-Replayed", "Server-Timing", *RATE_HEADERS)),
+                        "links": {"status": STATUS_LINK, "info": INFO_LINK, "download": DOWNLOAD_LINK}},
                 "202": {**ok(ref("Accepted"), "Queued (or still running after ``Prefer: wait``).",
                              _use("Location", "Preference-Applied", "Idempotent-Replayed", "Server-Timing",
                                   *RATE_HEADERS, required=("Location",))),
                         "links": {"status": STATUS_LINK, "info": INFO_LINK, "download": DOWNLOAD_LINK}},
                 "400": error("A refused photo (``details`` has a verdict per part), a bad option, a "
-                             "malformed form or Idempotency-Key."),
+                             "malformed form, body or Idempotency-Key."),
                 "404": error("A repeated Idempotency-Key names an avatar that has been deleted."),
                 "409": error("A request with this Idempotency-Key is still being processed.", _use("Retry-After")),
                 "410": error("Under ``Prefer: wait``: the job was canceled."),
@@ -455,8 +459,9 @@ def _by_rule(endpoint: str, responses: dict[str, Any], settings: Settings) -> No
         responses["429"] = error("Too many requests from this client in the window.",
                                  _use("Retry-After", *RATE_HEADERS, required=("Retry-After",)))
     if endpoint not in WITHOUT_STORE:
-        responses["503"] = error("Redis or the job store cannot be reached (or the photos cannot be "
-                                 "stored): retry later.", _use("Retry-After"))
+        responses["503"] = error("Redis or the job store cannot be reached, or (generate) the photos "
+                                 "cannot be stored, disk space is low or the backlog is full: retry later.",
+                                 _use("Retry-After"))
     if endpoint in READS_UPLOAD:
         responses["408"] = error(f"The upload took longer than UPLOAD_TIMEOUT_S "
                                  f"({settings.upload_timeout_s:g} s here).")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
@@ -29,48 +28,21 @@ def create_celery(settings: Settings | None = None, *, with_tasks: bool = False)
     return celery
 
 
-@dataclass(frozen=True)
-class JobContext:
-    """What each of a job's messages carries beside its id, in the message headers: the
-    ``X-Request-Id`` of the request that submitted it (the workers' log lines name it) and when it
-    was submitted (unix seconds: the job's end-to-end time). Each stage passes it on to the next;
-    each send adds ``sentAt``, from which the queue wait of every hop is measured."""
-
-    request_id: str | None = None
-    submitted_at: float | None = None
-
-    def headers(self) -> dict[str, Any]:
-        headers: dict[str, Any] = {"sentAt": time.time()}
-        if self.request_id is not None:
-            headers["requestId"] = self.request_id
-        if self.submitted_at is not None:
-            headers["submittedAt"] = self.submitted_at
-        return headers
-
-    @classmethod
-    def of_task(cls, request: Any) -> "JobContext":
-        """The context a running task's message carried (``task.request``)."""
-        submitted = request.get("submittedAt")
-        return cls(request.get("requestId"), float(submitted) if isinstance(submitted, (int, float)) else None)
-
-
-def enqueue_job(celery: Celery, job_id: str, context: JobContext | None = None) -> None:
+def enqueue_job(celery: Celery, job_id: str) -> None:
     """Queue the first stage of ``job_id``. Each stage queues the next as soon as its work is done,
-    then records its own end (see ``worker.tasks.run_stage``); every message carries only the job id
-    (and ``context`` in its headers)."""
-    enqueue_stage(celery, PREPROCESS, job_id, context)
+    then records its own end (see ``worker.tasks.run_stage``); every message carries only the job id."""
+    enqueue_stage(celery, PREPROCESS, job_id)
 
 
-def enqueue_stage(celery: Celery, task_name: str, job_id: str, context: JobContext | None = None,
-                  **kwargs: Any) -> None:
+def enqueue_stage(celery: Celery, task_name: str, job_id: str, **kwargs: Any) -> None:
     """Send one stage's task; ``celeryconfig.task_routes`` puts it on the cpu or gpu queue.
 
     One message per stage instead of a Celery chain: a chain carries the remaining signatures in
     every message and took ~0.5 ms more to build and send (1.5 vs 0.95 ms from the API), and a
-    stage that fails or finds its job canceled simply queues nothing.
+    stage that fails or finds its job canceled simply queues nothing. The message's ``sentAt``
+    header (unix seconds) measures its wait in the queue (``jobs.metrics``).
     """
-    celery.send_task(task_name, args=(job_id,), kwargs=kwargs or None,
-                     headers=(context or JobContext()).headers())
+    celery.send_task(task_name, args=(job_id,), kwargs=kwargs or None, headers={"sentAt": time.time()})
 
 
 def message_headers(raw: bytes) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,12 +19,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs import logs, metrics, webhooks
 from jobs.files import result_filename
+from jobs.outages import OUTAGES, retrying
 from jobs.retention import sweep_if_due
 from jobs.store import FINISHABLE_FROM, NEXT_STAGE, Job, JobNotFound, JobStatus, TransitionError, utcnow
 from pipeline import VIEWS, PipelineError
-from pipeline.stages import MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, infer_landmarks, prepare_views
+from pipeline.stages import (MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, decoding_in_progress,
+                             infer_landmarks, prepare_views)
 from worker import runtime
-from worker.app import EXPORT, INFERENCE, JobContext, enqueue_stage
+from worker.app import EXPORT, INFERENCE, enqueue_stage
 from worker.deadline import deadline
 from worker.runtime import WorkerRuntime
 
@@ -72,20 +75,20 @@ class StageClock:
 
 
 # Records that the job has started (queued → preprocessing); a stage's work gets one, and only
-# the first stage calls it.
+# the first stage calls it. The work also gets the job's record as it was when the stage began.
 NoteStarted = Callable[[], None]
-StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted], StageOutput]
+StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted, Job], StageOutput]
 
 
 @shared_task(name="avatar.preprocess", bind=True)
 def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Decode the three photos, find the faces, save the aligned crops."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             images = rt.files.read_uploads(job_id, VIEWS)
-            # The options travel in the record; the stage file carries them on to the export.
-            texture_size = rt.store.options(job_id).get("textureSize")
+        # The options travel in the record; the stage file carries them on to the export.
+        texture_size = job.options.get("textureSize")
         # The store writes the start note on the other core while detection runs on this one;
         # sent before decoding, it competed with the decoder threads (decoding took ~1.3 ms longer).
         prepared = prepare_views(images, _models(rt), on_decoded=note_started, texture_size=texture_size)
@@ -100,7 +103,7 @@ def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
 def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Run the landmark model on the crops (the one GPU-bound step)."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
         landmarks = infer_landmarks(prepared, _models(rt, batched=True))
@@ -115,7 +118,7 @@ def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
 def export(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Mesh, texture, features and the GLB; the job completes here."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
             landmarks = _load_output(rt, job_id, LANDMARKS, ViewLandmarks)
@@ -202,9 +205,16 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     job ended (or its files gone) and stops.
 
     Running a stage twice is harmless: every transition is guarded, so a duplicate's result is
-    dropped. A message that may be a duplicate (``resent`` by the reconciler, or redelivered by the
-    broker) first checks that the job still waits for this stage, and does nothing if it moved on.
-    While the stage runs, this process keeps the job marked running for the reconciler.
+    dropped. Every message (re-sent by the reconciler, redelivered by the broker, or restored from a
+    Redis snapshot as a fresh delivery alike) first checks that the job still waits for this stage,
+    and does nothing if it moved on; and a stage only ever fails a job that is at most at its own
+    stage, so a stale message cannot fail a job that is further along. While the stage runs, this
+    process keeps the job marked running for the reconciler.
+
+    The store or Redis being unreachable is not the job's fault: each store step is retried with
+    back-off for up to ``OUTAGE_RETRY_S`` (a restart of a few seconds is ridden out); past that the
+    stage gives up without touching the job, and the reconciler sends it again once the job has
+    sat still for STALL_AFTER_S.
     """
     received = time.time()
     started = time.perf_counter()
@@ -212,59 +222,78 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     worker = task.request.hostname or rt.hostname
     key = STAGE_KEY[stage]
     jlog = JobLog(log, {"job_id": job_id})
-    context = JobContext.of_task(task.request)
     sent_at = task.request.get("sentAt")
-    if isinstance(sent_at, (int, float)):
+    if isinstance(sent_at, (int, float)):  # how long the message waited in its queue
         metrics.STAGE_DURATION.labels(stage=f"{key}QueueWait").observe(max(0.0, received - sent_at))
-    with logs.bound(requestId=context.request_id, jobId=job_id, stage=key):
-        redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
-        if (resent or redelivered) and not _still_waiting_for(rt, job_id, stage):
-            jlog.info("skipping a repeated %s: the job has moved on", stage.value)
-            _forget_if_ended(rt, job_id)
-            return None
-        rt.began(job_id)
-        try:
-            return _run_stage(task, rt, job_id, stage, work, worker, key, jlog, received, started, context)
-        finally:
-            rt.ended(job_id)
+    with logs.bound(jobId=job_id, stage=key):
+        return _run_stage_of(task, rt, job_id, stage, work, worker, key, jlog, received, started)
 
 
-def _forget_if_ended(rt: WorkerRuntime, job_id: str) -> None:
-    """A worker that died between recording a job's end and deleting its photos leaves them
-    behind; the redelivered message is the first chance to delete them."""
-    job = rt.store.find(job_id)
-    if job is None or job.status.is_terminal():
-        rt.files.discard_inputs(job_id)
+def _run_stage_of(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, work: StageWork, worker: str,
+                  key: str, jlog: JobLog, received: float, started: float) -> str | None:
+    try:
+        job = _retrying(lambda: rt.store.find(job_id), jlog, "reading the job")
+    except OUTAGES as exc:
+        jlog.warning("the store is unreachable (%s); %s is left to the reconciler", exc, stage.value)
+        return None
+    if job is None or job.status not in FINISHABLE_FROM[stage]:
+        jlog.info("skipping a repeated %s message: the job is %s", stage.value,
+                  "gone" if job is None else job.status.value)
+        if job is None or job.status.is_terminal():
+            # A worker that died between recording a job's end and deleting its photos leaves them
+            # behind; a repeated message is the first chance to delete them.
+            rt.files.discard_inputs(job_id)
+        return None
+    rt.began(job_id)
+    try:
+        # The request that submitted the job names every line about it (LOG_FORMAT=json).
+        with logs.bound(requestId=submitting_request(job)):
+            return _run_stage(task, rt, job, stage, work, worker, key, jlog, received, started)
+    finally:
+        rt.ended(job_id)
 
 
-def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool:
-    job = rt.store.find(job_id)
-    return job is not None and job.status in FINISHABLE_FROM[stage]
+def submitting_request(job: Job) -> str | None:
+    """The X-Request-Id of the request that submitted ``job`` (kept on its record)."""
+    return (job.doc.get("client") or {}).get("requestId")
 
 
-def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, work: StageWork,
-               worker: str, key: str, jlog: JobLog, received: float, started: float,
-               context: JobContext) -> str | None:
+# How long a stage keeps retrying a store step before leaving the job to the reconciler.
+OUTAGE_RETRY_S = 30.0
+
+
+def _retrying(step: Callable[[], Any], jlog: JobLog, what: str) -> Any:
+    """``step()``, with outages retried for up to ``OUTAGE_RETRY_S``."""
+    return retrying(step, OUTAGE_RETRY_S, jlog, what)
+
+
+def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: StageWork,
+               worker: str, key: str, jlog: JobLog, received: float, started: float) -> str | None:
+    job_id = job.id
+
     def note_started() -> None:
         rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
 
     try:
         clock = StageClock(key)
         with deadline(rt.settings.job_timeout_s):
-            output = work(rt, clock, note_started)
-        timings = {**output.timings_ms, **clock.timings_ms,
-                   f"{key}Stage": (time.perf_counter() - started) * 1000}
+            output = work(rt, clock, note_started, job)
+        stage_s = time.perf_counter() - started
+        rt.note_stage_time(key, stage_s)
+        timings = {**output.timings_ms, **clock.timings_ms, f"{key}Stage": stage_s * 1000}
         trace = {f"{key}Received": received, f"{key}Finished": time.time()}
         if stage is JobStatus.EXPORTING:
-            rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace)
+            _retrying(lambda: rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace),
+                      jlog, "recording the completion")
             _stage_done(jlog, key, timings)
-            _job_ended(rt, job_id, JobStatus.COMPLETED, context)
+            _job_ended(rt, job, JobStatus.COMPLETED)
             jlog.info("completed in %.0f ms of work", output.result["generationTime"])
         else:
             # The next stage is queued first and this one recorded while its task is on its way:
             # the store's round trip (~5 ms here) overlaps the hop instead of preceding it.
-            _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog, context)
-            rt.store.advance(job_id, stage, timings, worker=worker, trace=trace)
+            _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog)
+            _retrying(lambda: rt.store.advance(job_id, stage, timings, worker=worker, trace=trace),
+                      jlog, f"recording the end of {stage.value}")
             _stage_done(jlog, key, timings)
             if stage is JobStatus.PREPROCESSING:
                 # Handed over: no later step reads the photos (a retry or re-send of inference or
@@ -274,19 +303,23 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, wor
         return job_id
     except (TransitionError, JobNotFound) as exc:
         _stopped(rt, job_id, stage, exc)
+    except OUTAGES as exc:
+        jlog.warning("the store or Redis stayed unreachable (%s: %s); %s is left to the reconciler",
+                     type(exc).__name__, exc, stage.value)
     except PipelineError as exc:
         jlog.info("failed in %s: %s (%s)", stage.value, exc.message, exc.code)
-        _fail(rt, job_id, stage, context, exc.code, exc.message, exc.view)
+        _fail(rt, job, stage, exc.code, exc.message, exc.view)
     except ModelsUnavailable as exc:
         jlog.error("no models loaded: %s", exc)
-        _fail(rt, job_id, stage, context, "models_unavailable", MODELS_MISSING_MESSAGE)
+        _fail(rt, job, stage, "models_unavailable", MODELS_MISSING_MESSAGE)
     except SoftTimeLimitExceeded:
         jlog.error("%s ran past %g s", stage.value, rt.settings.job_timeout_s)
-        _fail(rt, job_id, stage, context, "timeout",
+        _fail(rt, job, stage, "timeout",
               f"Generating the avatar took longer than {rt.settings.job_timeout_s:g} s at the "
               f"{stage.value} step. Please try again, or send smaller photos.")
+        _exit_if_work_goes_on(jlog)
     except Exception as exc:
-        _fail_unexpected(rt, job_id, stage, context, exc)
+        _fail_unexpected(rt, job, stage, exc)
     return None
 
 
@@ -297,11 +330,29 @@ def _stage_done(jlog: JobLog, key: str, timings: dict[str, float]) -> None:
     jlog.info("%s finished in %.0f ms", key, stage_ms, extra={"durationMs": round(stage_ms, 3)})
 
 
-def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog, context: JobContext) -> None:
+# The exit status of a worker process that stopped itself because a timed-out stage left a decoder
+# thread running (its supervisor starts a new one).
+EXIT_AFTER_RUNAWAY_WORK = 75
+
+
+def _exit_if_work_goes_on(jlog: JobLog) -> None:
+    """The time limit interrupts the stage's own thread, not a photo decode running in another: a
+    decoder cannot be stopped from outside. If one still runs, the job has been failed; end this
+    process so the decoder's CPU is given back (its supervisor — ``avatar up``, Celery's prefork
+    parent, the container's restart policy — starts a fresh one; the message, never acked, is
+    redelivered and skipped, since the job has ended)."""
+    if decoding_in_progress():
+        jlog.error("a photo decode is still running after the time limit; this worker process exits "
+                   "(status %d) so that it stops", EXIT_AFTER_RUNAWAY_WORK)
+        logging.shutdown()
+        os._exit(EXIT_AFTER_RUNAWAY_WORK)
+
+
+def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog) -> None:
     """Queue the next stage. The job advances right after whatever happens here, so a broker outage
     must not fail it: the reconciler re-sends the stage once the job has sat still for STALL_AFTER_S."""
     try:
-        enqueue_stage(task.app, STAGE_TASK[following], job_id, context)
+        enqueue_stage(task.app, STAGE_TASK[following], job_id)
     except Exception as exc:
         jlog.warning("could not queue %s (%s: %s); the reconciler will send it again",
                      following.value, type(exc).__name__, exc)
@@ -323,33 +374,35 @@ def _stopped(rt: WorkerRuntime, job_id: str, stage: JobStatus,
     # its end before this one): the stage files belong to the task that is ahead.
 
 
-def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, context: JobContext,
-                     exc: Exception) -> None:
+def _fail_unexpected(rt: WorkerRuntime, job: Job, stage: JobStatus, exc: Exception) -> None:
     """An error of ours, or the job's files vanished because it was canceled meanwhile."""
-    try:
-        rt.store.fail(job_id, "internal_error", INTERNAL_ERROR_MESSAGE)
-    except (TransitionError, JobNotFound) as ended:
-        _stopped(rt, job_id, stage, ended)
-        return
-    log.exception("[job %s] internal error in %s", job_id, stage.value, exc_info=exc)
-    _job_ended(rt, job_id, JobStatus.FAILED, context, "internal_error")
+    if _fail(rt, job, stage, "internal_error", INTERNAL_ERROR_MESSAGE):
+        log.exception("[job %s] internal error in %s", job.id, stage.value, exc_info=exc)
 
 
-def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, context: JobContext, code: str, message: str,
-          view: str | None = None) -> None:
+def _fail(rt: WorkerRuntime, job: Job, stage: JobStatus, code: str, message: str,
+          view: str | None = None) -> bool:
+    """Fail the job if it is at most at ``stage`` (a stale message never fails a job that is further
+    along); True if this call failed it."""
+    job_id = job.id
+    jlog = JobLog(log, {"job_id": job_id})
     try:
-        rt.store.fail(job_id, code, message, view)
-    except (TransitionError, JobNotFound) as exc:  # canceled or deleted meanwhile: not a failure
+        _retrying(lambda: rt.store.fail(job_id, code, message, view, at_most=stage), jlog, "recording the failure")
+    except (TransitionError, JobNotFound) as exc:  # canceled, deleted or moved on meanwhile: not ours to fail
         _stopped(rt, job_id, stage, exc)
-        return
-    _job_ended(rt, job_id, JobStatus.FAILED, context, code)
+        return False
+    except OUTAGES as exc:
+        jlog.warning("could not record the failure (%s); the reconciler will send %s again", exc, stage.value)
+        return False
+    _job_ended(rt, job, JobStatus.FAILED, code)
+    return True
 
 
-def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus, context: JobContext,
-               code: str | None = None) -> None:
+def _job_ended(rt: WorkerRuntime, job: Job, status: JobStatus, code: str | None = None) -> None:
     """Delete the photos and crops (biometric data: gone before anyone learns the job is over, so
     a client that sees the end never finds them), then tell the waiters."""
-    _count_end(status, context, code)
+    job_id = job.id
+    _count_end(job, status, code)
     rt.outputs.forget(job_id)
     rt.files.discard_inputs(job_id)
     try:
@@ -357,26 +410,25 @@ def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus, context: JobCo
     except Exception as exc:  # waiters re-read the record anyway; a lost notification only delays them
         log.warning("[job %s] could not publish %s: %s", job_id, status.value, exc)
     sweep_if_due(rt.store, rt.files, rt.events.redis, rt.settings.sweep_interval_s)
-    _queue_webhook(rt, job_id, status, context)
+    _queue_webhook(rt, job_id, status)
 
 
-def _count_end(status: JobStatus, context: JobContext, code: str | None) -> None:
-    """The job's outcome and, when its submission time travelled with it, its end-to-end time."""
+def _count_end(job: Job, status: JobStatus, code: str | None) -> None:
+    """The job's outcome (failures by code) and its time from submission to now."""
     if status is JobStatus.COMPLETED:
         metrics.JOBS_COMPLETED.inc()
     else:
         metrics.JOBS_FAILED.labels(code=code or "unknown").inc()
-    if context.submitted_at is not None:
-        metrics.JOB_DURATION.labels(outcome=status.value).observe(max(0.0, time.time() - context.submitted_at))
+    metrics.JOB_DURATION.labels(outcome=status.value).observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
 
 
-def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus, context: JobContext) -> None:
+def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
     """If the job was submitted with a callbackUrl, queue its webhook (delivered by ``webhook``).
     After the waiters were told and the photos deleted: a webhook never delays a job's end."""
     try:
         if rt.store.callback_url(job_id):
             event = "avatar.completed" if status is JobStatus.COMPLETED else "avatar.failed"
-            webhook.apply_async(args=(job_id,), kwargs={"event": event}, headers=context.headers())
+            webhook.apply_async(args=(job_id,), kwargs={"event": event})
     except Exception as exc:
         log.warning("[job %s] could not queue its webhook: %s", job_id, exc)
 
@@ -385,7 +437,7 @@ def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus, context: J
 def webhook(self: Task, job_id: str, event: str) -> bool:
     """POST the signed event to the job's callbackUrl; retried with back-off up to
     WEBHOOK_MAX_ATTEMPTS times. Each attempt's outcome is noted on the job (``webhook``)."""
-    with logs.bound(requestId=JobContext.of_task(self.request).request_id, jobId=job_id, stage="webhook"):
+    with logs.bound(jobId=job_id, stage="webhook"):
         return _deliver_webhook(self, job_id, event)
 
 
@@ -395,6 +447,7 @@ def _deliver_webhook(task: Task, job_id: str, event: str) -> bool:
     job = rt.store.find(job_id)
     if job is None or not job.doc.get("callbackUrl"):
         return False
+    logs.bind(requestId=submitting_request(job))  # undone with the block in webhook()
     attempt = task.request.retries + 1
     body = webhooks.event_body(event, job_id, job.status.value, webhook_data(job))
     try:
