@@ -32,11 +32,12 @@ access_log = logging.getLogger("avatar.access")
 
 # Any other method (a client may send any token) is counted as "other": one series per method seen
 # would let a client grow the metrics without bound.
+METRICS_PATH = "/metrics"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"
 
 
-@bp.get("/metrics")
+@bp.get(METRICS_PATH)
 def scrape() -> Response:
     if not is_operator():
         raise Forbidden("The metrics are for operators: read them from this machine, or send "
