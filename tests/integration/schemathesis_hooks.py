@@ -8,6 +8,7 @@ links (status, info, download) to their end. Most list requests carry a valid to
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -22,14 +23,26 @@ VIEWS = ("front", "left", "right")
 @schemathesis.hook
 def flatmap_body(context, body):
     operation = context.operation
-    if operation is None or operation.path != "/api/avatar/generate" or not isinstance(body, dict):
+    if operation is None or operation.path != "/api/avatar/generate":
         return st.just(body)
-    # The photos with the generated textureSize (always a valid choice), without a callbackUrl:
-    # a random one is refused (400) and the upload with it.
-    with_photos = {view: PHOTO for view in VIEWS}
-    if "textureSize" in body:
-        with_photos["textureSize"] = body["textureSize"]
-    return st.sampled_from([with_photos, body])
+    photos = with_photos(body)
+    return st.just(body) if photos is None else st.sampled_from([photos, body])
+
+
+def with_photos(body):
+    """The generated form with real photos as front, left and right and its textureSize (always a
+    valid choice), without a callbackUrl (a random one is refused, and the upload with it). The
+    form comes as a dict, or as schemathesis's form with a content type per part."""
+    fields = body if isinstance(body, dict) else getattr(body, "body", None)
+    if not isinstance(fields, dict):
+        return None  # not a form at all (negative data): left as generated
+    photos = {view: PHOTO for view in VIEWS}
+    if "textureSize" in fields:
+        photos["textureSize"] = fields["textureSize"]
+    if isinstance(body, dict):
+        return photos
+    content_types = {name: kind for name, kind in body.content_types.items() if name in photos}
+    return dataclasses.replace(body, body=photos, content_types={**content_types, **{view: "image/jpeg" for view in VIEWS}})
 
 
 @schemathesis.hook

@@ -55,8 +55,12 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(stack: Lo
     generated, passed = map(int, re.search(r"(\d+) generated, (\d+) passed", output).groups())
     assert generated == passed > 0, output[-3000:]
     assert not [key for key in answers if key.endswith(tuple(f" {code}" for code in range(500, 600)))], answers
-    # Real photos reached the workers: some uploads became jobs.
+    # Real photos reached the workers, and the links followed their jobs to the end: some
+    # downloads sent the GLB.
     assert answers["POST /api/avatar/generate 202"] + answers["POST /api/avatar/generate 200"] > 0, answers
+    assert answers["GET /api/avatar/download/<avatar_id> 200"] > 0, answers
+    links = re.search(r"API Links:\s+(\d+) covered", output)
+    assert links and int(links.group(1)) > 0, output[-3000:]
 
 
 def _access_lines(path: Path, skip: int) -> list[dict]:
