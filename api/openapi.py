@@ -27,7 +27,7 @@ from api.avatars import MAX_PAGE
 from api.uploads import OPTIONAL_FIELDS
 from jobs.settings import Settings
 from jobs.store import JobStatus
-from pipeline import VIEWS
+from pipeline import MESH_KINDS, VIEWS
 from pipeline.texture import TEXTURE_SIZES
 
 bp = Blueprint("openapi", __name__)
@@ -156,7 +156,19 @@ def _schemas() -> dict[str, Any]:
             "uncertain": {"type": "array", "items": STRING, "description": "Features too near their "
                           "decision line to call."},
         }),
-        "MeshInfo": obj({"vertexCount": INTEGER, "faceCount": INTEGER}),
+        "MeshInfo": obj({
+            "type": {"type": "string", "enum": list(MESH_KINDS)},
+            "vertexCount": INTEGER, "faceCount": INTEGER,
+            "morphTargets": {"type": "integer", "description": "Blend shapes in the GLB."},
+            "textureSize": {"type": "integer", "description": "The texture's side in texels."},
+            "units": {"const": "metres"},
+            "parts": map_of(INTEGER, "head: triangles of skin, eyes, teeth, tongue."),
+            "expression": map_of(NUMBER, "head: the default weight of each blend shape the photo's "
+                                 "expression sets (the rest shape is neutral)."),
+            "landmarkRmsMm": {"type": "number", "description": "head: how far the fitted head is from "
+                              "the photo's landmarks, root mean square, in mm."},
+        }, optional=("parts", "expression", "landmarkRmsMm"), description="What the GLB holds; the head's "
+            "fit (parts, expression, landmarkRmsMm) for mesh=head."),
         "GlbInfo": obj({"size": nullable(INTEGER), "filename": nullable(STRING)}),
         "Health": obj({
             "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
@@ -259,6 +271,9 @@ FORM_FIELDS: dict[str, dict[str, Any]] = {
     "callbackUrl": {"type": "string", "format": "uri", "maxLength": 2048,
                     "description": "A public http(s) URL that gets a signed POST (``X-Avatar-Signature``) "
                                    "when the avatar is done or failed."},
+    "mesh": {"type": "string", "enum": list(MESH_KINDS),
+             "description": f"What the GLB holds: {MESH_KINDS[0]!r} (the default, the whole head with 52 ARKit "
+                            "blend shapes) or 'face' (the 468-vertex face mask)."},
     "textureSize": {"type": "string", "enum": ["auto", *(str(size) for size in TEXTURE_SIZES)],
                     "description": "The texture's side in texels; auto (the default) follows the detail the "
                                    "front photo has."},
