@@ -44,7 +44,7 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(stack: Lo
             "--suppress-health-check", "all"]
     api_log = stack.logs / "api.log"
     already = len(api_log.read_text(errors="replace").splitlines())
-    run = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     output = run.stdout + run.stderr
     answers = Counter(f"{entry['method']} {entry['route']} {entry['status']}"
                       for entry in _access_lines(api_log, already))
