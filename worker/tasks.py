@@ -17,7 +17,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jobs import webhooks
+from jobs import logs, metrics, webhooks
 from jobs.files import result_filename
 from jobs.outages import OUTAGES, retrying
 from jobs.retention import sweep_if_due
@@ -224,6 +224,15 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     worker = task.request.hostname or rt.hostname
     key = STAGE_KEY[stage]
     jlog = JobLog(log, {"job_id": job_id})
+    sent_at = task.request.get("sentAt")
+    if isinstance(sent_at, (int, float)):  # how long the message waited in its queue
+        metrics.STAGE_DURATION.labels(stage=f"{key}QueueWait").observe(max(0.0, received - sent_at))
+    with logs.bound(jobId=job_id, stage=key):
+        return _run_stage_of(task, rt, job_id, stage, work, worker, key, jlog, received, started)
+
+
+def _run_stage_of(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, work: StageWork, worker: str,
+                  key: str, jlog: JobLog, received: float, started: float) -> str | None:
     try:
         job = _retrying(lambda: rt.store.find(job_id), jlog, "reading the job")
     except OUTAGES as exc:
@@ -239,9 +248,16 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
         return None
     rt.began(job_id)
     try:
-        return _run_stage(task, rt, job, stage, work, worker, key, jlog, received, started)
+        # The request that submitted the job names every line about it (LOG_FORMAT=json).
+        with logs.bound(requestId=submitting_request(job)):
+            return _run_stage(task, rt, job, stage, work, worker, key, jlog, received, started)
     finally:
         rt.ended(job_id)
+
+
+def submitting_request(job: Job) -> str | None:
+    """The X-Request-Id of the request that submitted ``job`` (kept on its record)."""
+    return (job.doc.get("client") or {}).get("requestId")
 
 
 # How long a stage keeps retrying a store step before leaving the job to the reconciler.
@@ -274,7 +290,8 @@ def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: 
         if stage is JobStatus.EXPORTING:
             _retrying(lambda: rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace),
                       jlog, "recording the completion")
-            _job_ended(rt, job_id, JobStatus.COMPLETED)
+            _stage_done(jlog, key, timings)
+            _job_ended(rt, job, JobStatus.COMPLETED)
             jlog.info("completed in %.0f ms of work", output.result["generationTime"])
         else:
             # The next stage is queued first and this one recorded while its task is on its way:
@@ -282,6 +299,7 @@ def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: 
             _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog)
             _retrying(lambda: rt.store.advance(job_id, stage, timings, worker=worker, trace=trace),
                       jlog, f"recording the end of {stage.value}")
+            _stage_done(jlog, key, timings)
             if stage is JobStatus.PREPROCESSING:
                 # Handed over: no later step reads the photos (a retry or re-send of inference or
                 # export starts from the stage files), so they go now, while the next stage runs,
@@ -295,19 +313,26 @@ def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: 
                      type(exc).__name__, exc, stage.value)
     except PipelineError as exc:
         jlog.info("failed in %s: %s (%s)", stage.value, exc.message, exc.code)
-        _fail(rt, job_id, stage, exc.code, exc.message, exc.view)
+        _fail(rt, job, stage, exc.code, exc.message, exc.view)
     except ModelsUnavailable as exc:
         jlog.error("no models loaded: %s", exc)
-        _fail(rt, job_id, stage, "models_unavailable", MODELS_MISSING_MESSAGE)
+        _fail(rt, job, stage, "models_unavailable", MODELS_MISSING_MESSAGE)
     except SoftTimeLimitExceeded:
         jlog.error("%s ran past %g s", stage.value, rt.settings.job_timeout_s)
-        _fail(rt, job_id, stage, "timeout",
+        _fail(rt, job, stage, "timeout",
               f"Generating the avatar took longer than {rt.settings.job_timeout_s:g} s at the "
               f"{stage.value} step. Please try again, or send smaller photos.")
         _exit_if_work_goes_on(jlog)
     except Exception as exc:
-        _fail_unexpected(rt, job_id, stage, exc)
+        _fail_unexpected(rt, job, stage, exc)
     return None
+
+
+def _stage_done(jlog: JobLog, key: str, timings: dict[str, float]) -> None:
+    """One sample per timed step for the metrics, and one line for the log."""
+    metrics.observe_timings(timings)
+    stage_ms = timings[f"{key}Stage"]
+    jlog.info("%s finished in %.0f ms", key, stage_ms, extra={"durationMs": round(stage_ms, 3)})
 
 
 # The exit status of a worker process that stopped itself because a timed-out stage left a decoder
@@ -354,16 +379,17 @@ def _stopped(rt: WorkerRuntime, job_id: str, stage: JobStatus,
     # its end before this one): the stage files belong to the task that is ahead.
 
 
-def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exception) -> None:
+def _fail_unexpected(rt: WorkerRuntime, job: Job, stage: JobStatus, exc: Exception) -> None:
     """An error of ours, or the job's files vanished because it was canceled meanwhile."""
-    if _fail(rt, job_id, stage, "internal_error", INTERNAL_ERROR_MESSAGE):
-        log.exception("[job %s] internal error in %s", job_id, stage.value, exc_info=exc)
+    if _fail(rt, job, stage, "internal_error", INTERNAL_ERROR_MESSAGE):
+        log.exception("[job %s] internal error in %s", job.id, stage.value, exc_info=exc)
 
 
-def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, code: str, message: str,
+def _fail(rt: WorkerRuntime, job: Job, stage: JobStatus, code: str, message: str,
           view: str | None = None) -> bool:
     """Fail the job if it is at most at ``stage`` (a stale message never fails a job that is further
     along); True if this call failed it."""
+    job_id = job.id
     jlog = JobLog(log, {"job_id": job_id})
     try:
         _retrying(lambda: rt.store.fail(job_id, code, message, view, at_most=stage), jlog, "recording the failure")
@@ -373,13 +399,15 @@ def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, code: str, message: 
     except OUTAGES as exc:
         jlog.warning("could not record the failure (%s); the reconciler will send %s again", exc, stage.value)
         return False
-    _job_ended(rt, job_id, JobStatus.FAILED)
+    _job_ended(rt, job, JobStatus.FAILED, code)
     return True
 
 
-def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
+def _job_ended(rt: WorkerRuntime, job: Job, status: JobStatus, code: str | None = None) -> None:
     """Delete the photos and crops (biometric data: gone before anyone learns the job is over, so
     a client that sees the end never finds them), then tell the waiters."""
+    job_id = job.id
+    _count_end(job, status, code)
     rt.outputs.forget(job_id)
     rt.files.discard_inputs(job_id)
     try:
@@ -388,6 +416,15 @@ def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
         log.warning("[job %s] could not publish %s: %s", job_id, status.value, exc)
     sweep_if_due(rt.store, rt.files, rt.events.redis, rt.settings.sweep_interval_s)
     _queue_webhook(rt, job_id, status)
+
+
+def _count_end(job: Job, status: JobStatus, code: str | None) -> None:
+    """The job's outcome (failures by code) and its time from submission to now."""
+    if status is JobStatus.COMPLETED:
+        metrics.JOBS_COMPLETED.inc()
+    else:
+        metrics.JOBS_FAILED.labels(code=code or "unknown").inc()
+    metrics.JOB_DURATION.labels(outcome=status.value).observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
 
 
 def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
@@ -405,12 +442,18 @@ def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
 def webhook(self: Task, job_id: str, event: str) -> bool:
     """POST the signed event to the job's callbackUrl; retried with back-off up to
     WEBHOOK_MAX_ATTEMPTS times. Each attempt's outcome is noted on the job (``webhook``)."""
+    with logs.bound(jobId=job_id, stage="webhook"):
+        return _deliver_webhook(self, job_id, event)
+
+
+def _deliver_webhook(task: Task, job_id: str, event: str) -> bool:
     rt = runtime.current()
     settings = rt.settings
     job = rt.store.find(job_id)
     if job is None or not job.doc.get("callbackUrl"):
         return False
-    attempt = self.request.retries + 1
+    logs.bind(requestId=submitting_request(job))  # undone with the block in webhook()
+    attempt = task.request.retries + 1
     body = webhooks.event_body(event, job_id, job.status.value, webhook_data(job))
     try:
         outcome = webhooks.deliver(job.doc["callbackUrl"], body, event, settings.webhook_secret,
@@ -419,19 +462,23 @@ def webhook(self: Task, job_id: str, event: str) -> bool:
     except webhooks.CallbackRefused as exc:
         log.warning("[job %s] webhook refused: %s", job_id, exc)
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="refused", lastError=str(exc))
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="refused").inc()
         return False
     if outcome.ok:
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="delivered",
                                 lastStatus=outcome.status, deliveredAt=utcnow())
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
         return True
     if attempt >= settings.webhook_max_attempts:
         log.warning("[job %s] webhook gave up after %d attempts: %s", job_id, attempt, outcome.error)
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="gave_up",
                                 lastStatus=outcome.status, lastError=outcome.error)
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="gave_up").inc()
         return False
     rt.store.record_webhook(job_id, event=event, attempts=attempt, state="retrying",
                             lastStatus=outcome.status, lastError=outcome.error)
-    raise self.retry(countdown=settings.webhook_backoff_s * 2 ** (attempt - 1), max_retries=None)
+    metrics.WEBHOOK_DELIVERIES.labels(outcome="retrying").inc()
+    raise task.retry(countdown=settings.webhook_backoff_s * 2 ** (attempt - 1), max_retries=None)
 
 
 def webhook_data(job: Job) -> dict[str, Any]:
