@@ -476,6 +476,19 @@ def shrink_to(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def shrink_by_whole_factor(image: np.ndarray, min_side: int) -> tuple[np.ndarray, int]:
+    """``image`` shrunk by the largest whole factor that keeps its longest side at least
+    ``min_side``, and the factor. A plain box average (INTER_AREA by an exact factor, a few
+    trailing pixels dropped): OpenCV's fast path, 4 ms from 4096 px where a fractional factor
+    takes ~20."""
+    height, width = image.shape[:2]
+    factor = max(1, max(height, width) // min_side)
+    if factor == 1:
+        return image, 1
+    whole = image[:height // factor * factor, :width // factor * factor]
+    return cv2.resize(whole, (width // factor, height // factor), interpolation=cv2.INTER_AREA), factor
+
+
 def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8).
 

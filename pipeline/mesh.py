@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -111,11 +112,22 @@ def fit_view(view: str, landmarks_image: np.ndarray, topology: Topology | None =
 
 
 def surface_normals(topology: Topology | None = None) -> np.ndarray:
-    """[468,3] unit normals of the canonical face (canonical frame)."""
+    """[468,3] unit normals of the canonical face (canonical frame); read-only."""
+    topo = topology or load_topology()
+    return _shared_normals() if topo is load_topology() else _normals(topo)
+
+
+@lru_cache(maxsize=1)
+def _shared_normals() -> np.ndarray:
+    normals = _normals(load_topology())
+    normals.setflags(write=False)
+    return normals
+
+
+def _normals(topology: Topology) -> np.ndarray:
     from pipeline.glb import vertex_normals  # one implementation of smooth normals
 
-    topo = topology or load_topology()
-    return vertex_normals(topo.vertices.astype(np.float64), topo.triangles).astype(np.float64)
+    return vertex_normals(topology.vertices.astype(np.float64), topology.triangles).astype(np.float64)
 
 
 def facing(fits: list[ViewFit], normals: np.ndarray) -> np.ndarray:
