@@ -469,9 +469,13 @@ def fused_landmark_shapes(renders: dict[str, np.ndarray], models) -> tuple[dict[
 
 
 def fusion_table(models, face_texture: np.ndarray, subjects: Sequence[str] = tuple(SUBJECTS),
-                 yaws: Sequence[float] = FUSION_YAWS_DEG, size: int = RENDER_SIZE) -> list[dict]:
+                 yaws: Sequence[float] = FUSION_YAWS_DEG, size: int = RENDER_SIZE,
+                 ceiling: bool = False) -> list[dict]:
     """Three views against the front alone, per subject of ``SUBJECTS`` and side-view yaw: the
-    shape errors (mm, ``shape_error_mm``) of both fused landmark shapes against the truth."""
+    shape errors (mm, ``shape_error_mm``) of both fused landmark shapes against the truth.
+
+    With ``ceiling``, also the best each region could do with the side views' depth scaled by
+    any factor from 0 (front-only) to 2, chosen knowing the truth (``best_side_share``)."""
     rows = []
     for name in subjects:
         subject = make_synthetic_subject(face_texture, subject_face_cm(name))
@@ -481,11 +485,33 @@ def fusion_table(models, face_texture: np.ndarray, subjects: Sequence[str] = tup
             shapes, warnings = fused_landmark_shapes(renders, models)
             rows.append({"subject": name, "side_yaw_deg": yaw, "warnings": warnings,
                          **{key: shape_error_mm(shape, subject.face_vertices) for key, shape in shapes.items()}})
+            if ceiling:
+                rows[-1]["ceiling"] = best_side_share(shapes, subject.face_vertices)
     return rows
 
 
+def best_side_share(shapes: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, dict]:
+    """Per region: the share of the side views' depth change (0 = front-only, 1 = as fused) that,
+    applied to that region of the fused shape alone, gives it its smallest error, and that error
+    (mm). An oracle, not a method: it shows where no weighting of these side views' depth could
+    beat the front alone (share 0), and where more of it would help (share above 1)."""
+    front, three = (np.asarray(shapes[k], np.float64) for k in ("front_only", "three_views"))
+    out = {}
+    for region, ids in region_ids().items():
+        best = None
+        for share in np.linspace(0.0, 2.0, 21):
+            mixed = three.copy()
+            mixed[ids, 2] = front[ids, 2] + share * (three[ids, 2] - front[ids, 2])
+            error = shape_error_mm(mixed, truth)["regions_rms_mm"][region]
+            if best is None or error < best[1] - 1e-9:
+                best = (round(float(share), 2), error)
+        out[region] = {"share": best[0], "rms_mm": best[1]}
+    return out
+
+
 def fusion_table_markdown(rows: list[dict]) -> str:
-    """``fusion_table``'s rows as a Markdown table: front-only / three-view RMS (mm) per region."""
+    """``fusion_table``'s rows as a Markdown table: front-only / three-view RMS (mm) per region
+    (✗ where three views are not better), and with a ceiling, the oracle's best share and error."""
     regions = ["rms_mm", *REGIONS]
     lines = ["| subject | yaw | " + " | ".join("all" if r == "rms_mm" else r for r in regions) + " |",
              "|---|---|" + "---|" * len(regions)]
@@ -494,7 +520,11 @@ def fusion_table_markdown(rows: list[dict]) -> str:
         for region in regions:
             before, after = (row[k]["rms_mm"] if region == "rms_mm" else row[k]["regions_rms_mm"][region]
                              for k in ("front_only", "three_views"))
-            cells.append(f"{before:.2f} / {after:.2f}{'' if after < before else ' ✗'}")
+            cell = f"{before:.2f} / {after:.2f}{'' if after < before else ' ✗'}"
+            if "ceiling" in row and region != "rms_mm":
+                best = row["ceiling"][region]
+                cell += f" (best {best['rms_mm']:.2f} at {best['share']:.1f})"
+            cells.append(cell)
         lines.append(f"| {row['subject']} | {row['side_yaw_deg']:.0f}° | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -529,11 +559,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", action="store_true",
                         help="only the fusion table: every subject of SUBJECTS at 30° and 45°, "
                              "front-only / three-view error (mm) per region, as Markdown")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="with --subjects: also each region's best error with the side views' "
+                             "depth scaled by 0-2, chosen knowing the truth")
     args = parser.parse_args(argv)
     models = FaceModels.load()
     texture = real_face_texture(models)
     if args.subjects:
-        print(fusion_table_markdown(fusion_table(models, texture)))
+        print(fusion_table_markdown(fusion_table(models, texture, ceiling=args.ceiling)))
         return 0
     report = run_synthetic_check(models, args.out_dir, side_yaw_deg=args.yaw, face_texture=texture)
     if args.sweep:

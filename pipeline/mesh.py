@@ -78,9 +78,9 @@ def metric_vertices(landmarks_image: np.ndarray, topology: Topology | None = Non
 
 # How much the front view's own depth guess counts, on top of what its image measures (see
 # ``depth_weights``). Measured on rendered heads of known shape (bench/synthetic.py, five face
-# shapes, side views at 30-45°): 0.5-1.5 all make three views better than the front alone on every
-# subject; 1.0 keeps the worst face region within 6% of front-only (0.5: 8%; 1.5: 5%, but a third
-# less gain on the nose).
+# shapes, side views at 30-45°): with 0.5-1.5 three views beat the front alone on every subject;
+# 1.0 keeps the worst face region within 7% of front-only (0.5: 8%) and gains 13% on the nose
+# (0.5: 16%; 1.5 gives up a third of that for 5%).
 FRONT_PRIOR_WEIGHT = 1.0
 
 

@@ -2,10 +2,12 @@
 pipeline, compared with the truth after a similarity alignment (bench/synthetic.py).
 
 Measured on the 2-core dev machine (``python -m bench.synthetic --subjects``: five face shapes, side
-views at 30° and 45°, 768 px): three views are better than the front alone on every subject (by
-0.5-6% overall) and on the nose by 5-16%; mouth, eyes, chin and forehead are within 6% of
-front-only either way (the landmark model's side views repeat its own depth prior there). The plain
-canonical face is 2.9 mm from the base subject.
+views at 30° and 45°, 768 px): three views are better than the front alone overall on every
+subject (by 0.3-5.5%) and on the nose by 10-17%; mouth, eyes, cheeks, chin and forehead come
+within 7% of front-only either way. Where they lose, no weighting of the side views' depth would
+win (``--ceiling``): the landmark model's side views repeat its own depth prior there, and the
+regions that do gain move the similarity alignment. The plain canonical face is 2.9 mm from the
+base subject.
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ from pipeline.preview import rotation_matrix
 MAX_RMS_MM = 8.0
 MAX_LANDMARK_ERROR_OVER_EYE_SPAN = 0.08
 # No face region of any subject may come out more than this much worse than front-only (measured:
-# at most 1.06, the forehead of the wide face).
+# at most 1.07, the forehead of the wide face).
 MAX_REGION_RATIO = 1.10
+# Overall, three views against front-only: the wide face gains least (measured 0.997 at 30°), so
+# a subject's total may tie within model noise; on average they must gain (measured 0.97).
+MAX_TOTAL_RATIO, MAX_MEAN_TOTAL_RATIO = 1.01, 0.985
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +114,9 @@ def test_three_views_beat_the_front_alone_on_every_subject(fusion_rows):
     for row in fusion_rows:
         assert row["warnings"] == [], row  # every side view was used
         ratios = _ratios(row)
-        assert ratios["all"] < 1.0, (row["subject"], row["side_yaw_deg"], ratios)
-        assert ratios["nose"] < 0.96, (row["subject"], row["side_yaw_deg"], ratios)
+        assert ratios["all"] < MAX_TOTAL_RATIO, (row["subject"], row["side_yaw_deg"], ratios)
+        assert ratios["nose"] < 0.95, (row["subject"], row["side_yaw_deg"], ratios)
+    assert np.mean([_ratios(r)["all"] for r in fusion_rows]) < MAX_MEAN_TOTAL_RATIO
     assert np.mean([_ratios(r)["nose"] for r in fusion_rows]) < 0.9
 
 
