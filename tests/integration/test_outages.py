@@ -40,15 +40,19 @@ def test_a_store_restart_in_the_middle_of_a_stage_does_not_fail_the_job(tmp_path
         localstack.wait_solo_workers(settings, nodes)
         base_url = start_api(settings, tmp_path, processes)
 
-        # Three 4096² PNGs: preprocess takes a second or more, so the store goes away while it runs.
         big = encode(cv2.resize(astronaut, (4096, 4096), interpolation=cv2.INTER_LINEAR), "PNG")
         files = {view: (f"{view}.png", big, "image/png") for view in ("front", "left", "right")}
         posted = requests.post(f"{base_url}/api/avatar/generate", files=files, timeout=60)
         assert posted.status_code == 202, posted.text
         avatar_id = posted.json()["data"]["avatarId"]
-        # Down for longer than the client's 5 s server selection: the stage's writes fail with a
-        # connection error at least once (before, that made the job internal_error).
+        # The worker is held (SIGSTOP) while the store goes down, so the outage surely falls in the
+        # middle of its stage; the store stays down for longer than the client's 5 s server selection,
+        # so the stage's store calls fail with a connection error at least once (before, that made
+        # the job internal_error).
+        (worker,) = nodes.values()
+        worker.send_signal(signal.SIGSTOP)
         localstack.stop(store)
+        worker.send_signal(signal.SIGCONT)
         time.sleep(OUTAGE_S)
         _, store = localstack.start_mongo(store_dir, store_port, log_path=tmp_path / "store.log")
         processes.append(store)
