@@ -155,7 +155,10 @@ function renderFeatures(list, features) {
   }
   const rows = [];
   const add = (term, ...description) => rows.push(el('dt', {}, term), el('dd', {}, ...description));
-  if (features.faceShape) add('Face shape', features.faceShape);
+  const uncertain = new Set(Array.isArray(features.uncertain) ? features.uncertain : []);
+  // "oval (uncertain)": the service reports a feature too near its decision line to call.
+  const hedged = (name, text) => (uncertain.has(name) ? `${text} (uncertain)` : text);
+  if (features.faceShape) add('Face shape', hedged('faceShape', features.faceShape));
   const tone = features.skinTone;
   if (tone && typeof tone.r === 'number') {
     const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
@@ -163,14 +166,21 @@ function renderFeatures(list, features) {
     const confidence = typeof tone.confidence === 'number' ? ` (confidence ${Math.round(tone.confidence * 100)}%)` : '';
     add('Skin tone', swatch, `RGB ${tone.r}, ${tone.g}, ${tone.b}${confidence}`);
   }
-  const seen = (flags) => Object.entries(flags || {}).filter(([, on]) => on === true).map(([name]) => words(name));
+  const seen = (flags) => Object.entries(flags || {}).filter(([, on]) => on === true)
+    .map(([name]) => hedged(name, words(name)));
   if (features.expressions) add('Expression', seen(features.expressions).join(', ') || 'neutral');
   if (features.accessories) add('Accessories', seen(features.accessories).join(', ') || 'none seen');
   if (features.scores) {
     add('Scores', Object.entries(features.scores)
       .map(([name, score]) => `${words(name)} ${typeof score === 'number' ? `${Math.round(score * 100)}%` : score}`).join(', '));
   }
-  const shown = new Set(['faceShape', 'skinTone', 'expressions', 'accessories', 'scores']);
+  if (features.confidence && typeof features.confidence === 'object') {
+    add('Confidence', Object.entries(features.confidence)
+      .map(([name, value]) => `${words(name)} ${typeof value === 'number' ? `${Math.round(value * 100)}%` : value}`).join(', '));
+  }
+  const maybe = [...uncertain].filter((name) => !['faceShape'].includes(name));
+  if (maybe.length) add('Uncertain', maybe.map(words).join(', '));
+  const shown = new Set(['faceShape', 'skinTone', 'expressions', 'accessories', 'scores', 'confidence', 'uncertain']);
   for (const [name, value] of Object.entries(features)) {
     if (!shown.has(name)) add(words(name), typeof value === 'object' ? JSON.stringify(value) : String(value));
   }
