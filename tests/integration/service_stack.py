@@ -87,3 +87,14 @@ def start_api(settings: Settings, root: Path, processes: list) -> str:
     base_url = f"http://127.0.0.1:{settings.port}"
     localstack.wait_api(base_url, api)
     return base_url
+
+
+def start_small_stack(root: Path, processes: list, node: str, **overrides: Any) -> tuple[Settings, str, Any]:
+    """A test's own Redis, store, one single-process worker node (named ``node``) and the API,
+    all answering (appended to ``processes``); returns the settings, the API's base URL and the
+    worker's process."""
+    settings = start_redis_and_store(root, processes, api_workers=1, **overrides)
+    nodes = localstack.start_solo_workers(settings, ("cpu", "gpu"), 1, node, root / "logs")
+    processes.extend(nodes.values())
+    localstack.wait_solo_workers(settings, nodes)
+    return settings, start_api(settings, root, processes), next(iter(nodes.values()))

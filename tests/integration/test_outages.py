@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 import requests
-from service_stack import LocalStack, multipart, start_api, start_redis_and_store
+from service_stack import LocalStack, multipart, start_api, start_small_stack
 
 from api import create_app
 from api.admission import STAGES_BY_QUEUE
@@ -92,12 +92,8 @@ def test_a_backlog_beyond_what_the_workers_finish_in_time_is_refused_with_retry_
     with SIGSTOP while the jobs arrive, so the backlog builds whatever this machine's speed.)"""
     processes: list = []
     try:
-        settings = start_redis_and_store(tmp_path, processes, api_workers=1, job_timeout_s=2.0,
-                                         reconcile_interval_s=0)
-        nodes = localstack.start_solo_workers(settings, ("cpu", "gpu"), 1, "backlog@localhost", tmp_path / "logs")
-        processes.extend(nodes.values())
-        localstack.wait_solo_workers(settings, nodes)
-        base_url = start_api(settings, tmp_path, processes)
+        settings, base_url, worker = start_small_stack(tmp_path, processes, "backlog@localhost",
+                                                       job_timeout_s=2.0, reconcile_interval_s=0)
         files = multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg)
         warm = requests.post(f"{base_url}/api/avatar/generate", files=files, headers={"Prefer": "wait=30"},
                              timeout=40)
@@ -112,7 +108,6 @@ def test_a_backlog_beyond_what_the_workers_finish_in_time_is_refused_with_retry_
         def post(_: int) -> requests.Response:
             return requests.post(f"{base_url}/api/avatar/generate", files=files, timeout=40)
 
-        (worker,) = nodes.values()
         worker.send_signal(signal.SIGSTOP)
         try:
             with ThreadPoolExecutor(max_workers=8) as pool:

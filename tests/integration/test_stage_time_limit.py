@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cv2
 import requests
-from service_stack import start_api, start_redis_and_store
+from service_stack import start_small_stack
 
 from bench.photos import encode_with_pil as encode
 from jobs import localstack
@@ -18,13 +18,8 @@ def test_a_timed_out_stage_leaves_no_decoder_running(tmp_path: Path, astronaut, 
     processes: list = []
     try:
         # 50 ms: far less than decoding a 4096² PNG takes (~0.3 s here, in a decoder thread).
-        settings = start_redis_and_store(tmp_path, processes, api_workers=1, job_timeout_s=0.05,
-                                         reconcile_interval_s=0)
-        nodes = localstack.start_solo_workers(settings, ("cpu", "gpu"), 1, "limit@localhost", tmp_path / "logs")
-        processes.extend(nodes.values())
-        (node, worker), = nodes.items()
-        localstack.wait_solo_workers(settings, nodes)
-        base_url = start_api(settings, tmp_path, processes)
+        settings, base_url, worker = start_small_stack(tmp_path, processes, "limit@localhost",
+                                                       job_timeout_s=0.05, reconcile_interval_s=0)
 
         front = encode(cv2.resize(astronaut, (4096, 4096), interpolation=cv2.INTER_LINEAR), "PNG")
         files = {"front": ("front.png", front, "image/png"), "left": ("left.jpg", astronaut_jpeg, "image/jpeg"),
