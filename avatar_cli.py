@@ -264,7 +264,7 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = settings_here()
     reconciler = Reconciler(settings, JobStore.from_settings(settings), redis.Redis.from_url(settings.broker_url),
-                            create_celery(settings), FileStore(settings.data_dir))
+                            create_celery(settings), FileStore.from_settings(settings, keyed=False))
     if args.once:
         report = reconciler.run_once()
         print(json.dumps({"stale": report.stale, "resent": report.resent, "failed": report.failed}))
@@ -324,7 +324,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from jobs.store import JobStore
 
     settings = settings_here()
-    report = sweep(JobStore.from_settings(settings), FileStore(settings.data_dir), grace_s=args.grace)
+    report = sweep(JobStore.from_settings(settings), FileStore.from_settings(settings, keyed=False),
+                   grace_s=args.grace)
     print(json.dumps(report.as_dict()))
     return 0
 

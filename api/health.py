@@ -28,8 +28,8 @@ bp = Blueprint("health", __name__, url_prefix="/api/avatar")
 
 @bp.get("/health")
 def health() -> Response:
-    """200 when Redis and MongoDB answer (``degraded`` if no worker serves a queue, or ``warnings``
-    names a worker to fix); 503 otherwise."""
+    """200 when Redis, MongoDB and (if used) the object storage answer (``degraded`` if no worker
+    serves a queue, or ``warnings`` names a worker to fix); 503 otherwise."""
     svc = services()
     redis_state = _probe(lambda: svc.health_redis.ping())
     mongo_state = _probe(lambda: svc.health_mongo.admin.command("ping"))
@@ -46,7 +46,10 @@ def health() -> Response:
     served = {queue for w in workers for queue in w["queues"]}
     unserved = [queue for queue in QUEUE_NAMES if queue not in served]
     warnings = _worker_warnings(workers)
-    down = [name for name, state in (("Redis", redis_state), ("MongoDB", mongo_state)) if not state["reachable"]]
+    disk = _disk(svc)
+    storage_state = {"reachable": disk.get("reachable", True)}
+    down = [name for name, state in (("Redis", redis_state), ("MongoDB", mongo_state),
+                                     ("the object storage", storage_state)) if not state["reachable"]]
     status = "unhealthy" if down else ("degraded" if unserved or warnings else "healthy")
 
     data = {
@@ -58,7 +61,7 @@ def health() -> Response:
         "redis": redis_state,
         "mongodb": mongo_state,
         "memory": _memory(),
-        "disk": _disk(svc),
+        "disk": disk,
         "timestamp": iso(datetime.now(timezone.utc)),
     }
     if not _may_see_details():
@@ -159,8 +162,6 @@ def _memory() -> dict[str, Any]:
 
 
 def _disk(svc: Services) -> dict[str, Any]:
-    try:
-        free, total = svc.files.free_bytes()
-    except OSError as exc:
-        return {"path": str(svc.files.root), "error": str(exc)}
-    return {"path": str(svc.files.root), "freeBytes": free, "totalBytes": total}
+    """Where the files go: the volume's path and free space, or the bucket and whether it answers
+    (object storage writes nothing under DATA_DIR, so there is no local space to report)."""
+    return svc.files.describe()
