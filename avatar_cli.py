@@ -16,6 +16,7 @@ and list them in ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import socket
@@ -116,7 +117,10 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
     logs = var_dir / "logs"
     _check_port_free(settings.port)
 
-    started: list[tuple[str, subprocess.Popen]] = []  # stopped in reverse order
+    def say(message: str) -> None:
+        print(f"avatar up: {message}", file=sys.stderr, flush=True)
+
+    supervisor = localstack.Supervisor(say)
 
     def request_stop(_signum: int, _frame) -> None:
         raise KeyboardInterrupt
@@ -127,21 +131,28 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
     try:
         redis_proc = mongo_proc = None
         if not settings.redis_url:
-            url, redis_proc = localstack.start_redis(var_dir / "redis")
-            started.append(("redis", redis_proc))
-            settings = settings.replace(redis_url=url)
+            # A fixed port: a Redis started again after a crash must be where everyone looks.
+            redis_port = localstack.free_port()
+            redis_proc = supervisor.add("redis", lambda: localstack.start_redis(var_dir / "redis", redis_port)[1])
+            settings = settings.replace(redis_url=f"redis://127.0.0.1:{redis_port}/0")
         if not settings.mongodb_uri:
-            uri, mongo_proc = localstack.start_mongo(var_dir / "mongo", log_path=logs / "mongo.log")
-            started.append(("mongodb", mongo_proc))
-            settings = settings.replace(mongodb_uri=uri)
+            store_port = localstack.free_port()
+            mongo_proc = supervisor.add("the store", lambda: localstack.start_mongo(
+                var_dir / "mongo", store_port, log_path=logs / "mongo.log")[1])
+            settings = settings.replace(mongodb_uri=f"mongodb://127.0.0.1:{store_port}/?retryWrites=false")
         localstack.wait_redis(settings.broker_url, redis_proc)
-        # WORKER_CONCURRENCY worker processes, each its own solo node (see start_solo_workers).
-        workers = localstack.start_solo_workers(settings, ("cpu", "gpu"), settings.worker_concurrency,
-                                                f"local@{socket.gethostname()}", logs)
-        started.extend(workers.items())
+        # WORKER_CONCURRENCY worker processes, each its own solo node (see start_solo_workers), and
+        # the node that delivers webhooks.
+        host = socket.gethostname()
+        workers = {}
+        for index in range(1, settings.worker_concurrency + 1):
+            node = f"local-{index}@{host}"
+            workers[node] = supervisor.add(node, functools.partial(
+                localstack.start_solo_worker, settings, ("cpu", "gpu"), node, logs / f"worker-{index}.log"))
+        supervisor.add(f"webhooks@{host}", functools.partial(
+            localstack.start_webhook_worker, settings, f"webhooks@{host}", logs / "webhooks.log"))
         localstack.wait_mongo(settings.mongodb_uri, mongo_proc, directory=var_dir / "mongo" if mongo_proc else None)
-        api = localstack.start_api(settings, logs / "api.log")
-        started.append(("api", api))
+        api = supervisor.add("the API", lambda: localstack.start_api(settings, logs / "api.log"))
         base_url = f"http://{_url_host(settings.host)}:{settings.port}"
         localstack.wait_api(base_url, api)
         localstack.wait_solo_workers(settings, workers)
@@ -149,11 +160,7 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
         print(f"avatar service ready: {base_url}/api/avatar/health  (logs in {logs}/, Ctrl-C stops)",
               flush=True)
         while True:
-            for name, process in started:
-                if process.poll() is not None:
-                    print(f"{name} exited with code {process.returncode}; see {logs}/ — stopping",
-                          file=sys.stderr)
-                    return 1
+            supervisor.watch()
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
@@ -165,8 +172,7 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         print("stopping…", file=sys.stderr, flush=True)
-        for _name, process in reversed(started):
-            localstack.stop(process)
+        supervisor.stop_all()
 
 
 def _url_host(host: str) -> str:
@@ -191,9 +197,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="processes (default: $WORKER_CONCURRENCY or 2)")
     parser.add_argument("--hostname", default=None,
                         help="node name (default: $WORKER_HOSTNAME or <queues>@<host>)")
-    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"],
-                        help="prefork (default); threads for a gpu worker that batches inference "
-                             "(INFERENCE_BATCH_MAX > 1)")
+    parser.add_argument("--pool", default=None, choices=["prefork", "threads", "solo"],
+                        help="prefork (default: $WORKER_POOL or prefork); threads for the webhooks queue "
+                             "or a gpu worker that batches inference (INFERENCE_BATCH_MAX > 1)")
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--per-gpu", action="store_true",
                         help="one single-process worker per visible NVIDIA GPU, each pinned to its GPU "
@@ -210,7 +216,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.per_gpu:
         return _run_per_gpu_workers(queues, hostname, args.loglevel)
     argv = localstack.worker_command(queues, args.concurrency or settings.worker_concurrency,
-                                     hostname, args.loglevel, pool=args.pool)
+                                     hostname, args.loglevel, pool=args.pool or settings.worker_pool)
     os.execv(argv[0], argv)
     return 0  # not reached
 

@@ -23,7 +23,12 @@ def settings_dependent(settings: Settings) -> dict:
 
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
-QUEUE_NAMES = (CPU_QUEUE, GPU_QUEUE)
+# Completion webhooks wait on other people's servers: their own queue and workers, so that a slow
+# receiver never holds a process that runs the stages.
+WEBHOOK_QUEUE = "webhooks"
+# The queues a job's stages wait in (what the reconciler looks through), and every queue.
+STAGE_QUEUES = (CPU_QUEUE, GPU_QUEUE)
+QUEUE_NAMES = (*STAGE_QUEUES, WEBHOOK_QUEUE)
 
 _derived = settings_dependent(Settings.from_env())
 broker_url = _derived["broker_url"]
@@ -41,8 +46,8 @@ task_routes = {
     "avatar.preprocess": {"queue": CPU_QUEUE},
     "avatar.inference": {"queue": GPU_QUEUE},
     "avatar.export": {"queue": CPU_QUEUE},
-    # Completion webhooks: network I/O with retries, never on the gpu workers.
-    "avatar.webhook": {"queue": CPU_QUEUE},
+    # Completion webhooks: network I/O with retries, never where the stages run.
+    "avatar.webhook": {"queue": WEBHOOK_QUEUE},
 }
 
 # A job must survive a worker dying mid-task: acknowledge only after the task ran, and put the

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,9 +248,20 @@ def per_gpu_workers(gpus: Sequence[str], queues: Iterable[str], hostname: str,
 
 
 def start_worker(settings: Settings, queues: Iterable[str], concurrency: int, hostname: str,
-                 log_path: Path) -> subprocess.Popen:
+                 log_path: Path, pool: str = "prefork") -> subprocess.Popen:
     env = {**os.environ, **settings.to_env()}
-    return _spawn(worker_command(queues, concurrency, hostname), log_path, env)
+    return _spawn(worker_command(queues, concurrency, hostname, pool=pool), log_path, env)
+
+
+# Webhook deliveries wait on receivers: one threads-pool node delivers this many at once.
+WEBHOOK_DELIVERIES = 8
+
+
+def start_webhook_worker(settings: Settings, hostname: str, log_path: Path) -> subprocess.Popen:
+    """The node that delivers completion webhooks (the ``webhooks`` queue), apart from the stages."""
+    from celeryconfig import WEBHOOK_QUEUE
+
+    return start_worker(settings, (WEBHOOK_QUEUE,), WEBHOOK_DELIVERIES, hostname, log_path, pool="threads")
 
 
 def start_solo_workers(settings: Settings, queues: Iterable[str], processes: int, hostname: str,
@@ -265,12 +276,16 @@ def start_solo_workers(settings: Settings, queues: Iterable[str], processes: int
     by the reconciler, not by its parent.
     """
     name, _, host = hostname.partition("@")
-    env = {**os.environ, **settings.to_env(), "WORKER_CONCURRENCY": "1"}
     nodes = {}
     for index in range(1, processes + 1):
         node = f"{name}-{index}@{host}" if host else f"{name}-{index}"
-        nodes[node] = _spawn(worker_command(queues, 1, node, pool="solo"), log_dir / f"worker-{index}.log", env)
+        nodes[node] = start_solo_worker(settings, queues, node, log_dir / f"worker-{index}.log")
     return nodes
+
+
+def start_solo_worker(settings: Settings, queues: Iterable[str], node: str, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env(), "WORKER_CONCURRENCY": "1"}
+    return _spawn(worker_command(queues, 1, node, pool="solo"), log_path, env)
 
 
 def wait_solo_workers(settings: Settings, nodes: dict[str, subprocess.Popen], timeout_s: float = 60.0) -> None:
@@ -321,6 +336,64 @@ def wait_api(base_url: str, process: subprocess.Popen | None = None, timeout_s: 
         return True
 
     _wait_until(answers, f"API at {base_url}", process, timeout_s)
+
+
+# -- keeping the pieces running ----------------------------------------------------------------------
+
+@dataclass
+class Piece:
+    """One process of the local stack and how to start it again."""
+
+    name: str
+    start: Callable[[], subprocess.Popen]
+    process: subprocess.Popen
+    started_at: float
+    failures: int = 0  # exits in a row, each after less than RESTART_RESET_S of running
+    restart_at: float | None = None  # when a dead piece is due to start again
+
+
+# Back-off between restarts of a piece that keeps dying: 1, 2, 4, ... s, at most RESTART_MAX_DELAY_S;
+# a piece that ran for RESTART_RESET_S before dying starts again after 1 s.
+RESTART_MAX_DELAY_S = 30.0
+RESTART_RESET_S = 60.0
+
+
+class Supervisor:
+    """Starts the stack's pieces and starts each again, with back-off, when it dies (a killed
+    worker, Redis or store), telling ``say`` what happened. Stops them in reverse order."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.pieces: list[Piece] = []
+
+    def add(self, name: str, start: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+        process = start()
+        self.pieces.append(Piece(name, start, process, time.monotonic()))
+        return process
+
+    def watch(self) -> None:
+        """Notice dead pieces and start those whose back-off is over; call it often."""
+        now = time.monotonic()
+        for piece in self.pieces:
+            if piece.restart_at is None:
+                code = piece.process.poll()
+                if code is None:
+                    continue
+                piece.failures = 1 if now - piece.started_at >= RESTART_RESET_S else piece.failures + 1
+                delay = min(RESTART_MAX_DELAY_S, 2.0 ** (piece.failures - 1))
+                piece.restart_at = now + delay
+                self.say(f"{piece.name} exited ({_exit_reason(code)}); starting it again in {delay:g} s")
+            elif now >= piece.restart_at:
+                piece.process, piece.started_at, piece.restart_at = piece.start(), now, None
+                self.say(f"{piece.name} started again (pid {piece.process.pid})")
+
+    def stop_all(self) -> None:
+        for piece in reversed(self.pieces):
+            stop(piece.process)
+
+
+def _exit_reason(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
 # -- the running stack's record -------------------------------------------------------------------

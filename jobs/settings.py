@@ -111,6 +111,9 @@ class Settings:
     # `avatar worker` without options: the queues it consumes and its node name (default <queues>@<host>).
     worker_queues: str = "cpu,gpu"
     worker_hostname: str = ""
+    # `avatar worker`'s Celery pool: prefork for the stages; threads for the webhooks queue (its
+    # tasks wait on receivers) or a gpu worker that batches inference.
+    worker_pool: str = "prefork"
     # The reconciler re-sends the current stage of a running job that has not moved for this long and
     # that no queue or worker holds (its message was lost); after stall_max_requeues re-sends the job
     # fails with code "stalled". reconcile_interval_s 0 turns off the reconciler inside the workers.

@@ -24,12 +24,14 @@ Nothing here imports Celery: the worker's ``avatar.webhook`` task calls ``delive
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import ipaddress
 import json
 import socket
+import threading
 import ssl
 import time
 from dataclasses import dataclass
@@ -150,7 +152,10 @@ def event_body(event: str, job_id: str, status: str, data: dict[str, Any],
 
 def deliver(url: str, body: bytes, event: str, secret: str, *, allow_private: bool,
             timeout_s: float) -> Delivery:
-    """One POST of ``body`` to ``url``; raises ``CallbackRefused`` for a forbidden target."""
+    """One POST of ``body`` to ``url``, over within ``timeout_s`` in all (connecting, sending and
+    reading the answer: a receiver that answers a byte every few seconds never trips a per-read
+    timeout, so the connection is shut once the whole attempt has taken ``timeout_s``); raises
+    ``CallbackRefused`` for a forbidden target."""
     try:
         target = resolve(url, allow_private)
     except LookupError as exc:
@@ -159,15 +164,31 @@ def deliver(url: str, body: bytes, event: str, secret: str, *, allow_private: bo
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, EVENT_HEADER: event,
                TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(body, secret)}
     connection = _connection(target, timeout_s)
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        if connection.sock is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout_s, cut)
+    timer.daemon = True
+    timer.start()
     try:
         connection.request("POST", target.path, body=body, headers=headers)
         response = connection.getresponse()
         response.read(64 * 1024)
+        if expired.is_set():
+            raise TimeoutError
         ok = 200 <= response.status < 300
         return Delivery(ok, response.status, None if ok else f"HTTP {response.status} {response.reason}")
     except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            return Delivery(False, None, f"the receiver took longer than {timeout_s:g} s to answer")
         return Delivery(False, None, f"{type(exc).__name__}: {exc}")
     finally:
+        timer.cancel()
         connection.close()
 
 

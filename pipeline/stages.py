@@ -9,8 +9,9 @@ import itertools
 import json
 import math
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,15 +370,44 @@ def _decode_all(decodes: list[Callable[[], np.ndarray]]) -> list[np.ndarray]:
     return [future.result() for future in pending]
 
 
-_decoders: tuple[int, ThreadPoolExecutor] | None = None
+class _DecoderPool:
+    """The decoding threads, counting the decodes that have not finished: a decode cannot be
+    stopped from outside once started (``decoding_in_progress``)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=len(VIEWS), thread_name_prefix="decode")
+        self._lock = threading.Lock()
+        self.unfinished = 0
+
+    def submit(self, decode: Callable[..., np.ndarray], *args) -> Future:
+        with self._lock:
+            self.unfinished += 1
+
+        def run() -> np.ndarray:
+            try:
+                return decode(*args)
+            finally:
+                with self._lock:
+                    self.unfinished -= 1
+
+        return self._pool.submit(run)
 
 
-def _decoder_pool() -> ThreadPoolExecutor:
+_decoders: tuple[int, _DecoderPool] | None = None
+
+
+def _decoder_pool() -> _DecoderPool:
     """This process's decoding threads (made again in a forked child: threads do not survive a fork)."""
     global _decoders
     if _decoders is None or _decoders[0] != os.getpid():
-        _decoders = (os.getpid(), ThreadPoolExecutor(max_workers=len(VIEWS), thread_name_prefix="decode"))
+        _decoders = (os.getpid(), _DecoderPool())
     return _decoders[1]
+
+
+def decoding_in_progress() -> bool:
+    """A photo decode is still running in this process (one that a stage's time limit interrupted
+    goes on in its thread until the decoder returns)."""
+    return _decoders is not None and _decoders[0] == os.getpid() and _decoders[1].unfinished > 0
 
 
 def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmarks:

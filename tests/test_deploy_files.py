@@ -28,7 +28,7 @@ from jobs.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"api": "docker/Dockerfile.api", "worker-cpu": "docker/Dockerfile.worker",
-               "worker-gpu": "docker/Dockerfile.worker-gpu"}
+               "worker-webhooks": "docker/Dockerfile.worker", "worker-gpu": "docker/Dockerfile.worker-gpu"}
 # Read by Python or pip inside the images, not by our settings.
 RUNTIME_VARIABLES = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR"}
 # Read by boto3 for the object storage (jobs/storage.py): credentials and region the standard AWS way.
@@ -78,16 +78,18 @@ def dockerfile_env(path: str) -> dict[str, str]:
 
 def test_the_services_are_the_ones_the_issue_names(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "mongo", "api", "worker-cpu", "worker-gpu", "minio", "minio-bucket"}
+    assert set(services) == {"redis", "mongo", "api", "worker-cpu", "worker-webhooks", "worker-gpu",
+                             "minio", "minio-bucket"}
     assert services["redis"]["image"].startswith("redis:7.") and services["mongo"]["image"].startswith("mongo:7.")
     for name in ("redis", "mongo"):
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
-    for name in ("api", "worker-cpu", "worker-gpu"):
+    for name in ("api", "worker-cpu", "worker-webhooks", "worker-gpu"):
         assert services[name]["build"]["dockerfile"] == DOCKERFILES[name]
-        assert services[name]["depends_on"] == {
-            "redis": {"condition": "service_healthy"}, "mongo": {"condition": "service_healthy"},
+        expected = {"redis": {"condition": "service_healthy"}, "mongo": {"condition": "service_healthy"}}
+        if name != "worker-webhooks":  # the webhook workers touch no file
             # Only when the minio profile runs it.
-            "minio-bucket": {"condition": "service_completed_successfully", "required": False}}
+            expected["minio-bucket"] = {"condition": "service_completed_successfully", "required": False}
+        assert services[name]["depends_on"] == expected
 
 
 def test_the_minio_profile_makes_the_bucket_the_services_are_told_to_use(compose: dict[str, Any]) -> None:
@@ -97,8 +99,9 @@ def test_the_minio_profile_makes_the_bucket_the_services_are_told_to_use(compose
 
     services = compose["services"]
     assert services["minio"]["profiles"] == services["minio-bucket"]["profiles"] == ["minio"]
-    assert all("profiles" not in services[name] for name in ("redis", "mongo", "api", "worker-cpu", "worker-gpu"))
-    for name in ("api", "worker-cpu", "worker-gpu"):
+    assert all("profiles" not in services[name]
+               for name in ("redis", "mongo", "api", "worker-cpu", "worker-webhooks", "worker-gpu"))
+    for name in ("api", "worker-cpu", "worker-webhooks", "worker-gpu"):
         env = service_environment(compose, name)
         storage = storage_from_settings(Settings.from_env(environ=env))
         assert isinstance(storage, S3Storage) and storage.endpoint_url == "http://minio:9000"
@@ -128,6 +131,17 @@ def test_the_gpu_worker_reserves_every_gpu_and_serves_only_the_gpu_queue(compose
     assert any(".[gpu]" in line for line in dockerfile_lines(DOCKERFILES["worker-gpu"]))
 
 
+def test_webhooks_are_delivered_by_their_own_threads_pool_workers(compose: dict[str, Any]) -> None:
+    from celeryconfig import WEBHOOK_QUEUE, task_routes
+
+    env = service_environment(compose, "worker-webhooks")
+    assert env["WORKER_QUEUES"] == WEBHOOK_QUEUE == task_routes["avatar.webhook"]["queue"]
+    settings = Settings.from_env(environ=env)
+    assert settings.worker_pool == "threads" and settings.worker_concurrency > 1
+    for service in ("worker-cpu", "worker-gpu"):
+        assert WEBHOOK_QUEUE not in service_environment(compose, service)["WORKER_QUEUES"]
+
+
 def test_the_api_and_every_worker_share_one_data_volume(compose: dict[str, Any]) -> None:
     mounts = {}
     for name in ("api", "worker-cpu", "worker-gpu"):
@@ -139,7 +153,7 @@ def test_the_api_and_every_worker_share_one_data_volume(compose: dict[str, Any])
     assert shared and shared <= set(compose["volumes"])
 
 
-@pytest.mark.parametrize("service", ["api", "worker-cpu", "worker-gpu"])
+@pytest.mark.parametrize("service", ["api", "worker-cpu", "worker-webhooks", "worker-gpu"])
 def test_every_environment_variable_is_a_setting_and_parses(compose: dict[str, Any], service: str) -> None:
     env = service_environment(compose, service)
     unknown = set(env) - SETTING_VARIABLES - RUNTIME_VARIABLES - AWS_VARIABLES
@@ -191,7 +205,7 @@ def container_argv(compose: dict[str, Any], service: str, hostname: str = "host1
     return argv
 
 
-@pytest.mark.parametrize("service", ["api", "worker-cpu", "worker-gpu"])
+@pytest.mark.parametrize("service", ["api", "worker-cpu", "worker-webhooks", "worker-gpu"])
 def test_each_container_command_is_one_the_cli_accepts(compose: dict[str, Any], service: str) -> None:
     argv = container_argv(compose, service)
     assert argv[0] == "avatar"
@@ -199,7 +213,7 @@ def test_each_container_command_is_one_the_cli_accepts(compose: dict[str, Any], 
     assert args.command == ("api" if service == "api" else "worker")
 
 
-@pytest.mark.parametrize("service", ["worker-cpu", "worker-gpu"])
+@pytest.mark.parametrize("service", ["worker-cpu", "worker-webhooks", "worker-gpu"])
 def test_the_worker_healthcheck_finds_the_heartbeat_its_workers_write(compose: dict[str, Any],
                                                                      service: str) -> None:
     from worker.runtime import WorkerRuntime

@@ -34,7 +34,7 @@ from datetime import timedelta
 import redis
 from celery import Celery
 
-from celeryconfig import QUEUE_NAMES
+from celeryconfig import STAGE_QUEUES
 from jobs.events import JobEvents
 from jobs.files import FileStore
 from jobs.retention import discard_ended_inputs
@@ -111,7 +111,7 @@ class Reconciler:
     def waiting_messages(self) -> set[tuple[str, str]]:
         """(task name, job id) of every message waiting in the queues (Redis lists, kombu's format)."""
         waiting: set[tuple[str, str]] = set()
-        for queue in QUEUE_NAMES:
+        for queue in STAGE_QUEUES:
             for raw in self.redis.lrange(queue, 0, -1):
                 parsed = message_job(raw)
                 if parsed is not None:

@@ -194,7 +194,7 @@ class WorkerRuntime:
 
 
 # The parent learns its node name and queues (after -Q is applied); pool children inherit them.
-_identity: dict[str, Any] = {"hostname": "worker", "queues": celeryconfig.QUEUE_NAMES}
+_identity: dict[str, Any] = {"hostname": "worker", "queues": celeryconfig.STAGE_QUEUES}
 _runtime: WorkerRuntime | None = None
 _runtime_lock = threading.Lock()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from jobs.files import result_filename
 from jobs.retention import sweep_if_due
 from jobs.store import FINISHABLE_FROM, NEXT_STAGE, Job, JobNotFound, JobStatus, TransitionError, utcnow
 from pipeline import VIEWS, PipelineError
-from pipeline.stages import MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, infer_landmarks, prepare_views
+from pipeline.stages import (MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, decoding_in_progress,
+                             infer_landmarks, prepare_views)
 from worker import runtime
 from worker.app import EXPORT, INFERENCE, enqueue_stage
 from worker.deadline import deadline
@@ -277,9 +279,28 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, wor
         _fail(rt, job_id, stage, "timeout",
               f"Generating the avatar took longer than {rt.settings.job_timeout_s:g} s at the "
               f"{stage.value} step. Please try again, or send smaller photos.")
+        _exit_if_work_goes_on(jlog)
     except Exception as exc:
         _fail_unexpected(rt, job_id, stage, exc)
     return None
+
+
+# The exit status of a worker process that stopped itself because a timed-out stage left a decoder
+# thread running (its supervisor starts a new one).
+EXIT_AFTER_RUNAWAY_WORK = 75
+
+
+def _exit_if_work_goes_on(jlog: JobLog) -> None:
+    """The time limit interrupts the stage's own thread, not a photo decode running in another: a
+    decoder cannot be stopped from outside. If one still runs, the job has been failed; end this
+    process so the decoder's CPU is given back (its supervisor — ``avatar up``, Celery's prefork
+    parent, the container's restart policy — starts a fresh one; the message, never acked, is
+    redelivered and skipped, since the job has ended)."""
+    if decoding_in_progress():
+        jlog.error("a photo decode is still running after the time limit; this worker process exits "
+                   "(status %d) so that it stops", EXIT_AFTER_RUNAWAY_WORK)
+        logging.shutdown()
+        os._exit(EXIT_AFTER_RUNAWAY_WORK)
 
 
 def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog) -> None:

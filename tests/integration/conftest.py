@@ -26,6 +26,7 @@ from jobs.files import FileStore
 from jobs.store import JobStore
 
 WORKER_NAME = "itest@localhost"
+WEBHOOK_WORKER_NAME = "webhooks@localhost"
 WORKER_PROCESSES = 2
 
 
@@ -60,12 +61,15 @@ def volume_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
         worker = localstack.start_worker(settings, ("cpu", "gpu"), WORKER_PROCESSES, WORKER_NAME,
                                          logs / "worker.log")
         processes.append(worker)
+        webhooks = localstack.start_webhook_worker(settings, WEBHOOK_WORKER_NAME, logs / "webhooks.log")
+        processes.append(webhooks)
         localstack.wait_mongo(mongo_uri, mongo_proc)
         api = localstack.start_api(settings, logs / "api.log")
         processes.append(api)
         base_url = f"http://127.0.0.1:{port}"
         localstack.wait_api(base_url, api)
         localstack.wait_worker(settings, WORKER_NAME, WORKER_PROCESSES, worker)
+        localstack.wait_worker(settings, WEBHOOK_WORKER_NAME, 1, webhooks)
     except localstack.StackError as exc:
         for process in reversed(processes):
             localstack.stop(process)

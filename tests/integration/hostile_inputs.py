@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -28,6 +29,26 @@ def png_bomb(side: int = 50000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     rows = zlib.compress((b"\x00" + b"\x00" * side * 3) * 4, 9)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def scan_bomb_jpeg(photo: np.ndarray, scans: int) -> bytes:
+    """A valid progressive JPEG of ``photo`` whose smallest scan is repeated until the file has
+    ``scans`` scans: a few bytes each, but the decoder passes over every block once per scan."""
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "JPEG", quality=85, progressive=True)
+    data = buffer.getvalue()
+    markers = [m.start() for m in re.finditer(rb"\xff\xda", data)]
+    bounds = markers + [len(data) - 2]
+    sos = [data[bounds[i]:bounds[i + 1]] for i in range(len(markers))]
+    smallest = min(sos, key=len)
+    return data[:-2] + smallest * (scans - len(sos)) + b"\xff\xd9"
+
+
+def many_chunk_png(photo: np.ndarray, chunks: int) -> bytes:
+    """A valid PNG of ``photo`` followed, before IEND, by ``chunks`` empty IDAT chunks."""
+    data = encode(photo, "PNG")
+    iend = data.rindex(b"IEND") - 4
+    return data[:iend] + png_chunk(b"IDAT", b"") * chunks + data[iend:]
 
 
 def animated_webp(photo: np.ndarray) -> bytes:

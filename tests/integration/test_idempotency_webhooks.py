@@ -236,3 +236,67 @@ def test_health_reports_queues_and_worker_processes(stack: LocalStack) -> None:
         assert "oldestWaitingSeconds" in entry
     process = data["workers"]["processes"][0]
     assert process["pid"] > 0 and process["hostname"] and "CPUExecutionProvider" in process["providers"]
+
+
+class TricklingReceiver:
+    """A loopback server that answers each POST one byte every ``every_s`` seconds, for ever."""
+
+    def __init__(self, every_s: float = 1.0):
+        self.connections = 0
+        self.stop = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.connections += 1
+                try:
+                    self.wfile.write(b"H")
+                    while not receiver.stop.wait(every_s):
+                        self.wfile.write(b"T")
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the sender gave up
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/slow"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_delays_no_job(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    """Webhooks go to their own queue and workers, and each attempt ends after WEBHOOK_TIMEOUT_S in
+    all: jobs whose webhooks trickle finish as fast as any, and the attempt is recorded as too slow."""
+    slow = TricklingReceiver(every_s=1.0)
+    files = multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg)
+    try:
+        with_hooks = [post(stack, files, data={"callbackUrl": slow.url}).json()["data"]["avatarId"]
+                      for _ in range(6)]
+        started = time.monotonic()
+        plain = [post(stack, files, headers={"Prefer": "wait=30"}) for _ in range(4)]
+        assert [r.status_code for r in plain] == [200] * 4
+        # Four jobs one after another take a second or two on this machine; with webhooks on the
+        # stage workers they would wait behind 6 receivers trickling for WEBHOOK_TIMEOUT_S each.
+        assert time.monotonic() - started < stack.settings.webhook_timeout_s
+        for avatar_id in with_hooks:
+            wait_until_ended(stack, avatar_id)
+        deadline = time.monotonic() + 3 * stack.settings.webhook_timeout_s
+        hook = {}
+        while hook.get("lastError") is None and time.monotonic() < deadline:
+            hook = stack.store.get(with_hooks[0]).doc.get("webhook") or {}
+            time.sleep(0.1)
+        assert hook["state"] == "retrying"
+        assert hook["lastError"] == f"the receiver took longer than {stack.settings.webhook_timeout_s:g} s to answer"
+    finally:
+        slow.close()

@@ -152,3 +152,57 @@ def test_a_public_host_with_development_secrets_is_refused_before_anything_start
     api = subprocess.run([AVATAR, "api", "--bind", "0.0.0.0:0"], env=CLEAN_ENV, capture_output=True, text=True,
                          timeout=30)
     assert api.returncode == 2 and "refusing to listen on 0.0.0.0" in api.stderr
+
+
+def _piece(up: UpProcess, marker: str) -> psutil.Process:
+    """The child of ``avatar up`` whose command line contains ``marker``."""
+    for child in psutil.Process(up.process.pid).children():
+        if marker in " ".join(child.cmdline()):
+            return child
+    pytest.fail(f"no piece of the stack runs {marker!r}: {[c.cmdline() for c in up.pieces()]}")
+
+
+def _makes_an_avatar(url: str, jpeg: bytes) -> None:
+    files = {view: (f"{view}.jpg", jpeg, "image/jpeg") for view in ("front", "left", "right")}
+    deadline = time.monotonic() + 60
+    while True:  # the pieces reconnect to a restarted Redis or store on their own schedule
+        try:
+            response = requests.post(f"{url}/api/avatar/generate", files=files, headers={"Prefer": "wait=30"},
+                                     timeout=40)
+            if response.status_code == 200:
+                return
+        except requests.ConnectionError:
+            response = None
+        if time.monotonic() > deadline:
+            pytest.fail(f"no avatar after the restart: {response.text if response is not None else 'no answer'}")
+        time.sleep(1)
+
+
+def test_a_piece_killed_outright_is_started_again_and_the_stack_goes_on(checkout: Path,
+                                                                        astronaut_jpeg: bytes) -> None:
+    up = UpProcess(checkout)
+    url = up.wait_ready()
+    for marker in ("--hostname local-1@", "redis-server", "secantusd", "--hostname webhooks@", "gunicorn"):
+        piece = _piece(up, marker)
+        piece.kill()
+        piece.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                restarted = _piece(up, marker) if any(marker in " ".join(c.cmdline())
+                                                      for c in psutil.Process(up.process.pid).children()) else None
+            except psutil.Error:
+                restarted = None
+            if restarted is not None and restarted.pid != piece.pid:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"{marker} was not started again:\n{''.join(up.output)}")
+        assert up.process.poll() is None
+        _makes_an_avatar(url, astronaut_jpeg)
+    said = "".join(up.output)
+    for name in ("local-1@", "redis", "the store", "webhooks@", "the API"):
+        assert f"{name}" in said
+    assert said.count("(killed by signal 9); starting it again in 1 s") == 5 and said.count("started again (pid") == 5
+    up.process.send_signal(signal.SIGTERM)
+    assert up.process.wait(60) == 0

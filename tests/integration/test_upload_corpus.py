@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import requests
 from hostile_inputs import (HEIC_LIKE, JPEG_MAGIC_THEN_ZEROS, PDF, SVG, TEXT, animated_png, animated_webp,
-                            cmyk_jpeg, encode, exif_rotated_jpeg, grey_jpeg, png_bomb, polyglot_jpeg_zip, sixteen_bit_png,
-                            webp_with_lying_canvas)
+                            cmyk_jpeg, encode, exif_rotated_jpeg, grey_jpeg, many_chunk_png, png_bomb,
+                            polyglot_jpeg_zip, scan_bomb_jpeg, sixteen_bit_png, webp_with_lying_canvas)
 from service_stack import LocalStack
 
 BOUNDARY = "c0rpusB0undary"
@@ -128,6 +128,14 @@ CASES: dict[str, Case] = {
                                    (400, "Image too large. Maximum size is 4096x4096 pixels.")),
     "webp-lying-canvas": _front(lambda p: webp_with_lying_canvas(p.array),
                                 (400, "Image data is corrupt: the file does not hold together as a WebP image")),
+    # Decoder work bombs: valid files whose structure would make decoding cost minutes.
+    "progressive-jpeg-10000-scans": _front(lambda p: scan_bomb_jpeg(p.array, 10_000), (
+        400, "Image has more than 100 progressive scans, which no ordinary photo has; save it again as "
+             "an ordinary (baseline) JPEG")),
+    "progressive-jpeg-100-scans": _accepted(lambda p: scan_bomb_jpeg(p.array, 100), then=_completes),
+    "png-20000-chunks": _front(lambda p: many_chunk_png(p.array, 20_000), (
+        400, "Image has more than 10000 PNG chunks, which no ordinary photo has; save it again as an "
+             "ordinary PNG or JPEG")),
     "animated-webp": _front(lambda p: animated_webp(p.array), ANIMATED),
     "animated-png": _front(lambda p: animated_png(p.array), ANIMATED),
     "cmyk-jpeg": _accepted(lambda p: cmyk_jpeg(p.array), then=_completes),
