@@ -89,7 +89,8 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
     job, syncing = _store_and_record(svc, job_id, owner, uploads, callback_url, options)
     with timing.step("enqueue"):
-        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
+        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s), options=options,
+                                   callback=callback_url is not None)
     with timing.step("sync"):
         _wait_until_durable(svc, job_id, syncing, waiting)
     return job, waiting
@@ -252,14 +253,15 @@ def _callback_url(parts, allow_private: bool) -> str | None:
     return url
 
 
-def _enqueue_or_fail(svc: Services, job_id: str, listen: bool) -> FinishedWait | None:
+def _enqueue_or_fail(svc: Services, job_id: str, listen: bool, options: dict | None = None,
+                     callback: bool = False) -> FinishedWait | None:
     """Queue the job (subscribed to its end first when ``listen``: it cannot then end unseen, and
     the record need not be read before the notification). If Redis is down, end the job ``failed``
     and answer 503: no job is left ``queued`` with nothing in the queue."""
     waiting = None
     try:
         waiting = svc.events.subscribe(job_id) if listen else None
-        enqueue_job(svc.celery, job_id)
+        enqueue_job(svc.celery, job_id, options, callback)
         return waiting
     except Exception as exc:
         if waiting is not None:

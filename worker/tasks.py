@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Task, current_task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs import webhooks
@@ -80,14 +80,16 @@ StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted], StageOutput]
 
 
 @shared_task(name="avatar.preprocess", bind=True)
-def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
+def preprocess(self: Task, job_id: str, resent: bool = False, known: dict | None = None) -> str | None:
     """Decode the three photos, find the faces, save the aligned crops."""
 
     def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
         with clock("load"):
             images = rt.files.read_uploads(job_id, VIEWS)
-            # The options travel in the record; the stage file carries them on to the export.
-            texture_size = rt.store.options(job_id).get("textureSize")
+            # The options travel in the message (or the record, for a re-sent one); the stage file
+            # carries them on to the export.
+            options = known["options"] if known is not None else rt.store.options(job_id)
+            texture_size = options.get("textureSize")
         # The store writes the start note on the other core while detection runs on this one;
         # sent before decoding, it competed with the decoder threads (decoding took ~1.3 ms longer).
         prepared = prepare_views(images, _models(rt), on_decoded=note_started, texture_size=texture_size)
@@ -99,7 +101,7 @@ def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
 
 
 @shared_task(name="avatar.inference", bind=True)
-def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
+def inference(self: Task, job_id: str, resent: bool = False, known: dict | None = None) -> str | None:
     """Run the landmark model on the crops (the one GPU-bound step)."""
 
     def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
@@ -114,7 +116,7 @@ def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
 
 
 @shared_task(name="avatar.export", bind=True)
-def export(self: Task, job_id: str, resent: bool = False) -> str | None:
+def export(self: Task, job_id: str, resent: bool = False, known: dict | None = None) -> str | None:
     """Mesh, texture, features and the GLB; the job completes here."""
 
     def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
@@ -307,7 +309,7 @@ def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog) -
     """Queue the next stage. The job advances right after whatever happens here, so a broker outage
     must not fail it: the reconciler re-sends the stage once the job has sat still for STALL_AFTER_S."""
     try:
-        enqueue_stage(task.app, STAGE_TASK[following], job_id)
+        enqueue_stage(task.app, STAGE_TASK[following], job_id, _known(task))
     except Exception as exc:
         jlog.warning("could not queue %s (%s: %s); the reconciler will send it again",
                      following.value, type(exc).__name__, exc)
@@ -366,12 +368,21 @@ def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
 def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
     """If the job was submitted with a callbackUrl, queue its webhook (delivered by ``webhook``).
     After the waiters were told and the photos deleted: a webhook never delays a job's end."""
+    known = _known(current_task)
     try:
-        if rt.store.callback_url(job_id):
+        if known["callback"] if known is not None else rt.store.callback_url(job_id):
             event = "avatar.completed" if status is JobStatus.COMPLETED else "avatar.failed"
             webhook.apply_async(args=(job_id,), kwargs={"event": event})
     except Exception as exc:
         log.warning("[job %s] could not queue its webhook: %s", job_id, exc)
+
+
+def _known(task: Task | None) -> dict | None:
+    """What the running stage's message says about its job (``worker.app.enqueue_job``): passed on
+    to the next stage, read at the job's end; None for a message re-sent by the reconciler."""
+    if not task:  # celery.current_task outside a task
+        return None
+    return (task.request.kwargs or {}).get("known")
 
 
 @shared_task(name="avatar.webhook", bind=True)
