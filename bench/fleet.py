@@ -158,6 +158,18 @@ class FleetStack:
         used["workers"] = tree_cpu_s(self.nodes.values())
         return used
 
+    def piece_memory_mb(self) -> dict[str, float]:
+        """Resident memory of each piece (its processes together), the worker nodes each."""
+        memory = {}
+        for name, process in [*self.processes.items(), *self.nodes.items()]:
+            try:
+                proc = psutil.Process(process.pid)
+                memory[name] = round(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+                                     / 2**20)
+            except psutil.Error:
+                continue
+        return memory
+
     def stop(self) -> None:
         self.stop_nodes()
         for process in reversed(list(self.processes.values())):
@@ -382,6 +394,7 @@ def through_service(stack: FleetStack, body: bytes, content_type: str, cpu_nodes
                 for _ in range(args.client_processes)])))
         elapsed = time.perf_counter() - started
         after, cpu_after = stack.store_counters(), stack.piece_cpu_s()
+        memory = stack.piece_memory_mb()
     finally:
         stack.stop_nodes()
     samples = sorted((s for r in results for s in r["samples"]), key=lambda s: s[0])
@@ -400,6 +413,7 @@ def through_service(stack: FleetStack, body: bytes, content_type: str, cpu_nodes
         "coresUsed": {name: round(seconds / elapsed, 2) for name, seconds in cpu.items()},
         "cpuMsPerAvatar": {name: round(seconds * 1000 / max(1, n), 2) for name, seconds in cpu.items()},
         "store": store_delta(before, after, max(1, n)),
+        "memoryMB": memory,
         "whereTimeGoesMedianMs": {"apiServerTiming": _medians([s[3] for s in picked]),
                                   "jobTimings": _medians(timings)},
         "workerProviders": providers,
@@ -429,7 +443,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="threads-pool nodes for the gpu queue (0: every node serves both queues)")
     parser.add_argument("--gpu-threads", type=int, default=8, help="concurrent inference tasks per gpu node")
     parser.add_argument("--gpu-batch", type=int, default=8, help="INFERENCE_BATCH_MAX of the gpu nodes")
-    parser.add_argument("--jobs-per-node", type=int, default=24, help="backlog per cpu node in a round")
+    parser.add_argument("--jobs-per-node", type=int, default=60, help="backlog per cpu node in a round")
     parser.add_argument("--side", type=int, default=512, help="photo side in px (three JPEGs of it)")
     parser.add_argument("--storage", choices=["volume", "s3"], default="volume")
     parser.add_argument("--api-workers", type=int, default=max(2, cores // 4), help="gunicorn workers")
