@@ -266,15 +266,17 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     from jobs.files import FileStore
     from jobs.store import JobStore
     from worker.app import create_celery
-    from worker.reconciler import Reconciler
+    from worker.reconciler import Reconciler, record_pass
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = settings_here()
     reconciler = Reconciler(settings, JobStore.from_settings(settings), redis.Redis.from_url(settings.broker_url),
                             create_celery(settings), FileStore.from_settings(settings, keyed=False))
+    holder = f"reconciler@{socket.gethostname()}:{os.getpid()}"
     if args.once:
         report = reconciler.run_once()
-        print(json.dumps({"stale": report.stale, "resent": report.resent, "failed": report.failed}))
+        record_pass(reconciler.redis, holder, report)
+        print(json.dumps(report.as_dict()))
         return 0
     if settings.reconcile_interval_s <= 0:
         print("avatar reconciler: RECONCILE_INTERVAL_S must be above 0", file=sys.stderr)
@@ -282,7 +284,7 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        reconciler.run_forever(f"reconciler@{socket.gethostname()}:{os.getpid()}", stop)
+        reconciler.run_forever(holder, stop)
     except KeyboardInterrupt:
         pass
     return 0

@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from flask import Blueprint, Response, redirect, request
 
 from api import audit, idempotency, timing
+from api.admission import check_room_for_a_job
 from api.auth import current_owner, require_owner
 from api.bodies import accepted_body, completed_body, info_body, list_item, ok, status_url
 from api.errors import BadRequest, Conflict, Gone, RequestTimeout, ServiceUnavailable, Unprocessable
@@ -37,6 +38,8 @@ def generate() -> Response:
     owner = current_owner()
     wait_s = prefer_wait_seconds(request.headers.get("Prefer"), svc.settings.max_wait_s)
     key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    with timing.step("admission"):
+        check_room_for_a_job(svc)
     with timing.step("parse"):
         parts = _read_upload(svc)
     claim = None
@@ -65,16 +68,23 @@ def generate() -> Response:
 
 
 def _read_upload(svc: Services):
-    """The form's parts, read within UPLOAD_TIMEOUT_S (408 for a client still sending after it)."""
+    """The form's parts, read within UPLOAD_TIMEOUT_S (408 for a client still sending after it;
+    400 for a body that breaks off or whose chunked encoding is malformed)."""
     seconds = svc.settings.upload_timeout_s
     with upload_deadline(request.environ, seconds) as expired:
         try:
             return read_form(request.stream, request.content_type, svc.settings.max_image_bytes)
-        except Exception:
+        except Exception as exc:
             if not expired():
+                if isinstance(exc, OSError):  # the server's reader: a bad chunk size, the peer gone
+                    raise BadRequest(BODY_BROKEN, {"reason": str(exc)[:200]}) from None
                 raise
     raise RequestTimeout(f"The upload took longer than {seconds:g} s, so it was stopped. Send the photos "
                          "again over a faster connection, or smaller photos.", None, {"Connection": "close"})
+
+
+BODY_BROKEN = ("The upload broke off or its chunked transfer encoding is malformed; send the photos "
+               "again as multipart/form-data.")
 
 
 def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, FinishedWait | None]:
@@ -89,8 +99,7 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
     # The record exists before the job is queued, so a worker never gets an id it cannot find.
     job, syncing = _store_and_record(svc, job_id, owner, uploads, callback_url, options)
     with timing.step("enqueue"):
-        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s), options=options,
-                                   callback=callback_url is not None)
+        waiting = _enqueue_or_fail(svc, job_id, listen=bool(wait_s))
     with timing.step("sync"):
         _wait_until_durable(svc, job_id, syncing, waiting)
     return job, waiting
@@ -253,15 +262,14 @@ def _callback_url(parts, allow_private: bool) -> str | None:
     return url
 
 
-def _enqueue_or_fail(svc: Services, job_id: str, listen: bool, options: dict | None = None,
-                     callback: bool = False) -> FinishedWait | None:
+def _enqueue_or_fail(svc: Services, job_id: str, listen: bool) -> FinishedWait | None:
     """Queue the job (subscribed to its end first when ``listen``: it cannot then end unseen, and
     the record need not be read before the notification). If Redis is down, end the job ``failed``
     and answer 503: no job is left ``queued`` with nothing in the queue."""
     waiting = None
     try:
         waiting = svc.events.subscribe(job_id) if listen else None
-        enqueue_job(svc.celery, job_id, options, callback)
+        enqueue_job(svc.celery, job_id)
         return waiting
     except Exception as exc:
         if waiting is not None:
@@ -329,10 +337,14 @@ def list_avatars() -> Response:
     """The caller's avatars, newest first: ``?page=1&limit=20``."""
     svc = services()
     owner = require_owner()
-    page = _int_arg("page", 1, minimum=1)
+    page = _int_arg("page", 1, minimum=1, maximum=MAX_PAGE)
     limit = _int_arg("limit", svc.settings.default_page_size, minimum=1, maximum=svc.settings.max_page_size)
     jobs, total = svc.store.list_for_owner(owner, skip=(page - 1) * limit, limit=limit)
     return ok({"avatars": [list_item(job) for job in jobs], "page": page, "limit": limit, "total": total})
+
+
+# Far beyond any real list (a million pages), and small enough that the store's skip stays a number.
+MAX_PAGE = 1_000_000
 
 
 def ensure_downloadable(job: Job, waited_s: float = 0) -> None:

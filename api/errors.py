@@ -7,13 +7,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import kombu.exceptions
-import pymongo.errors
-import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
+from jobs.outages import OUTAGES
 from jobs.store import JobNotFound, TransitionError
 from pipeline import PipelineError
 
@@ -76,13 +74,6 @@ class ServiceUnavailable(ApiError):
     status = 503
 
 
-# Infrastructure that can be down: the client should retry, not fix its request.
-UNAVAILABLE = (
-    pymongo.errors.ConnectionFailure,
-    redis.ConnectionError,
-    redis.TimeoutError,
-    kombu.exceptions.OperationalError,
-)
 
 UNAVAILABLE_MESSAGE = "The service cannot reach its job store or queue right now; please retry in a minute."
 INTERNAL_MESSAGE = "Internal server error; please retry. If it keeps happening, tell the operator the time and the URL."
@@ -117,7 +108,7 @@ def handle_error(exc: Exception) -> Response:
         return error_response(422, exc.message, {"code": exc.code, "view": exc.view})
     if isinstance(exc, HTTPException):
         return _http_error(exc)
-    if isinstance(exc, UNAVAILABLE):
+    if isinstance(exc, OUTAGES):  # infrastructure down: the client should retry, not fix its request
         log.warning("dependency unavailable on %s %s: %s", request.method, request.path, exc)
         return error_response(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": "30"})
     log.exception("unhandled error on %s %s", request.method, request.path)

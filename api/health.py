@@ -18,9 +18,11 @@ from api.auth import is_admin
 from api.bodies import iso, ok
 from api.errors import error_response
 from api.services import Services, services
-from celeryconfig import GPU_QUEUE, QUEUE_NAMES
+from api.admission import low_disk
+from celeryconfig import GPU_QUEUE, QUEUE_NAMES, STAGE_QUEUES
 from jobs.settings import is_loopback
 from jobs.store import JobStore
+from worker.reconciler import last_pass
 from worker.app import message_job
 
 bp = Blueprint("health", __name__, url_prefix="/api/avatar")
@@ -45,12 +47,18 @@ def health() -> Response:
 
     served = {queue for w in workers for queue in w["queues"]}
     unserved = [queue for queue in QUEUE_NAMES if queue not in served]
-    warnings = _worker_warnings(workers)
+    reconciler = _safe(lambda: _reconciler(svc), None) if redis_state["reachable"] else None
+    low = _safe(lambda: low_disk(svc), None)
+    warnings = (_worker_warnings(workers) + _queue_warnings(queues, unserved)
+                + _reconciler_warnings(svc, reconciler, bool(workers))
+                + ([f"disk space is low ({low}): new avatars are refused until space is freed"] if low else []))
     disk = _disk(svc)
+    # Object storage answers for itself (the volume's trouble is low space, a warning above).
     storage_state = {"reachable": disk.get("reachable", True)}
     down = [name for name, state in (("Redis", redis_state), ("MongoDB", mongo_state),
                                      ("the object storage", storage_state)) if not state["reachable"]]
-    status = "unhealthy" if down else ("degraded" if unserved or warnings else "healthy")
+    stages_unserved = [queue for queue in unserved if queue in STAGE_QUEUES]
+    status = "unhealthy" if down else ("degraded" if stages_unserved or warnings else "healthy")
 
     data = {
         "status": status,
@@ -58,6 +66,7 @@ def health() -> Response:
         "model": _model_summary(workers),
         "workers": {"seen": len(workers), "processes": workers, "queuesWithoutWorkers": unserved},
         "queues": queues,
+        "reconciler": reconciler,
         "redis": redis_state,
         "mongodb": mongo_state,
         "memory": _memory(),
@@ -98,6 +107,39 @@ def _worker_warnings(workers: list[dict[str, Any]]) -> list[str]:
             "cuDNN libraries could not be loaded (the worker's log says which); install the gpu extra's "
             "CUDA libraries or fix the driver (docs/FLEET.md)"
             for w in workers if w["model"].get("cudaFallback")]
+
+
+def _queue_warnings(queues: dict[str, dict[str, Any]], unserved: list[str]) -> list[str]:
+    """A queue outside the stages (webhooks) with messages and no worker: they are not delivered."""
+    return [f"{queues[q]['depth']} message(s) wait in the '{q}' queue and no worker serves it: start one "
+            f"(`avatar worker --queues {q} --pool threads`)"
+            for q in unserved if q not in STAGE_QUEUES and queues[q]["depth"]]
+
+
+def _reconciler(svc: Services) -> dict[str, Any] | None:
+    """What the reconciler's last pass found (``worker.reconciler.record_pass``), or None if none ran."""
+    record = last_pass(svc.health_redis)
+    if record is None:
+        return None
+    return {"lastPassSecondsAgo": round(time.time() - record["at"], 1), "by": record.get("by"),
+            "jobsWithoutMessage": record.get("orphans", 0), "resentLastPass": record.get("resent", 0),
+            "failedLastPass": record.get("failed", 0)}
+
+
+def _reconciler_warnings(svc: Services, reconciler: dict[str, Any] | None, workers_seen: bool) -> list[str]:
+    """Jobs nothing holds (Redis lost their messages?), and a reconciler that has stopped running
+    (no record at all is a fleet that started less than an interval ago, or one that runs none)."""
+    warnings = []
+    if reconciler and reconciler["jobsWithoutMessage"]:
+        warnings.append(f"{reconciler['jobsWithoutMessage']} running job(s) have no queue message and no worker "
+                        f"(lost by the queue?); the reconciler sends their stage again once they have sat still "
+                        f"for {svc.settings.stall_after_s:g} s")
+    interval = svc.settings.reconcile_interval_s
+    if reconciler and interval > 0 and reconciler["lastPassSecondsAgo"] > 3 * interval + 10:
+        warnings.append(f"the reconciler last ran {reconciler['lastPassSecondsAgo']:.0f} s ago (it runs every "
+                        f"{interval:g} s inside the workers{'' if workers_seen else ', and none is running'}): "
+                        "jobs whose queue message is lost are not sent again")
+    return warnings
 
 
 def _queues(depths: dict[str, int | None], workers: list[dict[str, Any]],
@@ -162,6 +204,9 @@ def _memory() -> dict[str, Any]:
 
 
 def _disk(svc: Services) -> dict[str, Any]:
-    """Where the files go: the volume's path and free space, or the bucket and whether it answers
-    (object storage writes nothing under DATA_DIR, so there is no local space to report)."""
-    return svc.files.describe()
+    """Where the files go: the volume's path, free space and the minimum new jobs need, or the
+    bucket and whether it answers (object storage writes nothing under DATA_DIR: no local space)."""
+    disk = svc.files.describe()
+    if "path" in disk:
+        disk["minFreeBytes"] = svc.settings.min_free_disk_mb * 1024 * 1024
+    return disk

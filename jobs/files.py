@@ -158,6 +158,11 @@ class FileStore:
 
     # -- the storage itself --------------------------------------------------------------------
 
+    @property
+    def location(self) -> str:
+        """Where the files are, for messages: the volume's path or ``s3://bucket/prefix``."""
+        return self.storage.location
+
     def free_bytes(self) -> tuple[int, int] | None:
         """(free, total) bytes where files are written, or None where no local volume is used (S3)."""
         return self.storage.free_bytes()

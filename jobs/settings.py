@@ -74,6 +74,12 @@ class Settings:
     max_image_side: int = 4096
     # Upper bound for ``Prefer: wait=N``.
     max_wait_s: int = 60
+    # New jobs are refused (503) below this much free disk on DATA_DIR (or the store's volume, where
+    # it reports one), before a full volume takes running jobs with it.
+    min_free_disk_mb: int = 512
+    # New jobs are refused (503) once the stage queues hold this many messages; 0: once they hold
+    # more than the live workers can finish within JOB_TIMEOUT_S (api.admission).
+    max_queue_depth: int = 0
     # The longest an upload's body may take to arrive (408 after it): three 10 MB photos over a
     # 4 Mbit/s line take ~60 s.
     upload_timeout_s: float = 120.0

@@ -57,6 +57,8 @@ class StoredObject:
 class Storage(Protocol):
     """Bytes by key (``a/b/c``: no leading slash, no ``..``); see the module docstring."""
 
+    location: str  # where, for messages: a path or s3://bucket/prefix
+
     def put(self, key: str, data: bytes, durable: bool = True) -> None: ...
     def sync(self, key: str) -> None: ...
     def get(self, key: str) -> bytes: ...
@@ -103,6 +105,7 @@ class VolumeStorage:
         # Absolute: a relative DATA_DIR (`make run`'s var/data) must not depend on the working
         # directory of whoever opens a file later.
         self.root = Path(root).absolute()
+        self.location = str(self.root)
 
     def path(self, key: str) -> Path:
         return self.root / _check_key(key)
@@ -215,6 +218,7 @@ class S3Storage:
         # Presigned URLs are for clients outside the cluster, which may reach the storage by another
         # name than the workers do (MinIO as http://minio:9000 inside, https://files.example.com out).
         self.public_endpoint_url = public_endpoint_url or endpoint_url
+        self.location = f"s3://{bucket}/{self.prefix}"
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 

@@ -344,13 +344,20 @@ class JobStore:
         self._transition(job_id, "complete", FINISHABLE_FROM[JobStatus.EXPORTING],
                          {"$set": update, "$inc": {"completions": 1}})
 
-    def fail(self, job_id: str, code: str, message: str, view: str | None = None) -> None:
-        """Any running state → failed, with a stable ``code`` and a ``message`` a person can act on."""
+    def fail(self, job_id: str, code: str, message: str, view: str | None = None,
+             at_most: JobStatus | None = None) -> None:
+        """A running state → failed, with a stable ``code`` and a ``message`` a person can act on.
+
+        ``at_most``: the stage failing it; the job must be at that stage or an earlier one
+        (``FINISHABLE_FROM``), so that a stale message of an earlier stage cannot fail a job that
+        has moved past it. None: any running state (the API, the reconciler).
+        """
         now = utcnow()
         error = {"code": code, "message": message}
         if view:
             error["view"] = view
-        self._transition(job_id, "fail", ACTIVE_STATUSES, {"$set": {
+        allowed = ACTIVE_STATUSES if at_most is None else FINISHABLE_FROM[at_most]
+        self._transition(job_id, "fail", allowed, {"$set": {
             "status": JobStatus.FAILED.value, "updatedAt": now, "finishedAt": now, "error": error}})
 
     def cancel(self, job_id: str) -> None:

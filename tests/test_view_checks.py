@@ -81,7 +81,7 @@ def test_a_side_photo_in_the_other_slot_moves_there_when_that_slot_has_none(mode
 
     cat = encode_jpeg(data.chelsea())
     result = run_pipeline({**views, "left": views["right"], "right": cat}, models)
-    assert f"left: it shows the subject's right side; it was used as the right view" in result.warnings
+    assert "left: it shows the subject's right side; it was used as the right view" in result.warnings
     assert _views_used(result) == ["front", "right"]
 
 

@@ -26,30 +26,20 @@ def create_celery(settings: Settings | None = None, *, with_tasks: bool = False)
     return celery
 
 
-def enqueue_job(celery: Celery, job_id: str, options: dict | None = None, callback: bool = False) -> None:
+def enqueue_job(celery: Celery, job_id: str) -> None:
     """Queue the first stage of ``job_id``. Each stage queues the next as soon as its work is done,
-    then records its own end (see ``worker.tasks.run_stage``).
-
-    Besides the job id, the messages carry what the stages would otherwise read back from the
-    record: the job's ``options`` and whether a webhook is due at its end (``known``). Each read is a
-    store round trip, and the store is shared by the whole fleet (2 of a job's 9 store operations
-    through the service). A message without it (re-sent by the reconciler) reads the record."""
-    enqueue_stage(celery, PREPROCESS, job_id, known_facts(options, callback))
+    then records its own end (see ``worker.tasks.run_stage``); every message carries only the job id."""
+    enqueue_stage(celery, PREPROCESS, job_id)
 
 
-def known_facts(options: dict | None, callback: bool) -> dict:
-    """The ``known`` a stage message carries (see ``enqueue_job``)."""
-    return {"options": dict(options or {}), "callback": bool(callback)}
-
-
-def enqueue_stage(celery: Celery, task_name: str, job_id: str, known: dict | None = None) -> None:
+def enqueue_stage(celery: Celery, task_name: str, job_id: str) -> None:
     """Send one stage's task; ``celeryconfig.task_routes`` puts it on the cpu or gpu queue.
 
     One message per stage instead of a Celery chain: a chain carries the remaining signatures in
     every message and took ~0.5 ms more to build and send (1.5 vs 0.95 ms from the API), and a
     stage that fails or finds its job canceled simply queues nothing.
     """
-    celery.send_task(task_name, args=(job_id,), kwargs={"known": known} if known is not None else None)
+    celery.send_task(task_name, args=(job_id,))
 
 
 def message_job(raw: bytes) -> tuple[str, str] | None:

@@ -13,6 +13,11 @@ A job is *stalled* when all of these hold:
 - no live worker process is running it (each process keeps ``avatar:running:<job id>`` alive while it
   runs a stage; the key expires with the process).
 
+Each pass also counts the running jobs that nothing holds (no message, no worker) once they have
+sat still for ``ORPHAN_GRACE_S`` — before they count as stalled — and records the pass in Redis
+(``LAST_PASS_KEY``), so that health can say at once that jobs are waiting on the reconciler (after
+Redis lost its queues, say) and when it last ran.
+
 For each stalled job the reconciler claims the re-send with a guarded update (same status and same
 ``updatedAt`` as read, so two reconcilers cannot both send) that also counts it in ``requeues``, then
 sends the stage's task again with ``resent=True``. After ``STALL_MAX_REQUEUES`` re-sends the job fails
@@ -26,8 +31,10 @@ its own with ``avatar reconciler`` (set ``RECONCILE_INTERVAL_S=0`` for the worke
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -46,6 +53,10 @@ log = logging.getLogger(__name__)
 
 RUNNING_KEY = "avatar:running:{job_id}"
 LOCK_KEY = "avatar:reconciler:lock"
+LAST_PASS_KEY = "avatar:reconciler:last-pass"
+# A running job untouched for this long with no message and no worker is counted as held by
+# nothing (a job between its record and its message is never that long).
+ORPHAN_GRACE_S = 5.0
 
 # The task that performs the stage a running status waits for.
 STAGE_TASK = {
@@ -66,6 +77,11 @@ class ReconcileReport:
     stale: int = 0
     resent: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # Running jobs that no message and no worker holds (re-sent once stalled).
+    orphans: int = 0
+
+    def as_dict(self) -> dict[str, int | list[str]]:
+        return {"stale": self.stale, "orphans": self.orphans, "resent": self.resent, "failed": self.failed}
 
 
 class Reconciler:
@@ -83,17 +99,21 @@ class Reconciler:
     def run_once(self) -> ReconcileReport:
         report = ReconcileReport()
         discard_ended_inputs(self.store, self.files)
-        cutoff = utcnow() - timedelta(seconds=self.settings.stall_after_s)
-        stale = self.store.stale_jobs(cutoff)
-        report.stale = len(stale)
-        if not stale:
-            return report
-        waiting = self.waiting_messages()
-        running = self.running_jobs([job.id for job in stale])
-        for job in stale:
+        now = utcnow()
+        still = self.store.stale_jobs(now - timedelta(seconds=min(ORPHAN_GRACE_S, self.settings.stall_after_s)))
+        if still:
+            waiting = self.waiting_messages()
+            running = self.running_jobs([job.id for job in still])
+            orphans = [job for job in still if (STAGE_TASK[job.status], job.id) not in waiting
+                       and job.id not in running]
+        else:
+            orphans = []
+        report.orphans = len(orphans)
+        cutoff = now - timedelta(seconds=self.settings.stall_after_s)
+        stalled = [job for job in orphans if job.updated_at < cutoff]
+        report.stale = sum(1 for job in still if job.updated_at < cutoff)
+        for job in stalled:
             task = STAGE_TASK[job.status]
-            if (task, job.id) in waiting or job.id in running:
-                continue
             if not self.store.mark_requeued(job):
                 continue  # it moved meanwhile, or another reconciler claimed it
             requeues = int(job.doc.get("requeues", 0))
@@ -147,7 +167,9 @@ class Reconciler:
         interval_ms = max(100, int(self.settings.reconcile_interval_s * 1000))
         if not self.redis.set(LOCK_KEY, holder, nx=True, px=interval_ms):
             return None
-        return self.run_once()
+        report = self.run_once()
+        record_pass(self.redis, holder, report)
+        return report
 
     def run_forever(self, holder: str, stop: threading.Event) -> None:
         """Tick every ``reconcile_interval_s`` until ``stop`` is set; errors are logged, not fatal."""
@@ -160,3 +182,16 @@ class Reconciler:
             if report and (report.resent or report.failed):
                 log.warning("reconciler: %d stale, re-sent %d, failed %d as stalled",
                             report.stale, len(report.resent), len(report.failed))
+
+
+def record_pass(broker: redis.Redis, holder: str, report: ReconcileReport) -> None:
+    """Keep what the last pass saw where health reads it (``last_pass``)."""
+    record = {"at": time.time(), "by": holder, "orphans": report.orphans,
+              "resent": len(report.resent), "failed": len(report.failed)}
+    broker.set(LAST_PASS_KEY, json.dumps(record), ex=24 * 3600)
+
+
+def last_pass(broker: redis.Redis) -> dict | None:
+    """The last pass's record (``record_pass``), or None if none ran in the last day."""
+    raw = broker.get(LAST_PASS_KEY)
+    return json.loads(raw) if raw else None

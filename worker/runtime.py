@@ -76,6 +76,9 @@ class WorkerRuntime:
     batcher: LandmarkBatcher | None = None
     # The jobs this process is running a stage of right now (kept alive in Redis for the reconciler).
     running: set[str] = field(default_factory=set)
+    # Recent seconds per stage (exponentially weighted): the API estimates from them how long the
+    # queues take to drain (api.admission).
+    seconds_per_stage: dict[str, float] = field(default_factory=dict)
     _running_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -147,11 +150,20 @@ class WorkerRuntime:
         except redis.RedisError as exc:  # Redis away: the heartbeat writes them again when it is back
             log.warning("could not mark jobs running: %s", exc)
 
+    def note_stage_time(self, stage: str, seconds: float) -> None:
+        """Fold one stage's wall time into ``seconds_per_stage`` (weight 0.2 for the newest)."""
+        with self._running_lock:
+            previous = self.seconds_per_stage.get(stage)
+            self.seconds_per_stage[stage] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
     def describe(self) -> dict[str, Any]:
-        """What the heartbeat publishes (health reads it)."""
+        """What the heartbeat publishes (health and the API's admission check read it)."""
+        with self._running_lock:
+            per_stage = {stage: round(s, 4) for stage, s in self.seconds_per_stage.items()}
         info: dict[str, Any] = {"hostname": self.hostname, "pid": os.getpid(), "queues": list(self.queues),
                                 "concurrency": self.settings.worker_concurrency,
-                                "inferenceBatchMax": self.settings.inference_batch_max if self.batcher else 1}
+                                "inferenceBatchMax": self.settings.inference_batch_max if self.batcher else 1,
+                                "secondsPerStage": per_stage}
         if self.models is not None:
             info["model"] = self.models.describe()
             info["detector"] = self.models.detector is not None
@@ -163,10 +175,9 @@ class WorkerRuntime:
         interval = max(1.0, self.settings.worker_heartbeat_ttl_s / 3)
 
         def beat_forever() -> None:
-            info = self.describe()
             while True:
                 try:
-                    self.registry.beat(self.process_name, info)
+                    self.registry.beat(self.process_name, self.describe())
                 except redis.RedisError as exc:
                     log.warning("heartbeat failed: %s", exc)
                 with self._running_lock:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import Task, current_task, shared_task
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs import webhooks
 from jobs.files import result_filename
+from jobs.outages import OUTAGES, retrying
 from jobs.retention import sweep_if_due
 from jobs.store import FINISHABLE_FROM, NEXT_STAGE, Job, JobNotFound, JobStatus, TransitionError, utcnow
 from pipeline import VIEWS, PipelineError
@@ -74,22 +75,20 @@ class StageClock:
 
 
 # Records that the job has started (queued → preprocessing); a stage's work gets one, and only
-# the first stage calls it.
+# the first stage calls it. The work also gets the job's record as it was when the stage began.
 NoteStarted = Callable[[], None]
-StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted], StageOutput]
+StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted, Job], StageOutput]
 
 
 @shared_task(name="avatar.preprocess", bind=True)
-def preprocess(self: Task, job_id: str, resent: bool = False, known: dict | None = None) -> str | None:
+def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Decode the three photos, find the faces, save the aligned crops."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             images = rt.files.read_uploads(job_id, VIEWS)
-            # The options travel in the message (or the record, for a re-sent one); the stage file
-            # carries them on to the export.
-            options = known["options"] if known is not None else rt.store.options(job_id)
-            texture_size = options.get("textureSize")
+        # The options travel in the record; the stage file carries them on to the export.
+        texture_size = job.options.get("textureSize")
         # The store writes the start note on the other core while detection runs on this one;
         # sent before decoding, it competed with the decoder threads (decoding took ~1.3 ms longer).
         prepared = prepare_views(images, _models(rt), on_decoded=note_started, texture_size=texture_size)
@@ -101,10 +100,10 @@ def preprocess(self: Task, job_id: str, resent: bool = False, known: dict | None
 
 
 @shared_task(name="avatar.inference", bind=True)
-def inference(self: Task, job_id: str, resent: bool = False, known: dict | None = None) -> str | None:
+def inference(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Run the landmark model on the crops (the one GPU-bound step)."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
         landmarks = infer_landmarks(prepared, _models(rt, batched=True))
@@ -116,10 +115,10 @@ def inference(self: Task, job_id: str, resent: bool = False, known: dict | None 
 
 
 @shared_task(name="avatar.export", bind=True)
-def export(self: Task, job_id: str, resent: bool = False, known: dict | None = None) -> str | None:
+def export(self: Task, job_id: str, resent: bool = False) -> str | None:
     """Mesh, texture, features and the GLB; the job completes here."""
 
-    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted) -> StageOutput:
+    def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
             landmarks = _load_output(rt, job_id, LANDMARKS, ViewLandmarks)
@@ -206,9 +205,16 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     job ended (or its files gone) and stops.
 
     Running a stage twice is harmless: every transition is guarded, so a duplicate's result is
-    dropped. A message that may be a duplicate (``resent`` by the reconciler, or redelivered by the
-    broker) first checks that the job still waits for this stage, and does nothing if it moved on.
-    While the stage runs, this process keeps the job marked running for the reconciler.
+    dropped. Every message (re-sent by the reconciler, redelivered by the broker, or restored from a
+    Redis snapshot as a fresh delivery alike) first checks that the job still waits for this stage,
+    and does nothing if it moved on; and a stage only ever fails a job that is at most at its own
+    stage, so a stale message cannot fail a job that is further along. While the stage runs, this
+    process keeps the job marked running for the reconciler.
+
+    The store or Redis being unreachable is not the job's fault: each store step is retried with
+    back-off for up to ``OUTAGE_RETRY_S`` (a restart of a few seconds is ridden out); past that the
+    stage gives up without touching the job, and the reconciler sends it again once the job has
+    sat still for STALL_AFTER_S.
     """
     received = time.time()
     started = time.perf_counter()
@@ -216,52 +222,64 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     worker = task.request.hostname or rt.hostname
     key = STAGE_KEY[stage]
     jlog = JobLog(log, {"job_id": job_id})
-    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
-    if (resent or redelivered) and not _still_waiting_for(rt, job_id, stage):
-        jlog.info("skipping a repeated %s: the job has moved on", stage.value)
-        _forget_if_ended(rt, job_id)
+    try:
+        job = _retrying(lambda: rt.store.find(job_id), jlog, "reading the job")
+    except OUTAGES as exc:
+        jlog.warning("the store is unreachable (%s); %s is left to the reconciler", exc, stage.value)
+        return None
+    if job is None or job.status not in FINISHABLE_FROM[stage]:
+        jlog.info("skipping a repeated %s message: the job is %s", stage.value,
+                  "gone" if job is None else job.status.value)
+        if job is None or job.status.is_terminal():
+            # A worker that died between recording a job's end and deleting its photos leaves them
+            # behind; a repeated message is the first chance to delete them.
+            rt.files.discard_inputs(job_id)
         return None
     rt.began(job_id)
     try:
-        return _run_stage(task, rt, job_id, stage, work, worker, key, jlog, received, started)
+        return _run_stage(task, rt, job, stage, work, worker, key, jlog, received, started)
     finally:
         rt.ended(job_id)
 
 
-def _forget_if_ended(rt: WorkerRuntime, job_id: str) -> None:
-    """A worker that died between recording a job's end and deleting its photos leaves them
-    behind; the redelivered message is the first chance to delete them."""
-    job = rt.store.find(job_id)
-    if job is None or job.status.is_terminal():
-        rt.files.discard_inputs(job_id)
+# How long a stage keeps retrying a store step before leaving the job to the reconciler.
+OUTAGE_RETRY_S = 30.0
 
 
-def _still_waiting_for(rt: WorkerRuntime, job_id: str, stage: JobStatus) -> bool:
-    job = rt.store.find(job_id)
-    return job is not None and job.status in FINISHABLE_FROM[stage]
+def _retrying(step: Callable[[], Any], jlog: JobLog, what: str) -> Any:
+    """``step()``, with outages retried for up to ``OUTAGE_RETRY_S``."""
+    return retrying(step, OUTAGE_RETRY_S, jlog, what)
 
 
-def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, work: StageWork,
+def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: StageWork,
                worker: str, key: str, jlog: JobLog, received: float, started: float) -> str | None:
+    job_id = job.id
+    # Read with the job at the stage's start: the job's end needs no second read to know whether a
+    # webhook is due (one store round trip fewer per job).
+    webhook_due = bool(job.doc.get("callbackUrl"))
+
     def note_started() -> None:
         rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
 
     try:
         clock = StageClock(key)
         with deadline(rt.settings.job_timeout_s):
-            output = work(rt, clock, note_started)
-        timings = {**output.timings_ms, **clock.timings_ms,
-                   f"{key}Stage": (time.perf_counter() - started) * 1000}
+            output = work(rt, clock, note_started, job)
+        stage_s = time.perf_counter() - started
+        rt.note_stage_time(key, stage_s)
+        timings = {**output.timings_ms, **clock.timings_ms, f"{key}Stage": stage_s * 1000}
         trace = {f"{key}Received": received, f"{key}Finished": time.time()}
         if stage is JobStatus.EXPORTING:
-            rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace)
-            _job_ended(rt, job_id, JobStatus.COMPLETED)
+            _retrying(lambda: rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace),
+                      jlog, "recording the completion")
+            _job_ended(rt, job_id, JobStatus.COMPLETED, webhook_due)
             jlog.info("completed in %.0f ms of work", output.result["generationTime"])
         else:
             # The next stage is queued first and this one recorded while its task is on its way:
             # the store's round trip (~5 ms here) overlaps the hop instead of preceding it.
             _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog)
-            rt.store.advance(job_id, stage, timings, worker=worker, trace=trace)
+            _retrying(lambda: rt.store.advance(job_id, stage, timings, worker=worker, trace=trace),
+                      jlog, f"recording the end of {stage.value}")
             if stage is JobStatus.PREPROCESSING:
                 # Handed over: no later step reads the photos (a retry or re-send of inference or
                 # export starts from the stage files), so they go now, while the next stage runs,
@@ -270,20 +288,23 @@ def _run_stage(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, wor
         return job_id
     except (TransitionError, JobNotFound) as exc:
         _stopped(rt, job_id, stage, exc)
+    except OUTAGES as exc:
+        jlog.warning("the store or Redis stayed unreachable (%s: %s); %s is left to the reconciler",
+                     type(exc).__name__, exc, stage.value)
     except PipelineError as exc:
         jlog.info("failed in %s: %s (%s)", stage.value, exc.message, exc.code)
-        _fail(rt, job_id, stage, exc.code, exc.message, exc.view)
+        _fail(rt, job_id, stage, exc.code, exc.message, exc.view, webhook_due=webhook_due)
     except ModelsUnavailable as exc:
         jlog.error("no models loaded: %s", exc)
-        _fail(rt, job_id, stage, "models_unavailable", MODELS_MISSING_MESSAGE)
+        _fail(rt, job_id, stage, "models_unavailable", MODELS_MISSING_MESSAGE, webhook_due=webhook_due)
     except SoftTimeLimitExceeded:
         jlog.error("%s ran past %g s", stage.value, rt.settings.job_timeout_s)
         _fail(rt, job_id, stage, "timeout",
               f"Generating the avatar took longer than {rt.settings.job_timeout_s:g} s at the "
-              f"{stage.value} step. Please try again, or send smaller photos.")
+              f"{stage.value} step. Please try again, or send smaller photos.", webhook_due=webhook_due)
         _exit_if_work_goes_on(jlog)
     except Exception as exc:
-        _fail_unexpected(rt, job_id, stage, exc)
+        _fail_unexpected(rt, job_id, stage, exc, webhook_due)
     return None
 
 
@@ -309,7 +330,7 @@ def _enqueue_next(task: Task, following: JobStatus, job_id: str, jlog: JobLog) -
     """Queue the next stage. The job advances right after whatever happens here, so a broker outage
     must not fail it: the reconciler re-sends the stage once the job has sat still for STALL_AFTER_S."""
     try:
-        enqueue_stage(task.app, STAGE_TASK[following], job_id, _known(task))
+        enqueue_stage(task.app, STAGE_TASK[following], job_id)
     except Exception as exc:
         jlog.warning("could not queue %s (%s: %s); the reconciler will send it again",
                      following.value, type(exc).__name__, exc)
@@ -331,30 +352,34 @@ def _stopped(rt: WorkerRuntime, job_id: str, stage: JobStatus,
     # its end before this one): the stage files belong to the task that is ahead.
 
 
-def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exception) -> None:
+def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exception,
+                     webhook_due: bool | None = None) -> None:
     """An error of ours, or the job's files vanished because it was canceled meanwhile."""
-    try:
-        rt.store.fail(job_id, "internal_error", INTERNAL_ERROR_MESSAGE)
-    except (TransitionError, JobNotFound) as ended:
-        _stopped(rt, job_id, stage, ended)
-        return
-    log.exception("[job %s] internal error in %s", job_id, stage.value, exc_info=exc)
-    _job_ended(rt, job_id, JobStatus.FAILED)
+    if _fail(rt, job_id, stage, "internal_error", INTERNAL_ERROR_MESSAGE, webhook_due=webhook_due):
+        log.exception("[job %s] internal error in %s", job_id, stage.value, exc_info=exc)
 
 
 def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, code: str, message: str,
-          view: str | None = None) -> None:
+          view: str | None = None, webhook_due: bool | None = None) -> bool:
+    """Fail the job if it is at most at ``stage`` (a stale message never fails a job that is further
+    along); True if this call failed it."""
+    jlog = JobLog(log, {"job_id": job_id})
     try:
-        rt.store.fail(job_id, code, message, view)
-    except (TransitionError, JobNotFound) as exc:  # canceled or deleted meanwhile: not a failure
+        _retrying(lambda: rt.store.fail(job_id, code, message, view, at_most=stage), jlog, "recording the failure")
+    except (TransitionError, JobNotFound) as exc:  # canceled, deleted or moved on meanwhile: not ours to fail
         _stopped(rt, job_id, stage, exc)
-        return
-    _job_ended(rt, job_id, JobStatus.FAILED)
+        return False
+    except OUTAGES as exc:
+        jlog.warning("could not record the failure (%s); the reconciler will send %s again", exc, stage.value)
+        return False
+    _job_ended(rt, job_id, JobStatus.FAILED, webhook_due)
+    return True
 
 
-def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
+def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus, webhook_due: bool | None = None) -> None:
     """Delete the photos and crops (biometric data: gone before anyone learns the job is over, so
-    a client that sees the end never finds them), then tell the waiters."""
+    a client that sees the end never finds them), then tell the waiters. ``webhook_due``: whether
+    the job has a callbackUrl, as the stage read it (None: read it now)."""
     rt.outputs.forget(job_id)
     rt.files.discard_inputs(job_id)
     try:
@@ -362,27 +387,18 @@ def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
     except Exception as exc:  # waiters re-read the record anyway; a lost notification only delays them
         log.warning("[job %s] could not publish %s: %s", job_id, status.value, exc)
     sweep_if_due(rt.store, rt.files, rt.events.redis, rt.settings.sweep_interval_s)
-    _queue_webhook(rt, job_id, status)
+    _queue_webhook(rt, job_id, status, webhook_due)
 
 
-def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus) -> None:
+def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus, webhook_due: bool | None = None) -> None:
     """If the job was submitted with a callbackUrl, queue its webhook (delivered by ``webhook``).
     After the waiters were told and the photos deleted: a webhook never delays a job's end."""
-    known = _known(current_task)
     try:
-        if known["callback"] if known is not None else rt.store.callback_url(job_id):
+        if webhook_due if webhook_due is not None else rt.store.callback_url(job_id):
             event = "avatar.completed" if status is JobStatus.COMPLETED else "avatar.failed"
             webhook.apply_async(args=(job_id,), kwargs={"event": event})
     except Exception as exc:
         log.warning("[job %s] could not queue its webhook: %s", job_id, exc)
-
-
-def _known(task: Task | None) -> dict | None:
-    """What the running stage's message says about its job (``worker.app.enqueue_job``): passed on
-    to the next stage, read at the job's end; None for a message re-sent by the reconciler."""
-    if not task:  # celery.current_task outside a task
-        return None
-    return (task.request.kwargs or {}).get("known")
 
 
 @shared_task(name="avatar.webhook", bind=True)

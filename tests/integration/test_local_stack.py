@@ -106,7 +106,7 @@ def test_one_stack_per_checkout_found_by_every_other_command_and_stopped_by_a_ha
     # Other commands from a shell with nothing exported find the stack's Redis, store and key.
     once = avatar("reconciler", "--once", cwd=checkout)
     assert once.returncode == 0, once.stderr
-    assert set(json.loads(once.stdout)) == {"stale", "resent", "failed"}
+    assert set(json.loads(once.stdout)) == {"stale", "orphans", "resent", "failed"}
     swept = avatar("sweep", cwd=checkout)
     assert swept.returncode == 0, swept.stderr
     token = avatar("token", "--user", "ann", cwd=checkout).stdout.strip()

@@ -195,9 +195,10 @@ def test_health_reports_every_piece(stack: LocalStack) -> None:
     assert data["model"]["outputShape"] == [1, 468, 3]
     assert "CPUExecutionProvider" in data["model"]["providers"]
     assert data["model"]["path"].endswith(".onnx")
-    assert data["workers"]["seen"] == 2
-    assert set(data["queues"]) == {"cpu", "gpu"}
+    assert data["workers"]["seen"] == 3  # two stage worker processes, one that delivers webhooks
+    assert set(data["queues"]) == {"cpu", "gpu", "webhooks"}
     assert data["queues"]["gpu"]["processes"] == 2 and data["queues"]["cpu"]["depth"] is not None
+    assert data["queues"]["webhooks"]["processes"] == 1
     assert data["redis"]["reachable"] and data["mongodb"]["reachable"]
     assert data["memory"]["totalBytes"] > 0 and data["disk"]["freeBytes"] > 0
     assert response.elapsed.total_seconds() < 1
@@ -260,7 +261,7 @@ def test_generate_reports_where_the_time_went(stack: LocalStack, astronaut_jpeg:
     steps = [entry.split(";")[0] for entry in response.headers["Server-Timing"].split(", ")]
     # The photos are written while the record is inserted ("store" is timed in its own thread), and
     # synced to disk once the job is queued.
-    assert steps[:7] == ["parse", "validate", "record", "store", "enqueue", "sync", "wait"]
+    assert steps[:8] == ["admission", "parse", "validate", "record", "store", "enqueue", "sync", "wait"]
     avatar_id = response.json()["data"]["avatarId"]
 
     timings = requests.get(stack.url(f"/api/avatar/jobs/{avatar_id}"), timeout=5).json()["data"]["timings"]
