@@ -7,10 +7,11 @@ One private stack (Redis, the MongoDB wire-protocol store, optionally moto's S3 
 under gunicorn), then two measurements, one JSON on stdout:
 
 ``scaleOut``: for each node count N, a backlog of ``--jobs-per-node`` x N jobs is submitted through
-the API while no worker runs; then N single-process worker nodes (and ``--gpu-nodes`` G gpu nodes)
-start against it. jobs/s is counted from the moment the last node is ready and as many jobs as there are
-nodes have completed (a node's first job pays for lazy imports) until 90% of the backlog has
-completed (the records' ``finishedAt``), so start-up and the last stragglers are left out.
+the API while no worker runs, and its queue is parked under another Redis key; N single-process
+worker nodes (and ``--gpu-nodes`` G gpu nodes) start, and once every one has loaded its models the
+backlog is released in one step (a RENAME). jobs/s is the backlog over the time from its release to
+its last job's ``finishedAt``: the nodes' start-up is left out, the queue's FIFO order (every
+preprocess, then the inferences and exports) is not.
 With G = 0 every node serves both queues, as ``avatar up`` runs them; with G > 0 the N nodes serve
 the cpu queue (decode, detect, export) and G threads-pool nodes the gpu queue with cross-job
 inference batching (``INFERENCE_BATCH_MAX``). ``flattensAt`` is the first N whose jobs/s is less
@@ -62,8 +63,6 @@ from jobs.store import JobStore  # noqa: E402
 
 HOST = socket.gethostname()
 S3_BUCKET = "avatar-bench"
-# A round counts jobs/s until this share of its backlog has completed.
-STEADY_SHARE = 0.9
 # Less than this gain over the previous node count: the curve has flattened.
 FLAT_GAIN = 0.10
 
@@ -286,40 +285,43 @@ def finished_times(store: JobStore, ids: list[str]) -> tuple[list[float], dict[s
     return sorted(times), statuses
 
 
+PARKED_KEY = "bench-fleet:parked"
+
+
 def scale_out_round(stack: FleetStack, body: bytes, content_type: str, cpu_nodes: int, gpu_nodes: int,
                     args: argparse.Namespace, deadline: float) -> dict[str, Any]:
+    """Submit a backlog, park it, start the nodes, release it at once, time it until it is done."""
     jobs = args.jobs_per_node * cpu_nodes
     api_before = stack.store_counters()
     ids = submit_backlog(stack, body, content_type, jobs)
     api_after = stack.store_counters()
+    # The first stage's messages wait under another name while the nodes start, so that no node
+    # works alone before the others are ready; RENAME gives them all back in one step.
+    broker = stack.store_redis()
+    broker.rename("cpu", PARKED_KEY)
     before = stack.store_counters()
     with GpuSampler() as gpu:
         stack.start_nodes(cpu_nodes, gpu_nodes, args.gpu_threads, args.gpu_batch)
-        ready = time.time()
         usage_before = stack.node_usage()
         providers = stack.providers()
+        released = time.time()
+        broker.rename(PARKED_KEY, "cpu")
         while True:
             times, statuses = finished_times(stack.store, ids)
             ended = sum(statuses.get(s, 0) for s in ("completed", "failed", "canceled"))
             if ended >= jobs or time.monotonic() > deadline:
                 break
-            time.sleep(0.25)
+            time.sleep(0.1)
         usage_after = stack.node_usage()
     after = stack.store_counters()
     stack.stop_nodes()
-    # The steady part: from the last node ready and warm (as many jobs done as there are nodes: a
-    # node's first job pays for its lazy imports) to STEADY_SHARE of the backlog completed.
-    done_before_ready = sum(1 for t in times if t <= ready)
-    start = max([ready, *times[cpu_nodes + gpu_nodes - 1:cpu_nodes + gpu_nodes]])
-    done_at_start = sum(1 for t in times if t <= start)
-    steady = times[:max(done_at_start + 1, int(jobs * STEADY_SHARE))]
-    window_s = steady[-1] - start if len(steady) > done_at_start else float("nan")
-    rate = (len(steady) - done_at_start) / window_s if window_s and window_s > 0 else float("nan")
+    drained_s = times[-1] - released if times else float("nan")
+    rate = len(times) / drained_s if times else float("nan")
     node_cpu = sum(usage_after[n]["cpuS"] - usage_before[n]["cpuS"] for n in usage_after)
     return {
         "cpuNodes": cpu_nodes, "gpuNodes": gpu_nodes, "jobs": jobs, "statuses": statuses,
         "jobsPerSecond": round(rate, 2), "jobsPerSecondPerCpuNode": round(rate / cpu_nodes, 2),
-        "steadyWindowS": round(window_s, 2), "completedBeforeAllNodesReady": done_before_ready,
+        "drainSeconds": round(drained_s, 2),
         "workerCpuMsPerJob": round(node_cpu * 1000 / max(1, len(times)), 1),
         "nodeMemoryMB": {name: round(u["rssMB"]) for name, u in usage_after.items()},
         "storePerJobDuringWork": store_delta(before, after, jobs),
