@@ -17,12 +17,16 @@ from datetime import datetime
 from typing import Any
 
 from jobs.encryption import EncryptionKeyError, FileCipher
+from pipeline import VIEWS
 from jobs.settings import Settings
 from jobs.storage import Storage, StoredObject, VolumeStorage, storage_from_settings
 
 UPLOADS = "uploads"
 WORK = "work"
 RESULTS = "results"
+# The stage files worker.tasks saves (its PREPARED and LANDMARKS): a job's end deletes them by name,
+# one request on object storage, where listing a folder first would cost one more each.
+STAGE_NAMES = ("prepared", "landmarks")
 
 
 def result_filename(job_id: str, finished_at: datetime) -> str:
@@ -141,19 +145,34 @@ class FileStore:
         return ages
 
     # -- cleanup -----------------------------------------------------------------------------
+    # A job's own end deletes its files by name (one request on object storage). The retention
+    # sweep, which cleans up after crashes, lists the job's folders instead (``purge_*``), so that
+    # nothing stays behind whatever its name.
+
+    def _input_keys(self, job_id: str) -> list[str]:
+        return [*(self.upload_key(job_id, view) for view in VIEWS),
+                *(self.stage_key(job_id, name) for name in STAGE_NAMES)]
 
     def discard_inputs(self, job_id: str) -> None:
         """Delete the photos and intermediate files of a job that has ended (whatever the outcome)."""
-        self.discard_uploads(job_id)
-        self.storage.delete_prefix(f"{WORK}/{job_id}/")
+        self.storage.delete_many(self._input_keys(job_id))
 
     def discard_uploads(self, job_id: str) -> None:
         """Delete the photos (a job's preprocess is done with them once it has handed over)."""
-        self.storage.delete_prefix(f"{UPLOADS}/{job_id}/")
+        self.storage.delete_many([self.upload_key(job_id, view) for view in VIEWS])
 
     def discard_all(self, job_id: str) -> None:
         """Delete everything a job left in storage, the avatar included."""
-        self.discard_inputs(job_id)
+        self.storage.delete_many([*self._input_keys(job_id), self.result_key(job_id)])
+
+    def purge_inputs(self, job_id: str) -> None:
+        """Delete every file under the job's upload and work folders, named by us or not."""
+        self.storage.delete_prefix(f"{UPLOADS}/{job_id}/")
+        self.storage.delete_prefix(f"{WORK}/{job_id}/")
+
+    def purge_all(self, job_id: str) -> None:
+        """``purge_inputs`` and the avatar."""
+        self.purge_inputs(job_id)
         self.storage.delete(self.result_key(job_id))
 
     # -- the storage itself --------------------------------------------------------------------

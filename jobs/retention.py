@@ -52,23 +52,24 @@ def sweep(store: JobStore, files: FileStore, now: datetime | None = None,
     for job_id in store.expired_ids(now):
         with contextlib.suppress(JobNotFound):
             store.delete(job_id)
-        files.discard_all(job_id)
+        files.purge_all(job_id)
         report.expired_records += 1
 
-    cutoff = time.time() - grace_s
+    cutoff = now.timestamp() - grace_s
     results = files.result_ages()
     known = _statuses(store, [i for i in results if _is_job_id(i)])
     for job_id, modified in results.items():
         if job_id not in known and modified < cutoff:
             files.storage.delete(files.result_key(job_id))
             report.orphan_results += 1
-    report.leftover_inputs = discard_ended_inputs(store, files, grace_s)
+    report.leftover_inputs = discard_ended_inputs(store, files, grace_s, now)
     if any(report.as_dict()[k] for k in ("expiredRecords", "orphanResults", "leftoverInputs")):
         log.info("retention sweep: %s", report.as_dict())
     return report
 
 
-def discard_ended_inputs(store: JobStore, files: FileStore, grace_s: float = DEFAULT_GRACE_S) -> int:
+def discard_ended_inputs(store: JobStore, files: FileStore, grace_s: float = DEFAULT_GRACE_S,
+                         now: datetime | None = None) -> int:
     """Delete the photos and stage files of jobs that have ended, and of ids with no record once
     they are older than ``grace_s``; returns how many jobs' inputs went.
 
@@ -76,7 +77,7 @@ def discard_ended_inputs(store: JobStore, files: FileStore, grace_s: float = DEF
     the end and deleting them (its message may be gone too, so nothing else would come back).
     Cheap: it lists only the in-flight jobs' files. The reconciler runs it on every pass.
     """
-    cutoff = time.time() - grace_s
+    cutoff = (now.timestamp() if now else time.time()) - grace_s
     inputs = files.input_ages()
     known = _statuses(store, [i for i in inputs if _is_job_id(i)])
     discarded = 0
@@ -87,7 +88,7 @@ def discard_ended_inputs(store: JobStore, files: FileStore, grace_s: float = DEF
         if status is not None or newest < cutoff:
             # Ended: at once. No record: only past the grace, since a POST writes the photos a
             # moment before it writes the record.
-            files.discard_inputs(job_id)
+            files.purge_inputs(job_id)
             discarded += 1
     return discarded
 

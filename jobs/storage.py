@@ -65,6 +65,7 @@ class Storage(Protocol):
     def open(self, key: str) -> StoredObject: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
+    def delete_many(self, keys: list[str]) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
     def list(self, prefix: str) -> Iterator[tuple[str, float]]: ...
     def free_bytes(self) -> tuple[int, int] | None: ...
@@ -156,6 +157,14 @@ class VolumeStorage:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete ``keys`` (missing ones are fine), then their folders if that left them empty."""
+        for key in keys:
+            self.delete(key)
+        for folder in sorted({self.path(key).parent for key in keys}, reverse=True):
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                folder.rmdir()
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix.rstrip("/")), ignore_errors=True)
@@ -305,12 +314,16 @@ class S3Storage:
         with _s3_errors(self):
             self._client().delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def delete_prefix(self, prefix: str) -> None:
-        keys = [key for key, _ in self.list(prefix)]
+    def delete_many(self, keys: list[str]) -> None:
+        """One DeleteObjects request (missing keys are fine): what a job's end costs on S3."""
         with _s3_errors(self):
             for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
                 batch = [{"Key": self._key(key)} for key in keys[start:start + 1000]]
                 self._client().delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Every object under ``prefix``: a listing, then DeleteObjects."""
+        self.delete_many([key for key, _ in self.list(prefix)])
 
     def list(self, prefix: str) -> Iterator[tuple[str, float]]:
         with _s3_errors(self):

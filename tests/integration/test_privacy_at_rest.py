@@ -99,12 +99,13 @@ def test_the_sweep_deletes_expired_avatars_and_leftovers_but_not_running_jobs(st
     stack.store.create(running, owner=None, uploads={})
     leftover(files.upload_key(running, "front"))
     # Object storage keeps modification times in whole seconds: the leftovers are made old by
-    # waiting, and the grace set between them and the fresh file.
-    time.sleep(2.5)
+    # waiting, and the grace set between them and the fresh file, counted from when it was written.
+    time.sleep(3.0)
     fresh = str(uuid.uuid4())
     leftover(files.upload_key(fresh, "front"))  # a POST between storing photos and recording the job
+    written = utcnow()
 
-    report = sweep(stack.store, FileStore.from_settings(stack.settings, keyed=False), grace_s=1.5)
+    report = sweep(stack.store, FileStore.from_settings(stack.settings, keyed=False), now=written, grace_s=1.5)
     # (The workers' reconciler may delete the orphaned upload first: what counts is that it is gone.)
     assert report.expired_records >= 1 and report.orphan_results >= 1
     assert stack.store.find(expired) is None and not files.has_result(expired)
