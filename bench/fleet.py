@@ -55,7 +55,7 @@ from typing import Any  # noqa: E402
 import psutil  # noqa: E402
 
 from bench.photos import avatar_views  # noqa: E402
-from bench.service import Client, multipart_body, parse_server_timing, tree_cpu_s  # noqa: E402
+from bench.service import Client, _medians, multipart_body, tree_cpu_s  # noqa: E402
 from jobs import localstack  # noqa: E402
 from jobs.events import WorkerRegistry  # noqa: E402
 from jobs.settings import Settings  # noqa: E402
@@ -440,11 +440,6 @@ def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
     return round(values[min(len(values) - 1, int(len(values) * q / 100))], 1)
-
-
-def _medians(dicts: list[dict[str, float]]) -> dict[str, float]:
-    keys = sorted({k for d in dicts for k in d})
-    return {k: round(statistics.median([d[k] for d in dicts if k in d]), 2) for k in keys}
 
 
 # -- main -----------------------------------------------------------------------------------------
