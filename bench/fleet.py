@@ -135,7 +135,7 @@ class FleetStack:
                     continue
                 cpu_s += times.user + times.system
                 rss += memory.rss
-            usage[name] = {"cpuS": cpu_s, "rssMB": rss / 2**20}
+            usage[name] = {"cpuS": cpu_s, "rssMB": rss / 2**20, "peakRssMB": _peak_rss_mb(family)}
         return usage
 
     def providers(self) -> dict[str, list[str]]:
@@ -173,6 +173,20 @@ class FleetStack:
         self.stop_nodes()
         for process in reversed(list(self.processes.values())):
             localstack.stop(process)
+
+
+def _peak_rss_mb(processes: list[psutil.Process]) -> float:
+    """The largest resident size any of ``processes`` has had (Linux's VmHWM), in MB."""
+    peak = 0
+    for process in processes:
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            continue
+    return peak / 2**20
 
 
 def store_delta(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, Any]:
@@ -324,6 +338,7 @@ def scale_out_round(stack: FleetStack, body: bytes, content_type: str, cpu_nodes
         "drainSeconds": round(drained_s, 2),
         "workerCpuMsPerJob": round(node_cpu * 1000 / max(1, len(times)), 1),
         "nodeMemoryMB": {name: round(u["rssMB"]) for name, u in usage_after.items()},
+        "nodePeakMemoryMB": {name: round(u["peakRssMB"]) for name, u in usage_after.items()},
         "storePerJobDuringWork": store_delta(before, after, jobs),
         "storePerJobDuringSubmit": store_delta(api_before, api_after, jobs),
         "workerProviders": providers,
