@@ -296,7 +296,7 @@ def download(avatar_id: str) -> Response:
     svc = services()
     job = await_end(svc, load_job(avatar_id), svc.settings.download_wait_s)
     ensure_downloadable(job, svc.settings.download_wait_s)
-    if svc.settings.download_presign_s > 0 and request.method == "GET":
+    if svc.settings.download_presign_s > 0 and request.method == "GET" and not _from_a_page_script():
         url = svc.files.result_url(job.id, job.result["filename"], svc.settings.download_presign_s)
         if url is not None:
             # The storage sends the bytes (and answers Range and If-None-Match itself), so the
@@ -312,6 +312,14 @@ def download(avatar_id: str) -> Response:
     return send_stored_file(stored.stream, stored.size, f"{job.id}-{stored.etag}",
                             "model/gltf-binary", job.result["filename"],
                             on_sent=lambda: svc.store.count_downloads(job.id))
+
+
+def _from_a_page_script() -> bool:
+    """A browser's fetch() from a page (``Sec-Fetch-Mode`` other than navigate): it gets the bytes
+    from here, since a redirect to the storage's origin would have to pass the page's
+    Content-Security-Policy (ours allows this origin only) and the bucket's CORS rules. Programs that
+    send no such header, and a browser following a link, are redirected."""
+    return request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate"
 
 
 # Only an id-shaped segment matches, so /api/avatar/health is not also "DELETE an avatar named

@@ -161,3 +161,7 @@ def test_with_object_storage_a_download_can_redirect_to_a_short_lived_presigned_
     assert fetched.headers["Content-Type"] == "model/gltf-binary"
     assert fetched.headers["Content-Disposition"] == streamed.headers["Content-Disposition"]
     assert download_count(s3_stack, avatar_id) == 2
+    # The web page's own fetch() gets the bytes here: its CSP allows this origin only.
+    from_page = client.get(f"/api/avatar/download/{avatar_id}", headers={"Sec-Fetch-Mode": "cors",
+                                                                         "Sec-Fetch-Site": "same-origin"})
+    assert from_page.status_code == 200 and from_page.data == streamed.content
