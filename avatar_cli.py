@@ -40,6 +40,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--texture-size", choices=["auto", "512", "1024", "2048"], default="auto",
                         help="texture side in texels (default auto: as much as the front photo's face has, "
                              "up to 2048)")
+    parser.add_argument("--mesh", choices=("head", "face"), default="head",
+                        help="head (default): the whole head with eyes, teeth and 52 ARKit blend shapes; "
+                             "face: the 468-vertex face mask in the landmark model's vertex order")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -56,7 +59,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"avatar generate: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        result = run_pipeline(photos, FaceModels.load(), texture_size=args.texture_size)
+        result = run_pipeline(photos, FaceModels.load(), texture_size=args.texture_size, mesh=args.mesh)
     except PipelineError as exc:
         print(f"avatar generate: {exc.message}", file=sys.stderr)
         return 1

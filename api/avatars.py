@@ -5,6 +5,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
 
 from flask import Blueprint, Response, redirect, request
 
@@ -22,6 +23,7 @@ from api.waiting import await_end, prefer_wait_seconds, wait_for_end
 from jobs.events import FinishedWait
 from jobs.store import Job, JobNotFound, JobStatus, TransitionError
 from jobs.webhooks import CallbackRefused, check_url
+from pipeline import MESH_KINDS
 from pipeline.texture import check_texture_size
 from worker.app import enqueue_job
 
@@ -90,9 +92,9 @@ BODY_BROKEN = ("The upload broke off or its chunked transfer encoding is malform
 def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, FinishedWait | None]:
     """Validate, store, record and queue one job; subscribed to its end when ``wait_s``."""
     with timing.step("validate"):
+        options = _job_options(parts)
         uploads = validate_uploads(parts, svc.settings)
         callback_url = _callback_url(parts, svc.settings.webhook_allow_private)
-        options = _job_options(parts)
 
     job_id = str(uuid.uuid4())
     audit.note_avatar(job_id)
@@ -106,7 +108,7 @@ def _submit(svc: Services, owner: str | None, parts, wait_s: int) -> tuple[Job, 
 
 
 def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: dict[str, Upload],
-                      callback_url: str | None, options: dict | None = None) -> tuple[Job, list[Future[None]]]:
+                      callback_url: str | None, options: dict) -> tuple[Job, list[Future[None]]]:
     """Write the photos and insert the record at the same time; both have succeeded when this
     returns. If either fails the other is undone, so no job is left without its photos.
 
@@ -232,17 +234,41 @@ def _respond(job: Job, wait_s: int) -> Response:
     return ok(accepted_body(job), 202, {"Location": status_url(job.id), **headers})
 
 
-def _job_options(parts) -> dict | None:
-    """The optional ``textureSize`` form field: 512, 1024, 2048 or auto (the default)."""
+def _job_options(parts) -> dict[str, Any]:
+    """What the client chose besides the photos, as the job record keeps it: ``mesh`` and, when
+    given, ``textureSize``."""
+    options: dict[str, Any] = {"mesh": _mesh_kind(parts)}
+    size = _texture_size(parts)
+    if size is not None:
+        options["textureSize"] = size
+    return options
+
+
+def _texture_size(parts) -> int | None:
+    """The optional ``textureSize`` form field: 512, 1024, 2048 or auto (the default: None)."""
     part = parts.get("textureSize")
     if part is None or part.filename is not None:
         return None
     try:
-        size = check_texture_size(part.data.decode("utf-8", "replace").strip())
+        return check_texture_size(part.data.decode("utf-8", "replace").strip())
     except ValueError as exc:
         raise BadRequest(f"{exc}: the texture's side in texels, or auto for as much detail as the "
                          "front photo has.", {"field": "textureSize"}) from None
-    return None if size is None else {"textureSize": size}
+
+
+def _mesh_kind(parts) -> str:
+    """The optional ``mesh`` form field: ``head`` (the default: the whole head) or ``face`` (the
+    468-vertex face mask in the landmark model's vertex order)."""
+    part = parts.get("mesh")
+    if part is None:
+        return MESH_KINDS[0]
+    value = part.data.decode("utf-8", "replace").strip()
+    if part.filename is not None or value not in MESH_KINDS:
+        shown = "a file" if part.filename is not None else repr(value[:40])
+        raise BadRequest(f"The mesh field must be {' or '.join(repr(k) for k in MESH_KINDS)} (got {shown}): 'head' "
+                         "for the whole head, 'face' for the face mask alone; or leave it out for the head.",
+                         {"field": "mesh", "allowed": list(MESH_KINDS)})
+    return value
 
 
 def _callback_url(parts, allow_private: bool) -> str | None:

@@ -31,7 +31,7 @@ ANIMATED = "Animated images are not accepted: send a single still photo."
 # Client file names are echoed and recorded, never used as paths; this keeps a 100 KB one in bounds.
 MAX_FILENAME_CHARS = 255
 # Plain (non-file) fields the endpoint also takes; each is checked where it is used.
-OPTIONAL_FIELDS = frozenset({"callbackUrl", "textureSize"})
+OPTIONAL_FIELDS = frozenset({"callbackUrl", "mesh", "textureSize"})
 
 
 @dataclass(frozen=True)

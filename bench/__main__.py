@@ -58,8 +58,9 @@ def goals(service: dict[str, Any], compared: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_reconstruction_bench(out_dir: str) -> dict[str, Any]:
-    """Issue 5: shape error against a rendered head of known shape, three views vs the front alone,
-    and a preview of a real-photo avatar to look at."""
+    """Shape error against a rendered head of known shape, three views vs the front alone (on the
+    face mask), and previews of real-photo avatars to look at: the face mask, and whole heads as
+    they open, at rest and with single expressions (``run_head_previews``)."""
     from bench.photos import avatar_views
     from bench.synthetic import run_synthetic_check
     from pipeline.models import FaceModels
@@ -68,9 +69,37 @@ def run_reconstruction_bench(out_dir: str) -> dict[str, Any]:
 
     models = FaceModels.load(threads=1)
     report = run_synthetic_check(models, out_dir)
-    avatar = run_pipeline(avatar_views(1024), models)
-    report["preview_files"].append(str(write_preview_png(avatar, f"{out_dir}/avatar_preview.png")))
+    avatar = run_pipeline(avatar_views(1024), models, mesh="face")
+    report["preview_files"].append(str(write_preview_png(avatar, f"{out_dir}/face_preview.png")))
+    report["heads"] = run_head_previews(models, out_dir)
+    report["preview_files"] += [f for head in report["heads"].values() for f in head.pop("files")]
     return report
+
+
+def run_head_previews(models, out_dir: str) -> dict[str, Any]:
+    """Whole-head avatars of the sample photos: preview PNGs, and what each one holds."""
+    from bench.head_report import morph_target_report
+    from bench.photos import avatar_views, encode_jpeg, grace_hopper_rgb
+    from pipeline.head import fit_head
+    from pipeline.mesh import fuse_views
+    from pipeline.preview import head_preview_sheets, write_png
+    from pipeline.stages import infer_landmarks, prepare_views, run_pipeline
+
+    subjects = {"astronaut": avatar_views(1024),
+                "grace_hopper": {v: encode_jpeg(grace_hopper_rgb()) for v in ("front", "left", "right")}}
+    out: dict[str, Any] = {}
+    for name, views in subjects.items():
+        avatar = run_pipeline(views, models)
+        files = [str(write_png(sheet, f"{out_dir}/head_{name}_{kind}.png"))
+                 for kind, sheet in head_preview_sheets(avatar).items()]
+        out[name] = {"meshInfo": avatar.mesh_info, "glbBytes": len(avatar.glb), "files": files}
+        if name == "grace_hopper":  # the ARKit targets on a neutral subject's fitted head
+            prepared = prepare_views(views, models)
+            fused = fuse_views(infer_landmarks(prepared, models).by_view())
+            report = morph_target_report(fit_head(fused.canonical_cm / 100.0))
+            out[name]["morphTargets"] = {k: {"maxMm": v["maxMm"], "region": v["region"], "side": v["side"]}
+                                         for k, v in report.items()}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

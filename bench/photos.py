@@ -89,7 +89,7 @@ def astronaut_head(width: float = 1.0, height: float = 1.0):
 
     photo = encode_jpeg(astronaut_rgb())
     alone = run_pipeline({"front": photo, "left": photo, "right": photo}, FaceModels.load(),
-                         fusion_views=("front",))
+                         fusion_views=("front",), mesh="face")
     (_, _), face_height = SUBJECT_FACES["astronaut"]
     return make_synthetic_subject(alone.texture, alone.vertices * 100.0 * np.array([width, height, 1.0]),
                                   face_share=face_height / astronaut_rgb().shape[0])

@@ -64,9 +64,15 @@ def median_ms(fn: Callable[[], object], repeats: int, digits: int = 2) -> float:
     return round(statistics.median(samples), digits)
 
 
+# The whole head's own stages, by what they do: fitting the template, baking its atlas (and the
+# small face-mask atlas the features read), writing the GLB.
+HEAD_STAGES = {"fitting": "fitting", "baking": "texture", "writing": "glb"}
+
+
 def run_pipeline_bench(sizes: tuple[int, ...] = (1024, 4096), repeats: int = 15,
                        providers: list[str] | None = None) -> dict:
-    """Per-stage and whole-avatar medians for our path, and the naive path's median, per size."""
+    """Per-stage and whole-avatar medians for our path (the whole head, as the service makes it),
+    the face mask's in the same rounds, and the naive path's median, per size."""
     import trimesh  # noqa: F401  (import cost is per process, not per avatar)
 
     cv2.setNumThreads(1)  # one thread per library call (ONNX Runtime: threads=1; BLAS: bench/__main__)
@@ -81,29 +87,44 @@ def run_pipeline_bench(sizes: tuple[int, ...] = (1024, 4096), repeats: int = 15,
         stage_samples: dict[str, list[float]] = {}
         front_only: dict[str, list[float]] = {}
         wall: list[float] = []
+        mask_wall: list[float] = []
+        glb_bytes: list[int] = []
 
         def ours() -> None:
             start = time.perf_counter()
             result = run_pipeline(views, models)
             wall.append((time.perf_counter() - start) * 1000)
+            glb_bytes.append(len(result.glb))
             for stage, ms in result.timings_ms.items():
                 stage_samples.setdefault(stage, []).append(ms)
-            # Issue 5's budget: what fusing three views and baking their atlas add over the front alone.
-            alone = run_pipeline(views, models, fusion_views=("front",))
+            # The face mask in the same round, so the two are compared on the same machine state.
+            start = time.perf_counter()
+            alone = run_pipeline(views, models, mesh="face")
+            mask_wall.append((time.perf_counter() - start) * 1000)
+            # What fusing three views and baking their atlas add over the front alone (face mask).
+            mask = run_pipeline(views, models, fusion_views=("front",), mesh="face")
             for stage in ("mesh", "texture"):
-                front_only.setdefault(stage, []).append(alone.timings_ms[stage])
+                front_only.setdefault(stage, []).append(mask.timings_ms[stage])
+                stage_samples.setdefault(f"mask_{stage}", []).append(alone.timings_ms[stage])
 
         ours()  # warm-up: first-call allocations, lazy caches
         wall.clear()
+        mask_wall.clear()
         for _ in range(n):
             ours()
         whole = round(statistics.median(wall), 2)
-        fused = sum(statistics.median(stage_samples[s][1:]) for s in ("mesh", "texture"))
+        mask_whole = round(statistics.median(mask_wall), 2)
+        fused = sum(statistics.median(stage_samples[f"mask_{s}"][1:]) for s in ("mesh", "texture"))
         alone = sum(statistics.median(front_only[s][1:]) for s in ("mesh", "texture"))
         naive = median_ms(lambda: naive_pipeline(views, models), max(3, n // 3))
+        stages = {k: round(statistics.median(v[1:]), 2) for k, v in stage_samples.items() if not k.startswith("mask_")}
         out[f"{side}x{side}"] = {
             "avatar_ms_median": whole,
-            "stages_ms_median": {k: round(statistics.median(v[1:]), 2) for k, v in stage_samples.items()},
+            "stages_ms_median": stages,
+            "head_stages_ms_median": {name: stages.get(key, 0.0) for name, key in HEAD_STAGES.items()},
+            "face_mask_avatar_ms_median": mask_whole,
+            "head_added_ms": round(whole - mask_whole, 2),
+            "glb_bytes": int(statistics.median(glb_bytes)),
             "naive_avatar_ms_median": naive,
             "speedup_vs_naive": round(naive / whole, 2),
             "fusion_and_texture_added_ms": round(fused - alone, 2),

@@ -316,13 +316,13 @@ def _supports_fusion_views() -> bool:
 
 
 def run_front_only(jpegs: dict[str, bytes], models):
-    """The avatar from the front view alone (the pipeline's ``fusion_views`` where it has it; else
-    the front photo given as all three views, which is the same information)."""
+    """The face-mask avatar from the front view alone (the pipeline's ``fusion_views`` where it has
+    it; else the front photo given as all three views, which is the same information)."""
     from pipeline.stages import run_pipeline
 
     if _supports_fusion_views():
-        return run_pipeline(jpegs, models, fusion_views=("front",))
-    return run_pipeline({v: jpegs["front"] for v in ("front", "left", "right")}, models)
+        return run_pipeline(jpegs, models, fusion_views=("front",), mesh="face")
+    return run_pipeline({v: jpegs["front"] for v in ("front", "left", "right")}, models, mesh="face")
 
 
 def landmark_fit_px(subject: SyntheticSubject, renders: dict[str, np.ndarray], yaws: dict[str, float],
@@ -383,6 +383,9 @@ def run_synthetic_check(models, out_dir: str | Path | None = None, side_yaw_deg:
                         size: int = RENDER_SIZE, face_texture: np.ndarray | None = None) -> dict:
     """Render the known head, reconstruct it with three views and with the front only, compare.
 
+    The comparison is on the face mask (``mesh="face"``), whose 468 vertices are the landmarks the
+    known head's face is made of.
+
     Returns a JSON-able report: the errors (mm) of both reconstructions against the truth, the
     error of the plain canonical face for scale, and how well each view's landmarks fit. With
     ``out_dir``, also writes ``synthetic_views.png`` (the three renders) and
@@ -393,7 +396,7 @@ def run_synthetic_check(models, out_dir: str | Path | None = None, side_yaw_deg:
     subject = make_synthetic_subject(real_face_texture(models) if face_texture is None else face_texture)
     renders = render_views(subject, side_yaw_deg, size)
     jpegs = {v: encode_jpeg(img) for v, img in renders.items()}
-    three = run_pipeline(jpegs, models)
+    three = run_pipeline(jpegs, models, mesh="face")
     front_only = run_front_only(jpegs, models)
     truth = subject.face_vertices
     canonical = load_topology().vertices / 100.0

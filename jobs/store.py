@@ -242,7 +242,8 @@ class JobStore:
         """Insert a new ``queued`` job. Call before enqueueing, so a worker always finds the record.
 
         ``callback_url`` (optional) receives a signed webhook when the job ends (``jobs.webhooks``);
-        ``options`` (optional) are the generation options the client chose (``textureSize``).
+        ``options`` (optional) are the generation options the client chose (``mesh``: what the GLB
+        holds, the whole ``head`` or the ``face`` mask; ``textureSize``).
         """
         now = utcnow()
         doc = {

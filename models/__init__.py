@@ -17,8 +17,10 @@ DETECTOR_MODEL_PATH = MODELS_DIR / "face_detector.onnx"  # [N,3,128,128] -> regr
 # BlazeFace full range, for small faces: [N,3,192,192] -> regressors [N,2304,16], scores [N,2304,1]
 FULL_RANGE_DETECTOR_MODEL_PATH = MODELS_DIR / "face_detector_full_range.onnx"
 TOPOLOGY_PATH = MODELS_DIR / "face_mesh_topology.npz"
+HEAD_TEMPLATE_PATH = MODELS_DIR / "head_template.npz"  # the whole-head template (models/head_build.py)
 
-__all__ = ["LANDMARK_MODEL_PATH", "DETECTOR_MODEL_PATH", "FULL_RANGE_DETECTOR_MODEL_PATH", "TOPOLOGY_PATH", "Topology", "load_topology"]
+__all__ = ["LANDMARK_MODEL_PATH", "DETECTOR_MODEL_PATH", "FULL_RANGE_DETECTOR_MODEL_PATH", "TOPOLOGY_PATH",
+           "HEAD_TEMPLATE_PATH", "Topology", "load_topology", "load_head_template"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +42,13 @@ def load_topology() -> Topology:
     for array in arrays.values():
         array.setflags(write=False)
     return Topology(**arrays)
+
+
+@lru_cache(maxsize=1)
+def load_head_template() -> dict[str, np.ndarray]:
+    """The head template's arrays by name (see MODEL_CARD.md, ``head_template.npz``), read-only."""
+    with np.load(HEAD_TEMPLATE_PATH) as data:
+        arrays = {name: data[name] for name in data.files}
+    for array in arrays.values():
+        array.setflags(write=False)
+    return arrays

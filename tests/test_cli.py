@@ -24,9 +24,13 @@ def test_generate_writes_a_valid_glb_and_prints_the_contract_body(tmp_path, vali
     body = json.loads(run.stdout)
     glb = (tmp_path / "out.glb").read_bytes()
     assert body["glbInfo"] == {"size": len(glb), "filename": "out.glb"}
-    assert body["meshInfo"] == {"vertexCount": 468, "faceCount": 898}
+    from pipeline.head import head_template
+
+    head = head_template()
+    assert body["meshInfo"]["type"] == "head"
+    assert (body["meshInfo"]["vertexCount"], body["meshInfo"]["faceCount"]) == (len(head.positions), len(head.triangles))
     assert set(body["facialFeatures"]) >= {"expressions", "faceShape", "skinTone", "accessories"}
-    assert body["timings"]["landmarks"] > 0
+    assert body["timings"]["landmarks"] > 0 and body["timings"]["fitting"] > 0
     assert validate_gltf(glb)["issues"]["numErrors"] == 0
 
 
@@ -38,6 +42,25 @@ def test_generate_bakes_the_texture_size_asked_for(tmp_path):
     assert glb_texture_side((tmp_path / "out.glb").read_bytes()) == 2048
     refused = _generate(tmp_path, avatar_views(512), "--texture-size", "4096")
     assert refused.returncode == 2 and "--texture-size: invalid choice: '4096'" in refused.stderr
+
+
+def test_generate_mesh_face_writes_the_468_vertex_mask(tmp_path, validate_gltf):
+    from pipeline.glb import read_glb
+
+    run = _generate(tmp_path, avatar_views(1024), "--mesh", "face")
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    assert (body["meshInfo"]["type"], body["meshInfo"]["vertexCount"], body["meshInfo"]["faceCount"]) == ("face", 468, 898)
+    glb = (tmp_path / "out.glb").read_bytes()
+    gltf, binary = read_glb(glb)
+    position = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    assert position["count"] == 468
+    assert validate_gltf(glb)["issues"]["numErrors"] == 0
+
+
+def test_generate_refuses_an_unknown_mesh_kind(tmp_path):
+    run = _generate(tmp_path, avatar_views(512), "--mesh", "body")
+    assert run.returncode == 2 and "invalid choice: 'body'" in run.stderr and not (tmp_path / "out.glb").exists()
 
 
 def test_generate_without_a_face_names_the_view_and_fails(tmp_path):

@@ -26,7 +26,21 @@ def models() -> FaceModels:
 
 @pytest.fixture(scope="module")
 def result(models):
+    """The default avatar: the whole head."""
     return run_pipeline(avatar_views(1024), models)
+
+
+@pytest.fixture(scope="module")
+def face_result(models):
+    """The face-mask avatar (``mesh="face"``)."""
+    return run_pipeline(avatar_views(1024), models, mesh="face")
+
+
+def head_size() -> tuple[int, int]:
+    from pipeline.head import head_template
+
+    head = head_template()
+    return len(head.positions), len(head.triangles)
 
 
 @pytest.mark.parametrize("photo", [astronaut_rgb, grace_hopper_rgb])
@@ -47,23 +61,28 @@ def test_landmarks_land_on_the_face_in_anatomical_order(models, photo):
     assert key[5, 0] < key[4, 0] < key[6, 0]  # nose tip between the mouth corners
 
 
-def test_glb_passes_the_khronos_validator_and_reloads(result, validate_gltf):
-    report = validate_gltf(result.glb)
+@pytest.mark.parametrize("kind", ["head", "face"])
+def test_glb_passes_the_khronos_validator_and_reloads(kind, result, face_result, validate_gltf):
+    avatar = result if kind == "head" else face_result
+    report = validate_gltf(avatar.glb)
     assert report["issues"]["numErrors"] == 0, report["issues"]["messages"]
+    assert report["issues"]["numWarnings"] == 0, report["issues"]["messages"]
     import trimesh
 
-    scene = trimesh.load(io.BytesIO(result.glb), file_type="glb")
+    scene = trimesh.load(io.BytesIO(avatar.glb), file_type="glb")
     mesh = next(iter(scene.geometry.values()))
-    assert len(mesh.vertices) == 468 and len(mesh.faces) == 898
+    expected = head_size() if kind == "head" else (468, 898)
+    assert (len(mesh.vertices), len(mesh.faces)) == expected
     assert mesh.visual.material.baseColorTexture is not None
-    gltf = read_glb_json(result.glb)
+    gltf = read_glb_json(avatar.glb)
     assert [img["mimeType"] for img in gltf["images"]] == ["image/jpeg"]
+    assert gltf["scenes"][0]["extras"]["mesh"] == kind
 
 
-def test_mesh_is_metric_upright_and_faces_plus_z(result):
+def test_face_mesh_is_metric_upright_and_faces_plus_z(face_result):
     import trimesh
 
-    mesh = next(iter(trimesh.load(io.BytesIO(result.glb), file_type="glb").geometry.values()))
+    mesh = next(iter(trimesh.load(io.BytesIO(face_result.glb), file_type="glb").geometry.values()))
     v = mesh.vertices
     width = v[:, 0].max() - v[:, 0].min()
     assert 0.10 < width < 0.20  # an adult face is 12-16 cm wide
@@ -71,16 +90,36 @@ def test_mesh_is_metric_upright_and_faces_plus_z(result):
     assert v[10, 1] > v[152, 1]  # forehead above chin: +Y is up
 
 
-def test_result_reports_contract_fields_and_stage_timings(result):
+def test_head_is_metric_upright_faces_plus_z_and_wraps_the_face(result, face_result):
+    from pipeline.head import head_template
+
+    v = result.vertices.astype(np.float64)
+    width, height, depth = np.ptp(v, axis=0)
+    assert 0.13 < width < 0.20 and 0.20 < height < 0.33 and 0.17 < depth < 0.26  # ears to ears, crown to neck
+    head = head_template()
+    nose, top, chin = head.landmarks_of(result.posed().astype(np.float64))[[NOSE_TIP, 10, 152]]
+    assert nose[2] > np.percentile(v[:, 2], 95)  # the nose points toward +Z
+    assert top[1] > chin[1] and v[:, 1].max() > top[1] + 0.03  # +Y up, a skull above the forehead
+    # The head's face is where the face mask is (both in the fused landmarks' frame).
+    assert np.abs(head.landmarks_of(result.posed().astype(np.float64)) - face_result.vertices).max() < 0.012
+
+
+def test_result_reports_contract_fields_and_stage_timings(result, face_result):
     body = result.to_response_dict("avatar.glb")
-    assert body["meshInfo"] == {"vertexCount": 468, "faceCount": 898}
+    vertices, faces = head_size()
+    info = body["meshInfo"]
+    assert (info["type"], info["vertexCount"], info["faceCount"], info["morphTargets"]) == ("head", vertices, faces, 52)
+    assert info["textureSize"] == result.texture.shape[0] and info["units"] == "metres"
+    assert face_result.mesh_info["vertexCount"] == 468 and face_result.mesh_info["faceCount"] == 898
+    assert face_result.mesh_info["type"] == "face"
     assert body["glbInfo"]["size"] == len(result.glb) > 20_000
     features = body["facialFeatures"]
     assert set(features["expressions"]) == {"smile", "frown", "raisedEyebrows", "squint"}
     assert features["faceShape"] in {"oval", "round", "square", "heart", "oblong"}
     assert set(features["accessories"]) == {"glasses", "earrings", "hat"}
-    for stage in ("decode", "detect", "crop", "landmarks", "mesh", "texture", "features", "glb"):
+    for stage in ("decode", "detect", "crop", "landmarks", "mesh", "fitting", "texture", "features", "glb"):
         assert result.timings_ms[stage] >= 0
+    assert "fitting" not in face_result.timings_ms
     assert body["inferenceTime"] == result.timings_ms["landmarks"] > 0
 
 
@@ -132,7 +171,7 @@ def test_side_photo_without_a_face_is_dropped_with_a_warning(models, view):
     assert result.warnings in ([f"{view}: no face found; the avatar was built without this view"],
                                [f"{view}: the face could not be fitted; the avatar was built without this view"])
     assert view not in read_glb_json(result.glb)["scenes"][0]["extras"]["views"]
-    assert result.mesh_info["vertexCount"] == 468
+    assert result.mesh_info["vertexCount"] == head_size()[0]
 
 
 def test_on_decoded_is_called_once_when_the_photos_are_decoded_and_never_for_a_bad_one(models):
@@ -178,10 +217,10 @@ def test_awkward_but_valid_photos_still_make_an_avatar(models):
     assert not eyes_above_mouth(encode_jpeg(sideways))  # the same pixels with no orientation tag
     assert eyes_above_mouth(rotated)
     views = {"front": rotated, "left": encode_jpeg(grey[..., None].repeat(3, 2)), "right": cmyk}
-    assert run_pipeline(views, models).mesh_info["vertexCount"] == 468
+    assert run_pipeline(views, models).mesh_info["vertexCount"] == head_size()[0]
     views = {"front": png16, "left": alpha,
              "right": cv2.imencode(".jpg", grey)[1].tobytes()}
-    assert run_pipeline(views, models).mesh_info["vertexCount"] == 468
+    assert run_pipeline(views, models, mesh="face").mesh_info["vertexCount"] == 468
 
 
 def test_several_faces_use_the_largest_with_a_warning(models):
@@ -211,18 +250,32 @@ def test_texture_has_as_many_texels_as_the_photo_has_face_pixels(face_px, size):
     assert texture_size_for(np.array([[10.0, 20.0], [30.0, 20.0 + face_px]]), 512) == 512
 
 
-def test_three_js_loads_the_mesh_and_its_arkit_morph_targets(result, tmp_path):
+def _load_with_three_js(glb: bytes, tmp_path) -> dict:
     import json
     import subprocess
 
     from tests.conftest import REPO_ROOT
 
     path = tmp_path / "avatar.glb"
-    path.write_bytes(result.glb)
+    path.write_bytes(glb)
     run = subprocess.run(["node", str(REPO_ROOT / "tests" / "threejs_load.mjs"), str(path)],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_three_js_loads_the_head_and_its_52_arkit_morph_targets(result, tmp_path):
+    from models.head_build import ARKIT_NAMES
+
+    loaded = _load_with_three_js(result.glb, tmp_path)
+    assert (loaded["meshes"], loaded["vertices"], loaded["triangles"]) == (1, *head_size())
+    assert loaded["hasUv"] and loaded["material"] == "MeshStandardMaterial"
+    assert loaded["morphTargets"] == list(ARKIT_NAMES) and loaded["morphTargetCount"] == 52
+    assert 0.01 < loaded["largestOffset"] < 0.06  # metres: jawOpen moves the chin a few cm
+
+
+def test_three_js_loads_the_face_mask_and_its_arkit_morph_targets(face_result, tmp_path):
+    loaded = _load_with_three_js(face_result.glb, tmp_path)
     assert (loaded["meshes"], loaded["vertices"], loaded["triangles"]) == (1, 468, 898)
     assert loaded["hasUv"] and loaded["material"] == "MeshStandardMaterial"
     assert {"jawOpen", "mouthSmileLeft", "mouthSmileRight", "eyeBlinkLeft", "eyeBlinkRight",

@@ -22,7 +22,7 @@ from jobs.files import result_filename
 from jobs.outages import OUTAGES, retrying
 from jobs.retention import sweep_if_due
 from jobs.store import FINISHABLE_FROM, NEXT_STAGE, Job, JobNotFound, JobStatus, TransitionError, utcnow
-from pipeline import VIEWS, PipelineError
+from pipeline import DEFAULT_MESH, VIEWS, PipelineError
 from pipeline.stages import (MODEL_VERSION, PreparedViews, ViewLandmarks, build_avatar, decoding_in_progress,
                              infer_landmarks, prepare_views)
 from worker import runtime
@@ -82,7 +82,8 @@ StageWork = Callable[[WorkerRuntime, StageClock, NoteStarted, Job], StageOutput]
 
 @shared_task(name="avatar.preprocess", bind=True)
 def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
-    """Decode the three photos, find the faces, save the aligned crops."""
+    """Decode the three photos, find the faces, save the aligned crops (and the job's options,
+    ``mesh`` and ``textureSize``, for the export stage)."""
 
     def work(rt: WorkerRuntime, clock: StageClock, note_started: NoteStarted, job: Job) -> StageOutput:
         with clock("load"):
@@ -92,6 +93,7 @@ def preprocess(self: Task, job_id: str, resent: bool = False) -> str | None:
         # The store writes the start note on the other core while detection runs on this one;
         # sent before decoding, it competed with the decoder threads (decoding took ~1.3 ms longer).
         prepared = prepare_views(images, _models(rt), on_decoded=note_started, texture_size=texture_size)
+        prepared.mesh = job.options.get("mesh", DEFAULT_MESH)
         with clock("save"):
             _save_output(rt, job_id, PREPARED, prepared)
         return StageOutput(prepared.timings_ms)
@@ -122,7 +124,7 @@ def export(self: Task, job_id: str, resent: bool = False) -> str | None:
         with clock("load"):
             prepared = _load_output(rt, job_id, PREPARED, PreparedViews)
             landmarks = _load_output(rt, job_id, LANDMARKS, ViewLandmarks)
-        avatar = build_avatar(prepared, landmarks)
+        avatar = build_avatar(prepared, landmarks, mesh=prepared.mesh)
         with clock("save"):
             rt.files.save_result(job_id, avatar.glb)
         rt.outputs.forget(job_id)

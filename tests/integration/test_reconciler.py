@@ -24,7 +24,7 @@ def reconciler(stack: LocalStack) -> Reconciler:
                       FileStore.from_settings(settings))
 
 
-def orphan_job(stack: LocalStack, photo: bytes | None, requeues: int = 0) -> str:
+def orphan_job(stack: LocalStack, photo: bytes | None, requeues: int = 0, mesh: str = "head") -> str:
     """A job recorded (and its photos stored) as the API does, whose queue message never arrived, last
     touched 10 s ago."""
     job_id = str(uuid.uuid4())
@@ -32,7 +32,7 @@ def orphan_job(stack: LocalStack, photo: bytes | None, requeues: int = 0) -> str
         files = FileStore.from_settings(stack.settings)
         for view in ("front", "left", "right"):
             files.save_upload(job_id, view, photo)
-    stack.store.create(job_id, owner=None, uploads={})
+    stack.store.create(job_id, owner=None, uploads={}, options={"mesh": mesh})
     stack.store.jobs.update_one({"_id": job_id}, {"$set": {"updatedAt": utcnow() - timedelta(seconds=10),
                                                            "requeues": requeues}})
     return job_id
@@ -64,6 +64,14 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_completes(stack: LocalSt
         assert time.monotonic() < deadline, "the re-sent export was not skipped"
         time.sleep(0.05)
     assert stack.store.get(job_id).doc["completions"] == 1
+
+
+def test_a_resent_job_keeps_its_mesh_kind(stack: LocalStack, reconciler: Reconciler,
+                                          astronaut_jpeg: bytes) -> None:
+    job_id = orphan_job(stack, astronaut_jpeg, mesh="face")
+    assert job_id in reconciler.run_once().resent
+    wait_status(stack.store, job_id, "completed")
+    assert stack.store.get(job_id).result["meshInfo"]["vertexCount"] == 468
 
 
 def test_a_job_a_worker_is_running_is_left_alone(stack: LocalStack, reconciler: Reconciler) -> None:

@@ -17,8 +17,9 @@ from jobs.store import JobStatus
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
-def post(stack: LocalStack, files, headers=None) -> requests.Response:
-    return requests.post(stack.url("/api/avatar/generate"), files=files, headers=headers or {}, timeout=70)
+def post(stack: LocalStack, files, headers=None, data=None) -> requests.Response:
+    return requests.post(stack.url("/api/avatar/generate"), files=files, data=data, headers=headers or {},
+                         timeout=70)
 
 
 @on_each_storage
@@ -35,7 +36,7 @@ def test_generate_poll_download_a_valid_glb(stack: LocalStack, astronaut_jpeg: b
     status = stack.wait_for_end(avatar_id)
     assert status["status"] == "completed", status
     assert status["progress"] == 1.0 and status["error"] is None
-    for step in ("preprocessStage", "inferenceStage", "exportStage", "landmarks", "glb", "total"):
+    for step in ("preprocessStage", "inferenceStage", "exportStage", "landmarks", "fitting", "glb", "total"):
         assert step in status["timings"]
 
     glb = requests.get(stack.url(data["downloadUrl"]), timeout=10)
@@ -45,12 +46,17 @@ def test_generate_poll_download_a_valid_glb(stack: LocalStack, astronaut_jpeg: b
                         glb.headers["Content-Disposition"])
     report = validate_gltf(glb.content)
     assert report["issues"]["numErrors"] == 0, report["issues"]["messages"][:5]
+    assert report["issues"]["numWarnings"] == 0, report["issues"]["messages"][:5]
 
     info = requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), timeout=5).json()["data"]
     assert info["id"] == avatar_id and info["method"] == "image_upload" and info["status"] == "completed"
     assert info["downloadCount"] == 1
     assert info["metadata"]["glbSize"] == len(glb.content)
-    assert info["meshInfo"] == {"vertexCount": 468, "faceCount": 898}
+    from pipeline.head import head_template
+
+    head = head_template()
+    assert info["meshInfo"]["type"] == "head" and info["meshInfo"]["morphTargets"] == 52
+    assert (info["meshInfo"]["vertexCount"], info["meshInfo"]["faceCount"]) == (len(head.positions), len(head.triangles))
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", info["createdAt"])
 
     # The photos and crops are gone once the job has ended; only the GLB stays.
@@ -71,6 +77,28 @@ def test_prefer_wait_returns_the_completed_body(stack: LocalStack, grace_hopper_
     assert data["glbInfo"]["filename"].startswith(f"avatar_{data['avatarId']}_")
     assert data["facialFeatures"]["faceShape"]
     assert requests.get(stack.url(data["downloadUrl"]), timeout=10).status_code == 200
+
+
+def test_mesh_face_gives_the_468_vertex_mask(stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"},
+                    data={"mesh": "face"})
+    assert response.status_code == 200, response.text
+    info = response.json()["data"]["meshInfo"]
+    assert (info["type"], info["vertexCount"], info["faceCount"]) == ("face", 468, 898)
+    glb = requests.get(stack.url(response.json()["data"]["downloadUrl"]), timeout=10).content
+    from pipeline.glb import read_glb_json
+
+    gltf = read_glb_json(glb)
+    assert gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]["count"] == 468
+
+
+@pytest.mark.parametrize("value", ["body", "HEAD", ""])
+def test_a_bad_mesh_field_is_a_400_naming_it(stack: LocalStack, astronaut_jpeg: bytes, value: str) -> None:
+    response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), data={"mesh": value})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["success"] is False and "mesh field must be 'head' or 'face'" in body["error"]
+    assert body["details"] == {"field": "mesh", "allowed": ["head", "face"]}
 
 
 @on_each_storage

@@ -14,7 +14,7 @@ def test_a_texture_size_asked_for_reaches_the_glb(stack: LocalStack) -> None:
                              data={"textureSize": "1024"}, headers={"Prefer": "wait=30"}, timeout=60)
     assert response.status_code == 200, response.text
     avatar_id = response.json()["data"]["avatarId"]
-    assert stack.store.get(avatar_id).options == {"textureSize": 1024}
+    assert stack.store.get(avatar_id).options == {"mesh": "head", "textureSize": 1024}
     glb = requests.get(stack.url(f"/api/avatar/download/{avatar_id}"), timeout=30)
     assert glb.status_code == 200
     # Her face is ~100 px tall in a 512 px photo: left to itself the texture would be 256².

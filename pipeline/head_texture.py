@@ -1,0 +1,421 @@
+"""The whole head's UV atlas, baked from the photos through the fitted head.
+
+The atlas layout is the template's (``models/head_template.npz``): which triangle covers each
+texel, and where inside it, is computed once per process and texture size (``head_texel_map``).
+Per avatar and per photo, the fitted head's vertices are projected into the photo (the view's
+pose, corrected so its own landmarks land exactly where the landmark model put them), and
+``cv2.remap`` samples the photo through that map. Photos are blended per texel by how squarely
+they see the surface; texels no photo sees well (grazing angles, the back of the head, under the
+chin, the neck), and everything away from the face where the fitted shape is a guess, are filled
+with the subject's skin tone, or with their hair colour on the hair cap, with smooth transitions.
+Eyes, teeth, tongue and the inside of the mouth are painted; the iris takes the subject's colour.
+
+Lighting: the photos' large-scale shading is taken out (a first-order spherical-harmonics fit
+of each photo's skin brightness against the head's normals, divided out), so the atlas is close
+to an albedo and the GLB's ordinary PBR material lights it once, under the viewer's lights.
+Shadows smaller than the face (under the nose, in the eye sockets) stay in the texture.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from pipeline.head import FittedHead, head_normals, head_template
+from pipeline.mesh import Pose, fit_similarity, image_to_camera
+from pipeline.preview import visible_fragments
+from pipeline.texture import MAX_TEXTURE_SIZE, colour_gains, texture_size_for_height
+
+COARSE_GRID = 256
+# MediaPipe landmarks: forehead top and chin (the face's height), the skin patches that measure
+# skin tone and lighting, the band above the forehead that shows the hair, the eye contours.
+FOREHEAD_TOP, CHIN = 10, 152
+SKIN_LANDMARKS = (50, 280, 101, 330, 205, 425, 117, 346, 151, 9, 108, 337, 6, 197, 195)  # cheeks, forehead, bridge
+HAIR_BAND_CORNERS = (109, 338)
+EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+                (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
+# A photo is used where it sees the surface at least this squarely (cosine), fully from
+# FULL_FACING up: texels seen at grazing angles smear the background and are filled instead.
+MIN_FACING, FULL_FACING = 0.45, 0.75
+BLEND_TEMPERATURE = 0.04
+FRONT_PREFERENCE = 0.15
+# De-lighting: a first-order fit cannot tell shading from the skin's own shades (a darker chin, a
+# shadow cast by glasses), so only part of the shading it finds is divided out, within bounds.
+DELIGHT_STRENGTH = 0.5
+MIN_SHADING_GAIN, MAX_SHADING_GAIN = 0.8, 1.25
+# The rim of the photographed part, by coverage: where the fill's skin tone is measured.
+RIM_COVERAGE = (0.3, 0.9)
+MIN_RIM_VERTICES = 30
+CENTRE_SHARE = 0.35
+SCLERA = np.array([232, 228, 222], np.float32)
+DEFAULT_IRIS = np.array([96, 70, 48], np.float32)
+DEFAULT_HAIR = np.array([70, 52, 40], np.float32)
+
+
+@dataclass(frozen=True)
+class HeadTexelMap:
+    """For each coarse texel of the atlas: its triangle's three vertices and barycentric weights
+    (texels outside every island borrow the nearest island texel's triangle, extrapolated, so
+    the islands are padded and mipmaps show no seams)."""
+
+    grid: int
+    vertex_ids: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] int32
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] float32
+    photographed: np.ndarray  # [K] the texels whose triangle the photos may colour (trust > 0)
+
+    def coarse(self, values: np.ndarray, photographed_only: bool = False) -> np.ndarray:
+        """[G,G,C] float32: per-vertex ``values`` [V,C] interpolated at the coarse texels (with
+        ``photographed_only``, at the photographed texels alone, zero elsewhere: a third of the work)."""
+        values = np.asarray(values, np.float32)
+        (v0, v1, v2), (w0, w1, w2) = self.vertex_ids, self.weights
+        if photographed_only:
+            at = self.photographed
+            v0, v1, v2, w0, w1, w2 = v0[at], v1[at], v2[at], w0[at], w1[at], w2[at]
+        out = np.take(values, v0, axis=0)
+        out *= w0[:, None]
+        for ids, w in ((v1, w1), (v2, w2)):
+            part = np.take(values, ids, axis=0)
+            part *= w[:, None]
+            out += part
+        if not photographed_only:
+            return out.reshape(self.grid, self.grid, -1)
+        full = np.zeros((self.grid * self.grid, values.shape[1]), np.float32)
+        full[self.photographed] = out
+        return full.reshape(self.grid, self.grid, -1)
+
+    def spread(self, values: np.ndarray, size: int) -> np.ndarray:
+        """[size,size,C] float32: per-vertex ``values`` [V,C] (C <= 4) interpolated over the atlas
+        (on the coarse grid, then upsampled linearly: the fields are piecewise linear)."""
+        return upsample(self.coarse(values), size, (0, 0, self.grid, self.grid))
+
+
+@lru_cache(maxsize=4)
+def head_texel_map(grid: int = COARSE_GRID) -> HeadTexelMap:
+    """Rasterise the template's UV triangles onto a ``grid`` square (texel centres)."""
+    head = head_template()
+    uv_px = head.uvs.astype(np.float64) * grid
+    pixel, triangle_of, bary = visible_fragments(uv_px, np.zeros(len(uv_px)), head.triangles, grid,
+                                                 cull_back_faces=False)
+    triangle = np.full(grid * grid, -1, np.int64)
+    weights = np.zeros((grid * grid, 3))
+    triangle[pixel], weights[pixel] = triangle_of, bary
+    inside = (triangle >= 0).reshape(grid, grid)
+    _, labels = cv2.distanceTransformWithLabels((~inside).astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    label_to_pixel = np.zeros(labels.max() + 1, np.int64)
+    iy, ix = np.nonzero(inside)
+    label_to_pixel[labels[iy, ix]] = iy * grid + ix
+    outside = np.nonzero(~inside.ravel())[0]
+    triangle[outside] = triangle[label_to_pixel[labels.ravel()[outside]]]
+    # Barycentric weights of the outside texel centres in their borrowed triangles (may be < 0).
+    corners = uv_px[head.triangles[triangle[outside]]]
+    centre = np.column_stack([outside % grid + 0.5, outside // grid + 0.5])
+    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+    det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+    q = centre - a
+    w1 = (q[:, 0] * (c[:, 1] - a[:, 1]) - q[:, 1] * (c[:, 0] - a[:, 0])) / det
+    w2 = (q[:, 1] * (b[:, 0] - a[:, 0]) - q[:, 0] * (b[:, 1] - a[:, 1])) / det
+    weights[outside] = np.column_stack([1 - w1 - w2, w1, w2])
+    ids = head.triangles[triangle]
+    photographed = np.nonzero((head.texture_trust[ids] > 0).any(1))[0]
+    return HeadTexelMap(grid, tuple(np.ascontiguousarray(ids[:, k], np.int32) for k in range(3)),
+                        tuple(np.ascontiguousarray(weights[:, k], np.float32) for k in range(3)), photographed)
+
+
+def upsample(coarse: np.ndarray, size: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The part ``box`` (x0, y0, x1, y1, in coarse texels) of a coarse field [G,G,C] upsampled
+    linearly to the atlas's texels, as that part of ``cv2.resize`` of the whole field would be:
+    the box and a one-texel margin are resized, the margin cropped (edges then see their real
+    neighbours)."""
+    grid = coarse.shape[0]
+    factor = size // grid
+    x0, y0, x1, y1 = box
+    mx0, my0, mx1, my1 = max(0, x0 - 1), max(0, y0 - 1), min(grid, x1 + 1), min(grid, y1 + 1)
+    part = np.ascontiguousarray(coarse[my0:my1, mx0:mx1])
+    out = cv2.resize(part, ((mx1 - mx0) * factor, (my1 - my0) * factor), interpolation=cv2.INTER_LINEAR)
+    out = out[(y0 - my0) * factor:(y1 - my0) * factor, (x0 - mx0) * factor:(x1 - mx0) * factor]
+    return out if out.ndim == 3 else out[:, :, None]
+
+
+def coarse_grid_for(size: int) -> int:
+    return min(COARSE_GRID, max(64, size // 4))
+
+
+@lru_cache(maxsize=1)
+def atlas_face_share() -> float:
+    """How much of the atlas's height the face (forehead top to chin) spans."""
+    head = head_template()
+    landmark_uv = (head.uvs[head.landmark_vertices] * head.landmark_weights[:, :, None]).sum(1)
+    return float(landmark_uv[CHIN, 1] - landmark_uv[FOREHEAD_TOP, 1])
+
+
+def head_texture_size_for(image_xy: np.ndarray, requested: int | None = None,
+                          max_size: int = MAX_TEXTURE_SIZE) -> int:
+    """``requested`` when given (one of ``TEXTURE_SIZES``), else the power-of-two atlas side that
+    gives the face as many texels as the front photo has pixels across it (``texture_size_for`` for
+    the head's layout)."""
+    from pipeline.texture import FACE_SHARE_OF_UV, check_texture_size
+
+    if requested is not None:
+        return check_texture_size(requested)
+    face_height = float(np.ptp(image_xy[:, 1]))
+    return texture_size_for_height(face_height * FACE_SHARE_OF_UV / atlas_face_share(), max_size)
+
+
+# -- per view -------------------------------------------------------------------------------------
+
+def view_projection(fitted_cm: np.ndarray, landmarks_image: np.ndarray) -> Pose:
+    """The pose that best projects the fused face (canonical cm) onto one photo's landmarks."""
+    return fit_similarity(fitted_cm, image_to_camera(landmarks_image).astype(np.float64), np.ones(len(fitted_cm)))
+
+
+def project_to_image(points_m: np.ndarray, pose: Pose) -> np.ndarray:
+    """[N,2] image pixels of canonical-frame points (metres) under ``pose``."""
+    camera = (points_m * 100.0) @ (pose.scale * pose.rotation).T + pose.translation
+    return np.column_stack([camera[:, 0], -camera[:, 1]])
+
+
+def measured_colour(image: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
+    """[N,3] median colour of a square patch around each point (pixels) of ``image``."""
+    h, w = image.shape[:2]
+    out = np.empty((len(points), 3), np.float32)
+    for k, (x, y) in enumerate(np.rint(points).astype(int)):
+        patch = image[max(0, y - radius):min(h, y + radius + 1), max(0, x - radius):min(w, x + radius + 1)]
+        out[k] = np.median(patch.reshape(-1, 3), axis=0) if patch.size else np.nan
+    return out
+
+
+def shading_model(luminance: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """[4] a + b·n fitted to skin brightness against the normals (in the camera's frame),
+    normalised to a mean of 1 over the samples."""
+    design = np.column_stack([np.ones(len(normals)), normals])
+    coefficients, *_ = np.linalg.lstsq(design, luminance, rcond=None)
+    mean = float((design @ coefficients).mean())
+    if mean <= 1e-6:
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    model = coefficients / mean
+    model[1:] *= DELIGHT_STRENGTH
+    model[0] = 1.0 + DELIGHT_STRENGTH * (model[0] - 1.0)
+    return model
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def hair_colour(image: np.ndarray, xy: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """The hair's colour: pixels of a band above the forehead (front photo) that are not skin
+    coloured; the skin colour where most of the band is skin (a bald head or high forehead)."""
+    top, chin = xy[FOREHEAD_TOP], xy[CHIN]
+    face_h = float(np.linalg.norm(chin - top))
+    x0, x1 = sorted(int(v) for v in xy[list(HAIR_BAND_CORNERS), 0])
+    y0, y1 = int(top[1] - 0.28 * face_h), int(top[1] - 0.08 * face_h)
+    h, w = image.shape[:2]
+    band = image[max(0, y0):max(0, min(h, y1)), max(0, x0):max(0, min(w, x1))].reshape(-1, 3).astype(np.float32)
+    if len(band) < 20:
+        return DEFAULT_HAIR
+    not_skin = np.linalg.norm(band - skin, axis=1) > 40
+    if not_skin.mean() < 0.3:
+        return skin
+    return np.median(band[not_skin], axis=0)
+
+
+def iris_colour(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """The iris's colour: inside both eye contours of the front photo, without the bright sclera
+    and the darkest pixels (pupil, lashes)."""
+    pixels = []
+    for contour in EYE_CONTOURS:
+        polygon = np.rint(xy[list(contour)]).astype(np.int32)
+        x0, y0 = polygon.min(0)
+        x1, y1 = polygon.max(0) + 1
+        if x0 < 0 or y0 < 0 or x1 > image.shape[1] or y1 > image.shape[0] or x1 - x0 < 3 or y1 - y0 < 2:
+            continue
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(mask, [polygon - [x0, y0]], 1)
+        pixels.append(image[y0:y1, x0:x1][mask.astype(bool)])
+    if not pixels:
+        return DEFAULT_IRIS
+    eye = np.concatenate(pixels).astype(np.float32)
+    value = eye.max(1)
+    spread = value - eye.min(1)
+    keep = (value < np.percentile(value, 70)) & (value > np.percentile(value, 15))
+    keep &= ~((value > 150) & (spread < 40))  # sclera: bright and grey
+    return np.median(eye[keep], axis=0) if keep.sum() >= 5 else DEFAULT_IRIS
+
+
+@dataclass(frozen=True)
+class HeadAtlas:
+    """The baked atlas and what was measured on the way."""
+
+    texture: np.ndarray  # [S,S,3] RGB uint8
+    skin: np.ndarray  # [3] the de-lit skin tone used for filling
+    hair: np.ndarray  # [3]
+    iris: np.ndarray  # [3]
+
+
+def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.ndarray],
+                    landmarks_image: list[np.ndarray], visibility: np.ndarray, size: int,
+                    normals: np.ndarray | None = None) -> HeadAtlas:
+    """The head's atlas [size,size,3] from the photos (front first).
+
+    Parameters
+    ----------
+    fitted
+        The head fitted to the fused landmarks (``pipeline.head.fit_head``).
+    fused_cm
+        [468,3] the fused landmarks (canonical frame, centimetres).
+    images, landmarks_image
+        Per photo, the RGB image and its [468,3] landmarks (pixels, depth on the same scale).
+    visibility
+        [views,468] how squarely each landmark faces each photo (``FusedShape.visibility``).
+    size
+        Atlas side in texels (a power of two).
+    normals
+        [V,3] the head's unit normals, if already computed (``head_normals``).
+    """
+    head = head_template()
+    tmap = head_texel_map(coarse_grid_for(size))
+    landmarks_xy = [points[:, :2] for points in landmarks_image]
+    posed = fitted.posed_positions.astype(np.float64)  # the photo shows the expression
+    normals = head_normals(posed).astype(np.float64) if normals is None else np.asarray(normals, np.float64)
+    landmarks_m = head.landmarks_of(posed)
+    skin_ids = list(SKIN_LANDMARKS)
+    skin_normals = head.landmarks_of(normals)[skin_ids]
+    skin_normals /= np.linalg.norm(skin_normals, axis=1, keepdims=True)
+    gains = colour_gains(images, landmarks_xy, visibility)
+
+    poses = [view_projection(fused_cm, points) for points in landmarks_image]
+    # Each view's own landmarks land exactly where the model put them: their 2-D residual spread
+    # over the face with the fit's residual field (zero far from the face). One product for all.
+    corrections = np.concatenate([xy - project_to_image(landmarks_m, pose) for xy, pose in zip(landmarks_xy, poses)],
+                                 axis=1)
+    corrected = fitted_residual_2d(corrections)
+    vertex_xy, facing, gain, skin_colour = [], [], [], []
+    for k, (image, xy, pose) in enumerate(zip(images, landmarks_xy, poses)):
+        vertex_xy.append((project_to_image(posed, pose) + corrected[:, 2 * k:2 * k + 2]).astype(np.float32))
+        toward_camera = pose.rotation.T @ np.array([0.0, 0.0, 1.0])
+        facing.append(normals @ toward_camera)
+        # De-lighting: this photo's skin brightness against the normals, a + b·n, divided out.
+        colours = measured_colour(image, xy[skin_ids], 2) * gains[k]
+        seen = np.isfinite(colours).all(1) & (skin_normals @ toward_camera > FULL_FACING)
+        if seen.sum() >= 6:
+            model = shading_model(luminance(colours[seen]), skin_normals[seen] @ pose.rotation.T)
+        else:
+            model = np.array([1.0, 0.0, 0.0, 0.0])
+        shade = lambda n: np.clip(1.0 / np.maximum(model[0] + n @ pose.rotation.T @ model[1:], 1e-3),  # noqa: E731
+                                  MIN_SHADING_GAIN, MAX_SHADING_GAIN)
+        gain.append(shade(normals))
+        skin_colour.append(np.where(seen[:, None], colours * shade(skin_normals)[:, None], np.nan))
+
+    # Blend: a softmax over how squarely each photo sees each vertex (front preferred), times how
+    # far the photos may be trusted there; the rest of each texel is the painted fill.
+    facing = np.stack(facing)  # [views,V]
+    fade = np.clip((facing - MIN_FACING) / (FULL_FACING - MIN_FACING), 0.0, 1.0)
+    score = np.where(fade > 0, facing, -np.inf)
+    score[0] += FRONT_PREFERENCE
+    best = np.max(score, axis=0)
+    share = np.exp((score - np.where(np.isfinite(best), best, 0.0)) / BLEND_TEMPERATURE)
+    share /= np.maximum(share.sum(0), 1e-12)
+    coverage = head.texture_trust * (share * fade).sum(0)
+
+    # The skin tone the fill uses: the photos' colour, de-lit and blended as the texels are, along
+    # the rim of the part they colour (where the fill takes over, so the two meet without a step).
+    rim = np.nonzero((coverage > RIM_COVERAGE[0]) & (coverage < RIM_COVERAGE[1]) & (head.hair < 0.2)
+                     & (head.part == 0))[0]
+    skin = None
+    if len(rim) >= MIN_RIM_VERTICES:
+        colours = np.zeros((len(rim), 3))
+        for k, image in enumerate(images):
+            h, w = image.shape[:2]
+            x = np.clip(np.rint(vertex_xy[k][rim, 0]).astype(int), 0, w - 1)
+            y = np.clip(np.rint(vertex_xy[k][rim, 1]).astype(int), 0, h - 1)
+            colours += (share[k, rim] * gain[k][rim])[:, None] * image[y, x] * gains[k]
+        skin = np.median(colours / np.maximum(share[:, rim].sum(0), 1e-12)[:, None], axis=0)
+    samples = np.stack(skin_colour)
+    centre = np.nanmedian(samples.reshape(-1, 3), axis=0) if np.isfinite(samples).any() else None
+    if skin is None or not np.isfinite(skin).all():
+        skin = centre if centre is not None else np.array([200, 160, 140], np.float32)
+    elif centre is not None:
+        # The rim is often in the photo's shadow: lean a little toward the cheeks' tone.
+        skin = (1 - CENTRE_SHARE) * skin + CENTRE_SHARE * centre
+    hair = hair_colour(images[0], landmarks_xy[0], skin)
+    iris = iris_colour(images[0], landmarks_xy[0])
+
+    fill_colour = np.where(head.fixed[:, None] > 0, head.fixed_colour.astype(np.float32),
+                           head.hair[:, None] * hair + (1 - head.hair[:, None]) * skin)
+    fill = np.clip(tmap.coarse(fill_colour * (1 - coverage)[:, None]) + 0.5, 0, 255).astype(np.uint8)
+    total = cv2.resize(fill, (size, size), interpolation=cv2.INTER_LINEAR)
+    factor = size // tmap.grid
+    for k in range(len(images)):
+        weight = coverage * share[k] * gain[k]  # in [0, MAX_SHADING_GAIN]
+        coarse = tmap.coarse(np.column_stack([vertex_xy[k], weight]), photographed_only=True)
+        rows, cols = np.nonzero(coarse[:, :, 2] > 1e-3)
+        if not len(rows):
+            continue
+        # Only the part of the atlas this photo contributes to is sampled and blended.
+        box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+        texels = _sample(images[k], upsample(coarse[:, :, :2], size, box))
+        if np.any(np.abs(gains[k] - 1) > 0.01):
+            texels = cv2.transform(texels, np.diag(gains[k]).astype(np.float32))
+        # Weights as uint8 on a 0..2 scale: OpenCV's saturating uint8 arithmetic is several times
+        # faster than float, and the rounding stays within a grey level or two.
+        blend = cv2.convertScaleAbs(upsample(coarse[:, :, 2:], size, box)[:, :, 0], alpha=127.5)
+        x0, y0, x1, y1 = (v * factor for v in box)
+        region = total[y0:y1, x0:x1]
+        region[:] = cv2.add(region, cv2.multiply(texels, cv2.cvtColor(blend, cv2.COLOR_GRAY2RGB), scale=2 / 255))
+    paint_eyes(total, iris)
+    return HeadAtlas(total, skin.astype(np.float32), np.asarray(hair, np.float32), np.asarray(iris, np.float32))
+
+
+def fitted_residual_2d(corrections: np.ndarray) -> np.ndarray:
+    """[V,C] the fit's residual field applied to 2-D landmark residuals [468,C] (image pixels, two
+    columns per photo), on the vertices the photos may colour (zero elsewhere, where the photos
+    are not used)."""
+    rows, operator = _trusted_residual()
+    out = np.zeros((len(head_template().positions), corrections.shape[1]), np.float32)
+    out[rows] = operator @ corrections.astype(np.float32)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _trusted_residual() -> tuple[np.ndarray, np.ndarray]:
+    from pipeline.head import fitting_operators
+
+    rows = np.nonzero(head_template().texture_trust > 0)[0]
+    return rows, np.ascontiguousarray(fitting_operators().residual[rows])
+
+
+def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    # Fixed-point maps (1/32 px) make remap about twice as fast as float maps, invisibly.
+    fixed, fraction = cv2.convertMaps(xy, None, cv2.CV_16SC2)
+    return cv2.remap(image, fixed, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@lru_cache(maxsize=4)
+def _eye_layers(size: int) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]:
+    """The painted eye disc at ``size``, as layers that only need the iris colour: its bounding box
+    in texels (x0, y0, x1, y1), the colour without the iris [h,w,3], the iris colour's factor
+    [h,w,1] (a darker rim, a lighter middle, soft edges) and the disc's coverage [h,w,1]."""
+    cu, cv, radius, iris_r, pupil_r = (float(x) for x in head_template().eye_disc)
+    x0, y0 = max(0, int((cu - radius) * size) - 1), max(0, int((cv - radius) * size) - 1)
+    x1, y1 = min(size, int(np.ceil((cu + radius) * size)) + 1), min(size, int(np.ceil((cv + radius) * size)) + 1)
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    distance = np.hypot((xs + 0.5) / size - cu, (ys + 0.5) / size - cv)
+    texel = 1.0 / size
+    edge = lambda r: np.clip((r - distance) / (1.5 * texel) + 0.5, 0.0, 1.0)[:, :, None]  # noqa: E731
+    t = np.clip((distance - pupil_r) / max(iris_r - pupil_r, texel), 0.0, 1.0)[:, :, None]
+    iris, pupil = edge(iris_r) * (1 - edge(pupil_r)), edge(pupil_r)
+    base = SCLERA * (1 - edge(iris_r)) + np.array([12, 10, 10], np.float32) * pupil
+    factor = iris * (1.15 - 0.45 * t ** 2)  # lighter near the pupil, a dark limbal ring
+    return (x0, y0, x1, y1), base.astype(np.float32), factor.astype(np.float32), edge(radius).astype(np.float32)
+
+
+def paint_eyes(texture: np.ndarray, iris: np.ndarray) -> None:
+    """Paint the eye disc (in place): sclera, an iris in ``iris`` colour, a pupil."""
+    (x0, y0, x1, y1), base, factor, inside = _eye_layers(texture.shape[0])
+    colour = base + factor * np.asarray(iris, np.float32)
+    region = texture[y0:y1, x0:x1]
+    region[:] = np.clip(region * (1 - inside) + colour * inside + 0.5, 0, 255).astype(np.uint8)
