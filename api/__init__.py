@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     # The audit hooks first: a request the limiter refuses is still given an id and recorded.
-    init_audit(app, svc.audit)
+    init_audit(app, svc.audit, settings.audit_anonymous_failures_per_minute,
+               settings.audit_anonymous_retention_days)
     limiter = init_limits(app, settings)
     # The page and its files are not API calls: reloading it must not use up a client's requests.
     limiter.exempt(web_page.bp)

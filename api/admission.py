@@ -14,7 +14,8 @@ Checked before an upload is read, so a refusal costs the client one round trip, 
   (messages in the stage queues) replaces the estimate when set. A queue no worker serves yet is not
   judged: an autoscaler may be starting workers because of that very backlog.
 
-Both answers are cached for ``CACHE_S`` per API process: a burst of uploads costs one look.
+Both answers are cached for ``CACHE_S`` per API process (a burst of uploads costs one look); each
+job admitted meanwhile is added to the cached backlog, so a burst cannot slip past the limit.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Any
 
 from api.errors import ServiceUnavailable
 from api.services import Services
-from celeryconfig import STAGE_QUEUES, task_routes
+from celeryconfig import CPU_QUEUE, STAGE_QUEUES, task_routes
 
 CACHE_S = 2.0
 STORE_SPACE_CACHE_S = 30.0
@@ -38,15 +39,33 @@ STAGES_BY_QUEUE = {queue: [task.removeprefix("avatar.") for task, route in task_
                            if route["queue"] == queue] for queue in STAGE_QUEUES}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Backlog:
-    """What the stage queues hold and how long the fleet needs for it."""
+    """What the stage queues hold and how fast the live workers drain each."""
 
-    depth: int
-    drain_s: float | None  # None: no worker serves a queue that holds messages, or nothing to drain
+    depths: dict[str, int]
+    # Seconds of the fleet's time one more message in the queue costs (per message / processes);
+    # None: no live worker serves the queue.
+    drain_per_message_s: dict[str, float | None]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"messages": self.depth, "drainSeconds": None if self.drain_s is None else round(self.drain_s, 1)}
+    @property
+    def depth(self) -> int:
+        return sum(self.depths.values())
+
+    @property
+    def drain_s(self) -> float | None:
+        """How long until the queues are empty; None if a queue holding messages has no worker."""
+        times = []
+        for queue, depth in self.depths.items():
+            if depth:
+                if self.drain_per_message_s[queue] is None:
+                    return None
+                times.append(depth * self.drain_per_message_s[queue])
+        return max(times, default=0.0)
+
+    def admitted(self) -> None:
+        """One more job accepted since this was measured: its first message is in the cpu queue."""
+        self.depths[CPU_QUEUE] += 1
 
 
 def check_room_for_a_job(svc: Services) -> None:
@@ -61,12 +80,14 @@ def check_room_for_a_job(svc: Services) -> None:
         if backlog.depth >= settings.max_queue_depth:
             raise ServiceUnavailable(f"The service has {backlog.depth} jobs waiting, its limit; please "
                                      "retry in a minute.", None, {"Retry-After": "60"})
+        backlog.admitted()
         return
     if backlog.drain_s is not None and backlog.drain_s > settings.job_timeout_s:
         retry_after = max(1, min(300, math.ceil(backlog.drain_s - settings.job_timeout_s)))
         raise ServiceUnavailable(f"The service has more work waiting than it can finish in "
                                  f"{settings.job_timeout_s:g} s ({backlog.depth} steps queued); please "
                                  f"retry in {retry_after} s.", None, {"Retry-After": str(retry_after)})
+    backlog.admitted()  # counted until the next measurement, so a burst cannot all slip through
 
 
 def measure_backlog(svc: Services) -> Backlog:
@@ -76,16 +97,12 @@ def measure_backlog(svc: Services) -> Backlog:
         pipe.llen(queue)
     depths = dict(zip(STAGE_QUEUES, (int(n) for n in pipe.execute())))
     workers = svc.workers.alive()
-    drain = []
-    for queue, depth in depths.items():
-        if not depth:
-            continue
+    per_message: dict[str, float | None] = {}
+    for queue in STAGE_QUEUES:
         serving = [w for w in workers if queue in w.get("queues", [])]
-        if not serving:
-            return Backlog(sum(depths.values()), None)
         seconds = [_seconds_per_message(w, queue) for w in serving]
-        drain.append(depth * (sum(seconds) / len(seconds)) / len(serving))
-    return Backlog(sum(depths.values()), max(drain) if drain else None)
+        per_message[queue] = sum(seconds) / len(seconds) / len(serving) if serving else None
+    return Backlog(depths, per_message)
 
 
 def _seconds_per_message(worker: dict[str, Any], queue: str) -> float:

@@ -8,6 +8,12 @@ write is logged and never turns into an error for the client. Each response carr
 ``X-Request-Id``, the key of its record (support and tests look records up by it).
 
 Health is left out: load balancers poll it every few seconds and it touches no one's data.
+
+Anonymous refusals (4xx without a user: scans, floods, broken scripts) cannot fill the store:
+each API process writes at most ``AUDIT_ANONYMOUS_FAILURES_PER_MINUTE`` of them a minute and counts
+the rest into one ``sampled_out`` record per minute (how many, by status and by address), and they
+expire after ``AUDIT_ANONYMOUS_RETENTION_DAYS`` rather than the full retention. Everything a user
+or a success did is written whole.
 """
 from __future__ import annotations
 
@@ -19,7 +25,9 @@ import threading
 import time
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -54,10 +62,12 @@ def note_avatar(avatar_id: str) -> None:
     g.audit_avatar_id = avatar_id
 
 
-def init_audit(app: Flask, audit_log: AuditLog) -> None:
+def init_audit(app: Flask, audit_log: AuditLog, anonymous_failures_per_minute: int,
+               anonymous_retention_days: int) -> None:
     """Register the hooks; call before other extensions' ``before_request`` so every request,
     even one they refuse, has its id and start time."""
     writer = AuditWriter(audit_log)
+    sampler = AnonymousFailureSampler(anonymous_failures_per_minute, anonymous_retention_days)
 
     @app.before_request
     def start() -> None:
@@ -70,9 +80,60 @@ def init_audit(app: Flask, audit_log: AuditLog) -> None:
         response.headers[REQUEST_ID_HEADER] = request_id
         if request.endpoint in UNAUDITED_ENDPOINTS or not request.path.startswith("/api/"):
             return response
-        entry = _entry(response, request_id)
-        response.call_on_close(lambda: writer.submit(entry))
+        entries = sampler.admit(_entry(response, request_id))
+        if entries:
+            response.call_on_close(lambda: [writer.submit(entry) for entry in entries])
         return response
+
+
+class AnonymousFailureSampler:
+    """Lets through at most ``per_minute`` anonymous refusal records a minute (this process), and
+    turns the rest into one summary record per minute; they expire after ``retention_days``."""
+
+    TOP_ADDRESSES = 10
+
+    def __init__(self, per_minute: int, retention_days: int, window_s: float = 60.0):
+        self.per_minute = per_minute
+        self.retention = timedelta(days=retention_days)
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._minute: int | None = None
+        self._written = 0
+        self._dropped_by_status: Counter[str] = Counter()
+        self._dropped_by_ip: Counter[str] = Counter()
+
+    def admit(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """The records to write for ``entry``: itself or nothing, plus the summary of a minute that
+        has ended with records left out."""
+        if entry["userId"] is not None or not 400 <= entry["status"] < 500:
+            return [entry]
+        entry["expiresAt"] = entry["time"] + self.retention
+        minute = int(time.time() // self.window_s)
+        with self._lock:
+            out = []
+            if minute != self._minute:
+                out.extend(self._summary(entry["time"]))
+                self._minute, self._written = minute, 0
+            if self._written < self.per_minute:
+                self._written += 1
+                out.append(entry)
+            else:
+                self._dropped_by_status[str(entry["status"])] += 1
+                self._dropped_by_ip[str(entry["ip"])] += 1
+            return out
+
+    def _summary(self, now) -> list[dict[str, Any]]:
+        if not self._dropped_by_status:
+            return []
+        record = {"time": now, "operation": "sampled_out", "method": None, "path": None, "success": False,
+                  "status": None, "errorCode": "sampled_out", "userId": None, "requestId": uuid.uuid4().hex,
+                  "dropped": sum(self._dropped_by_status.values()),
+                  "droppedByStatus": dict(self._dropped_by_status),
+                  "droppedByIp": dict(self._dropped_by_ip.most_common(self.TOP_ADDRESSES)),
+                  "expiresAt": now + self.retention}
+        self._dropped_by_status.clear()
+        self._dropped_by_ip.clear()
+        return [record]
 
 
 def _entry(response: Response, request_id: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from flask import Blueprint, Response, redirect, request
+from gunicorn.http.errors import ParseException
 
 from api import audit, idempotency, timing
 from api.admission import check_room_for_a_job
@@ -78,7 +79,8 @@ def _read_upload(svc: Services):
             return read_form(request.stream, request.content_type, svc.settings.max_image_bytes)
         except Exception as exc:
             if not expired():
-                if isinstance(exc, OSError):  # the server's reader: a bad chunk size, the peer gone
+                # gunicorn's body reader: a malformed chunk, or the peer gone mid-body.
+                if isinstance(exc, (OSError, ParseException)):
                     raise BadRequest(BODY_BROKEN, {"reason": str(exc)[:200]}) from None
                 raise
     raise RequestTimeout(f"The upload took longer than {seconds:g} s, so it was stopped. Send the photos "

@@ -97,6 +97,7 @@ def _worker_processes(svc: Services) -> list[dict[str, Any]]:
         "providers": (beat.get("model") or {}).get("providers", []),
         "concurrency": beat.get("concurrency"),
         "inferenceBatchMax": beat.get("inferenceBatchMax", 1),
+        "secondsPerStage": beat.get("secondsPerStage", {}),
         "lastSeenSecondsAgo": round(now - beat.get("seenAt", now), 1),
     } for beat in sorted(svc.workers.alive(), key=lambda b: b.get("name", ""))]
 

@@ -49,6 +49,8 @@ class AuditLog:
         self.records.create_index([("avatarId", pymongo.ASCENDING), ("time", pymongo.DESCENDING)],
                                   name="avatarId_time")
         self.records.create_index([("requestId", pymongo.ASCENDING)], name="requestId")
+        # Records that carry their own end (anonymous refusals, their summaries) go then.
+        self.records.create_index([("expiresAt", pymongo.ASCENDING)], name="expiresAt_ttl", expireAfterSeconds=0)
 
     def record(self, entries: list[Mapping[str, Any]]) -> None:
         """Write records in one round trip; one that fails does not keep out the others.

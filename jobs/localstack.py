@@ -317,7 +317,7 @@ def api_command(settings: Settings, bind: str | None = None, app: str = "api.wsg
             # that sends slowly holds a greenlet, not a thread. With gthread's 8 threads a process,
             # 16 slow connections left no thread for /health on 2 workers; under gevent 50 slow
             # connections and 16 waits left /health answering in 5-18 ms (tests/integration/test_slow_clients.py).
-            "--worker-class", "gevent", "--workers", str(settings.api_workers),
+            "--worker-class", "jobs.gunicorn_worker.JsonErrorsGeventWorker", "--workers", str(settings.api_workers),
             "--worker-connections", str(settings.api_connections),
             "--timeout", str(settings.max_wait_s + 30), "--graceful-timeout", "10",
             "--access-logfile", "-", app]

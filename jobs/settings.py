@@ -61,6 +61,10 @@ class Settings:
     trusted_proxies: int = 0
     # Audit records and finished avatars (record + GLB) are deleted after these many days.
     audit_retention_days: int = 365
+    # Refusals of anonymous requests (scans, floods): at most this many audit records a minute per
+    # API process (the rest are counted in one summary record a minute), kept this many days.
+    audit_anonymous_failures_per_minute: int = 60
+    audit_anonymous_retention_days: int = 30
     result_retention_days: int = 30
     # Workers run the retention sweep (jobs.retention) at a job's end at most this often, fleet-wide;
     # 0 leaves it to `avatar sweep` (cron).

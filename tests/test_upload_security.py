@@ -128,3 +128,27 @@ def test_the_local_key_file_is_created_private_and_reused(tmp_path) -> None:
     assert ensure_local_key(path) == key
     path.chmod(0o644)
     assert ensure_local_key(path) == key and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_anonymous_refusals_are_sampled_and_counted_not_all_written() -> None:
+    """A flood of anonymous 4xx writes at most N records a window, then one summary of the rest."""
+    import time
+    from datetime import datetime, timezone
+
+    from api.audit import AnonymousFailureSampler
+
+    sampler = AnonymousFailureSampler(per_minute=3, retention_days=30, window_s=0.5)
+
+    def entry(status: int, ip: str = "198.51.100.9", user: str | None = None) -> dict:
+        return {"time": datetime.now(timezone.utc), "status": status, "ip": ip, "userId": user}
+
+    time.sleep(0.5 - time.time() % 0.5 + 0.01)  # the start of a window
+    written = [record for _ in range(10) for record in sampler.admit(entry(404))]
+    assert len(written) == 3 and all("expiresAt" in r for r in written)
+    # A user's failures and any success are always written, and are not sampled.
+    assert len(sampler.admit(entry(403, user="ann"))) == 1 and len(sampler.admit(entry(200))) == 1
+    time.sleep(0.6)
+    (summary, first) = sampler.admit(entry(429, "203.0.113.4"))
+    assert summary["operation"] == "sampled_out" and summary["dropped"] == 7
+    assert summary["droppedByStatus"] == {"404": 7} and summary["droppedByIp"] == {"198.51.100.9": 7}
+    assert first["status"] == 429

@@ -261,7 +261,10 @@ def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: 
     webhook_due = bool(job.doc.get("callbackUrl"))
 
     def note_started() -> None:
-        rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
+        try:
+            rt.store.start(job_id, worker=worker, started_at=datetime.fromtimestamp(received, timezone.utc))
+        except OUTAGES as exc:  # only a note for pollers: the stage's end records the start if need be
+            jlog.warning("could not note the start (%s: %s)", type(exc).__name__, exc)
 
     try:
         clock = StageClock(key)

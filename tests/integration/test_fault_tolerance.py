@@ -1,12 +1,16 @@
-"""Fault tolerance over the real stack: a worker node SIGKILLed and Redis restarted mid-run.
+"""Fault tolerance over the real stack: a worker node SIGKILLed and Redis restored from an old
+snapshot mid-run.
 
 Two Celery worker nodes (two OS process groups, hostnames fault-a and fault-b, both queues),
-gunicorn, the wire-protocol store and Redis without persistence. 200 jobs of three 512² photos are
-submitted through the Python client (each with its own Idempotency-Key). Once some have completed,
-worker fault-b is killed with SIGKILL (parent and pool children: the node is gone, with the
-messages it had taken), then Redis is killed and started again on the same port with nothing in
-it: every queued message is lost. The reconciler (inside fault-a's processes, STALL_AFTER_S=3)
-must notice the jobs that no queue or worker holds and send their stage again.
+gunicorn, the wire-protocol store and Redis. 200 jobs of three 512² photos are submitted through
+the Python client (each with its own Idempotency-Key), and Redis is snapshotted (SAVE) with the
+whole backlog queued. Once some jobs have completed, worker fault-b is killed with SIGKILL (parent
+and pool children: the node is gone, with the messages it had taken), then Redis is killed and
+started again from that snapshot, as a restart from an old RDB or AOF file would: the messages
+consumed since come back as fresh deliveries (stale: their jobs have moved on or ended), and those
+queued since are lost. Stale messages must change nothing, and the reconciler (inside fault-a's
+processes, STALL_AFTER_S=3) must notice the jobs that no queue or worker holds and send their
+stage again.
 
 Checked: every accepted job ends ``completed`` exactly once — the store's per-job ``completions``
 counter (incremented by the guarded complete transition) is 1, no job has two "completed" lines in
@@ -107,12 +111,18 @@ def _kill_node(process) -> None:
     process.wait()
 
 
-def _restart_redis(fleet: FleetStack) -> None:
-    """Kill Redis (no persistence configured, so nothing is saved) and start an empty one on the
-    same port."""
+def _snapshot_redis(fleet: FleetStack) -> bytes:
+    """Redis's state now, as the RDB file a SAVE writes."""
+    redis.Redis.from_url(fleet.settings.broker_url).save()
+    return (fleet.redis_dir / "dump.rdb").read_bytes()
+
+
+def _restore_redis(fleet: FleetStack, snapshot: bytes) -> None:
+    """Kill Redis (no snapshot on the way out) and start it again on the same port from ``snapshot``."""
     process = fleet.processes["redis"]
     process.send_signal(signal.SIGKILL)
     process.wait()
+    (fleet.redis_dir / "dump.rdb").write_bytes(snapshot)
     url, fleet.processes["redis"] = localstack.start_redis(fleet.redis_dir, fleet.redis_port, persist=False)
     localstack.wait_redis(url, fleet.processes["redis"])
 
@@ -135,7 +145,7 @@ def _status_counts(store: JobStore, ids: list[str]) -> Counter:
     return Counter(doc["status"] for doc in store.jobs.find({"_id": {"$in": ids}}, {"status": 1}))
 
 
-def test_every_job_completes_once_despite_a_killed_worker_and_a_redis_restart(fleet: FleetStack) -> None:
+def test_every_job_completes_once_despite_a_killed_worker_and_redis_restored_from_an_old_snapshot(fleet: FleetStack) -> None:
     started = time.monotonic()
     store = JobStore.from_settings(fleet.settings)
     files = FileStore.from_settings(fleet.settings, keyed=False)
@@ -149,6 +159,7 @@ def test_every_job_completes_once_despite_a_killed_worker_and_a_redis_restart(fl
     with ThreadPoolExecutor(max_workers=8) as pool:
         accepted = list(pool.map(submit, range(JOBS)))
     submitted_s = time.monotonic() - started
+    snapshot = _snapshot_redis(fleet)
     assert len(set(accepted)) == JOBS
     # Health sees the backlog: depth and age of the oldest message per queue, the two nodes.
     backlog = requests.get(f"{fleet.base_url}/api/avatar/health", timeout=5).json()["data"]["queues"]
@@ -162,7 +173,7 @@ def test_every_job_completes_once_despite_a_killed_worker_and_a_redis_restart(fl
     killed_at_s = time.monotonic() - started
     time.sleep(0.5)
     at_restart = _status_counts(store, accepted)
-    _restart_redis(fleet)
+    _restore_redis(fleet, snapshot)
     restarted_at_s = time.monotonic() - started
     broker = redis.Redis.from_url(fleet.settings.broker_url)
     queued_after_restart = sum(broker.llen(q) for q in ("cpu", "gpu"))
@@ -213,6 +224,8 @@ def test_every_job_completes_once_despite_a_killed_worker_and_a_redis_restart(fl
     # and the reconciler had to re-send some of them.
     assert at_restart["completed"] < JOBS, report
     assert jobs_resent > 0, report
+    # The snapshot brought back messages already consumed: they were delivered, and skipped.
+    assert queued_after_restart > 0 and skipped_repeats > 0, report
     assert report["workersAliveAfter"] == [WORKERS[0]], report
     assert backlog["cpu"]["depth"] > 0 and backlog["cpu"]["oldestWaitingSeconds"] > 0, backlog
     assert backlog["cpu"]["hosts"] == sorted(WORKERS) and backlog["cpu"]["processes"] == 4, backlog

@@ -100,3 +100,57 @@ def test_of_two_reconcilers_that_read_the_same_job_only_one_resends_it(stack: Lo
     assert stack.store.mark_requeued(seen[0]) is True
     assert stack.store.mark_requeued(seen[0]) is False  # the second, with the same stale read
     stack.store.cancel(job_id)
+
+
+def test_a_stale_message_for_a_job_in_a_later_stage_changes_nothing(stack: LocalStack) -> None:
+    """A preprocess message restored from a Redis snapshot arrives as a fresh delivery (no resent or
+    redelivered flag) for a job already exporting, whose photos are gone: it is skipped, and it
+    could not fail the job anyway (a stage fails a job only up to its own stage)."""
+    from jobs.store import JobStatus, TransitionError
+    from worker.app import PREPROCESS
+
+    job_id = str(uuid.uuid4())
+    stack.store.create(job_id, owner=None, uploads={})
+    stack.store.advance(job_id, JobStatus.PREPROCESSING, {})
+    stack.store.advance(job_id, JobStatus.INFERENCE, {})
+    create_celery(stack.settings).send_task(PREPROCESS, args=(job_id,))
+    log = stack.logs / "worker.log"
+    deadline = time.monotonic() + 10
+    while f"[job {job_id}] skipping a repeated preprocessing message: the job is exporting" not in \
+            log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the stale preprocess message was not skipped"
+        time.sleep(0.05)
+    job = stack.store.get(job_id)
+    assert job.status is JobStatus.EXPORTING and job.error is None
+    with pytest.raises(TransitionError):
+        stack.store.fail(job_id, "internal_error", "a stale preprocess", at_most=JobStatus.PREPROCESSING)
+    assert stack.store.get(job_id).status is JobStatus.EXPORTING
+    stack.store.cancel(job_id)
+
+
+def test_health_shows_running_jobs_that_no_message_holds_and_the_last_pass(stack: LocalStack,
+                                                                          reconciler: Reconciler) -> None:
+    """After Redis lost its messages, health says so at the reconciler's next pass, well before the
+    jobs count as stalled, and when that pass ran."""
+    import requests
+
+    from worker.reconciler import record_pass
+
+    lost = [orphan_job(stack, None) for _ in range(3)]
+    # Touched 10 s ago: past the 5 s grace, not yet stalled for a reconciler that waits 60 s.
+    patient = Reconciler(stack.settings.replace(stall_after_s=60.0), stack.store, reconciler.redis,
+                         reconciler.celery, reconciler.files)
+    try:
+        report = patient.run_once()
+        assert report.orphans >= 3 and not set(lost) & set(report.resent)
+        record_pass(patient.redis, "test-reconciler", report)
+        data = requests.get(stack.url("/api/avatar/health"), timeout=5).json()["data"]
+        assert data["reconciler"]["jobsWithoutMessage"] == report.orphans
+        assert data["reconciler"]["lastPassSecondsAgo"] < 5 and data["reconciler"]["by"] == "test-reconciler"
+        assert data["status"] == "degraded"
+        assert any("have no queue message and no worker" in w for w in data["warnings"])
+    finally:
+        for job_id in lost:
+            stack.store.cancel(job_id)
+        record_pass(patient.redis, "test-reconciler", patient.run_once())
+    assert requests.get(stack.url("/api/avatar/health"), timeout=5).json()["data"]["status"] == "healthy"

@@ -441,3 +441,19 @@ def test_with_the_object_storage_away_no_job_is_left_and_health_says_why(s3_stac
     healthy = requests.get(s3_stack.url("/api/avatar/health"), timeout=5).json()["data"]
     assert healthy["disk"]["reachable"] is True and healthy["disk"]["bucket"] == "avatar-itest"
     assert "path" not in healthy["disk"] and "freeBytes" not in healthy["disk"]
+
+
+def test_with_object_storage_the_disk_guard_has_no_volume_to_watch(s3_stack: LocalStack,
+                                                                   astronaut_jpeg: bytes) -> None:
+    """MIN_FREE_DISK_MB guards the volume files are written to; with object storage nothing is
+    written under DATA_DIR, so however high it is set, jobs are taken and health has no warning."""
+    from api import create_app
+
+    client = create_app(s3_stack.settings.replace(min_free_disk_mb=10**9)).test_client()
+    response = client.post("/api/avatar/generate", data={
+        view: (io.BytesIO(astronaut_jpeg), f"{view}.jpg") for view in ("front", "left", "right")})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert s3_stack.wait_for_end(response.get_json()["data"]["avatarId"])["status"] == "completed"
+    health = client.get("/api/avatar/health").get_json()["data"]
+    assert not any("disk space" in warning for warning in health["warnings"])
+    assert "minFreeBytes" not in health["disk"] and health["disk"]["backend"] == "s3"
