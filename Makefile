@@ -39,8 +39,8 @@ $(NODE_DEV_STAMP): package.json
 	npm install --no-audit --no-fund --silent
 	touch $@ $(NODE_RUN_STAMP)
 
-# The web page's script: web/src and three.js bundled into one file the API serves.
-$(WEB_BUNDLE): $(NODE_RUN_STAMP) $(wildcard web/src/*.js)
+# The web page's script (web/src and three.js) and the API reference page's (Swagger UI), bundled.
+$(WEB_BUNDLE): $(NODE_RUN_STAMP) $(wildcard web/src/*.js web/src/*.css)
 	npm run --silent build:web
 
 # A group photo for the tests and the benchmark, read from a pinned wheel (bench/photos.py).

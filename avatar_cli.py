@@ -145,15 +145,19 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
             settings = settings.replace(mongodb_uri=f"mongodb://127.0.0.1:{store_port}/?retryWrites=false")
         localstack.wait_redis(settings.broker_url, redis_proc)
         # WORKER_CONCURRENCY worker processes, each its own solo node (see start_solo_workers), and
-        # the node that delivers webhooks.
+        # the node that delivers webhooks. Their metrics go to one folder, served here (one scrape
+        # target for the machine, whichever of them the supervisor has restarted).
         host = socket.gethostname()
+        shared_metrics = localstack.shared_metrics_dir(settings, f"local@{host}")
         workers = {}
         for index in range(1, settings.worker_concurrency + 1):
             node = f"local-{index}@{host}"
             workers[node] = supervisor.add(node, functools.partial(
-                localstack.start_solo_worker, settings, ("cpu", "gpu"), node, logs / f"worker-{index}.log"))
+                localstack.start_solo_worker, settings, ("cpu", "gpu"), node, logs / f"worker-{index}.log",
+                shared_metrics))
         supervisor.add(f"webhooks@{host}", functools.partial(
-            localstack.start_webhook_worker, settings, f"webhooks@{host}", logs / "webhooks.log"))
+            localstack.start_webhook_worker, settings, f"webhooks@{host}", logs / "webhooks.log", shared_metrics))
+        _serve_worker_metrics(settings, shared_metrics)
         localstack.wait_mongo(settings.mongodb_uri, mongo_proc, directory=var_dir / "mongo" if mongo_proc else None)
         api = supervisor.add("the API", lambda: localstack.start_api(settings, logs / "api.log"))
         base_url = f"http://{_url_host(settings.host)}:{settings.port}"
@@ -176,6 +180,14 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
             signal.signal(signum, signal.SIG_IGN)
         print("stopping…", file=sys.stderr, flush=True)
         supervisor.stop_all()
+
+
+def _serve_worker_metrics(settings: Settings, folder: Path) -> None:
+    """Serve the metrics of the workers this process started (they share ``folder`` and serve
+    none themselves) at METRICS_PORT: one scrape target for the machine."""
+    from jobs import metrics
+
+    metrics.serve(settings.host, settings.metrics_port, folder)
 
 
 def _url_host(host: str) -> str:
@@ -217,23 +229,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queues = [q.strip() for q in (args.queues or settings.worker_queues).split(",") if q.strip()]
     hostname = args.hostname or settings.worker_hostname or f"{'-'.join(queues)}@{socket.gethostname()}"
     if args.per_gpu:
-        return _run_per_gpu_workers(queues, hostname, args.loglevel)
+        return _run_per_gpu_workers(settings, queues, hostname, args.loglevel)
+    # The node's processes share a fresh metrics folder; its main process serves it (worker.runtime).
+    os.environ.update(localstack.metrics_env(settings, hostname))
     argv = localstack.worker_command(queues, args.concurrency or settings.worker_concurrency,
                                      hostname, args.loglevel, pool=args.pool or settings.worker_pool)
     os.execv(argv[0], argv)
     return 0  # not reached
 
 
-def _run_per_gpu_workers(queues: list[str], hostname: str, loglevel: str) -> int:
+def _run_per_gpu_workers(settings: Settings, queues: list[str], hostname: str, loglevel: str) -> int:
     """Start a worker per visible GPU with its output on ours; when one stops, stop the others and
-    exit non-zero, so the container's restart policy starts them all again."""
+    exit non-zero, so the container's restart policy starts them all again. The workers share a
+    metrics folder, which this process serves at METRICS_PORT."""
     gpus = localstack.visible_gpus()
     if not gpus:
         print("avatar worker --per-gpu: no NVIDIA GPU is visible (no /proc/driver/nvidia/gpus/*); "
               "check the container's GPU reservation and the NVIDIA container toolkit", file=sys.stderr)
         return 2
-    workers = [subprocess.Popen(argv, env={**os.environ, **env})
+    folder = localstack.shared_metrics_dir(settings, hostname)
+    shared = localstack.worker_metrics_env(settings, hostname, folder)
+    workers = [subprocess.Popen(argv, env={**os.environ, **env, **shared})
                for argv, env in localstack.per_gpu_workers(gpus, queues, hostname, loglevel)]
+    _serve_worker_metrics(settings, folder)
     print(f"avatar worker: {len(workers)} worker(s), one per GPU ({', '.join(gpus)})", flush=True)
 
     def stop_all(_signum: int, _frame) -> None:
@@ -261,18 +279,18 @@ def add_reconciler_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_reconciler(args: argparse.Namespace) -> int:
     """Re-send the current stage of running jobs whose message was lost (see worker/reconciler.py)."""
     import json
-    import logging
     import threading
 
     import redis
 
+    from jobs import logs, metrics
     from jobs.files import FileStore
     from jobs.store import JobStore
     from worker.app import create_celery
     from worker.reconciler import Reconciler, record_pass
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = settings_here()
+    logs.configure(settings.log_json)
     reconciler = Reconciler(settings, JobStore.from_settings(settings), redis.Redis.from_url(settings.broker_url),
                             create_celery(settings), FileStore.from_settings(settings, keyed=False))
     holder = f"reconciler@{socket.gethostname()}:{os.getpid()}"
@@ -284,6 +302,7 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     if settings.reconcile_interval_s <= 0:
         print("avatar reconciler: RECONCILE_INTERVAL_S must be above 0", file=sys.stderr)
         return 2
+    metrics.serve(settings.host, settings.metrics_port)  # its re-sends and the jobs it failed
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -363,6 +382,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     except UnsafeExposure as exc:
         print(f"avatar api: {exc}", file=sys.stderr)
         return 2
+    # gunicorn's processes share a fresh metrics folder; GET /metrics sums it.
+    os.environ.update(localstack.metrics_env(settings, localstack.api_metrics_node(settings)))
     argv = localstack.api_command(settings)
     os.execv(argv[0], argv)
     return 0  # not reached

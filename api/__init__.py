@@ -6,7 +6,7 @@ import logging
 from flask import Flask
 from flask_cors import CORS
 
-from api import avatars, health, status, timing
+from api import avatars, health, metrics, openapi, status, timing
 from api.audit import init_audit
 from api.auth import configure_jwt
 from api.errors import register_error_handlers
@@ -52,15 +52,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     except Exception as exc:
         log.warning("could not create the audit indexes yet: %s", exc)
 
-    for blueprint in (avatars.bp, status.bp, health.bp, web_page.bp):
+    for blueprint in (avatars.bp, status.bp, health.bp, metrics.bp, openapi.bp, web_page.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
-    # The audit hooks first: a request the limiter refuses is still given an id and recorded.
+    # The measuring and audit hooks first: a request the limiter refuses is still timed, given an
+    # id and recorded.
+    metrics.init_app(app)
     init_audit(app, svc.audit, settings.audit_anonymous_failures_per_minute,
                settings.audit_anonymous_retention_days)
     limiter = init_limits(app, settings)
-    # The page and its files are not API calls: reloading it must not use up a client's requests.
-    limiter.exempt(web_page.bp)
+    # The page and its files are not API calls: reloading it must not use up a client's requests;
+    # nor must a scrape of the metrics or a read of the API's description.
+    for unlimited in (web_page.bp, metrics.bp, openapi.bp):
+        limiter.exempt(unlimited)
     if settings.cors_origins:
         CORS(app, origins=settings.cors_origins, expose_headers=CORS_EXPOSED_HEADERS, max_age=600)
     timing.init_app(app)

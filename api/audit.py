@@ -32,6 +32,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from jobs import logs
 from jobs.audit import AuditLog
 from jobs.store import utcnow
 
@@ -48,7 +49,8 @@ OPERATIONS = {
     "jobs.job_status": "status",
     "jobs.cancel": "cancel",
 }
-UNAUDITED_ENDPOINTS = frozenset({"health.health"})
+# Health is polled by load balancers; the API's description is the same for everyone.
+UNAUDITED_ENDPOINTS = frozenset({"health.health", "openapi.openapi_document"})
 # The error code recorded for a status when the handler did not name a more precise one.
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "payload_too_large",
@@ -73,6 +75,14 @@ def init_audit(app: Flask, audit_log: AuditLog, anonymous_failures_per_minute: i
     def start() -> None:
         g.request_id = uuid.uuid4().hex
         g.request_started = time.perf_counter()
+        # Every line logged while serving the request names it (LOG_FORMAT=json).
+        g.log_fields = logs.bind(requestId=g.request_id)
+
+    @app.teardown_request
+    def forget_log_fields(_exc: BaseException | None) -> None:
+        token = g.pop("log_fields", None)
+        if token is not None:
+            logs.unbind(token)
 
     @app.after_request
     def audit(response: Response) -> Response:

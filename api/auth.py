@@ -57,6 +57,15 @@ def is_admin() -> bool:
     return _token_user() is not None and get_jwt().get(ADMIN_CLAIM) is True
 
 
+def is_operator() -> bool:
+    """The caller may see how the service is doing inside (the detailed health report, the
+    metrics): it is on this machine (loopback: the operator, a container healthcheck) or sends an
+    admin token."""
+    from jobs.settings import is_loopback
+
+    return is_loopback(request.remote_addr or "") or is_admin()
+
+
 def _token_user() -> str | None:
     """The user id of the request's valid Bearer token, None without an Authorization header;
     401 for anything else."""

@@ -7,7 +7,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, g, redirect, request
 from gunicorn.http.errors import ParseException
 
 from api import audit, idempotency, timing
@@ -21,6 +21,7 @@ from api.sending import send_stored_file
 from api.services import Services, services
 from api.uploads import Upload, validate_uploads
 from api.waiting import await_end, prefer_wait_seconds, wait_for_end
+from jobs import metrics
 from jobs.events import FinishedWait
 from jobs.store import Job, JobNotFound, JobStatus, TransitionError
 from jobs.webhooks import CallbackRefused, check_url
@@ -45,6 +46,7 @@ def generate() -> Response:
         check_room_for_a_job(svc)
     with timing.step("parse"):
         parts = _read_upload(svc)
+    metrics.UPLOAD_BYTES.observe(sum(part.size for part in parts.all))
     claim = None
     if key is not None:
         with timing.step("idempotency"):
@@ -122,7 +124,9 @@ def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: di
         with timing.step("record"):
             job = svc.store.create(
                 job_id, owner=owner, uploads={view: u.describe() for view, u in uploads.items()},
-                client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent")},
+                # The request's id follows the job into the workers' log lines.
+                client={"ip": request.remote_addr, "userAgent": request.headers.get("User-Agent"),
+                        "requestId": g.get("request_id")},
                 callback_url=callback_url, options=options,
             )
     except BaseException:
@@ -188,6 +192,7 @@ def _wait_until_durable(svc: Services, job_id: str, syncing: list[Future[None]],
         svc.store.fail(job_id, "storage_unavailable", "The photos could not be stored; nothing was generated.")
     except (TransitionError, JobNotFound):
         return
+    metrics.JOBS_FAILED.labels(code="storage_unavailable").inc()
     if waiting is not None:
         waiting.close()
     _discard_inputs_quietly(svc, job_id)
@@ -298,12 +303,14 @@ def _enqueue_or_fail(svc: Services, job_id: str, listen: bool) -> FinishedWait |
     try:
         waiting = svc.events.subscribe(job_id) if listen else None
         enqueue_job(svc.celery, job_id)
+        metrics.JOBS_SUBMITTED.inc()
         return waiting
     except Exception as exc:
         if waiting is not None:
             waiting.close()
         log.error("could not queue job %s: %s", job_id, exc)
         svc.store.fail(job_id, "queue_unavailable", "The job queue was unreachable; nothing was generated.")
+        metrics.JOBS_FAILED.labels(code="queue_unavailable").inc()
         _discard_inputs_quietly(svc, job_id)
         raise ServiceUnavailable("The job queue is unreachable, so the avatar was not started; "
                                  "please retry in a minute.", headers={"Retry-After": "30"}) from None

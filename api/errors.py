@@ -11,6 +11,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
+from jobs import metrics
 from jobs.outages import OUTAGES
 from jobs.store import JobNotFound, TransitionError
 from pipeline import PipelineError
@@ -95,8 +96,9 @@ def handle_error(exc: Exception) -> Response:
         g.audit_error_code = _error_code(exc)
         return error_response(exc.status, exc.message, exc.details, exc.headers)
     if isinstance(exc, RateLimitExceeded):
-        from api.limits import EXTENSION_KEY, breach_message
+        from api.limits import EXTENSION_KEY, GENERATIONS, breach_message
         message, retry_after = breach_message(exc, current_app.extensions.get(EXTENSION_KEY))
+        metrics.RATE_LIMITED.labels(limit="generate" if exc.description == GENERATIONS else "default").inc()
         return error_response(429, message, headers={"Retry-After": str(retry_after)})
     if isinstance(exc, JobNotFound):
         return error_response(404, "Avatar not found",

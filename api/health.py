@@ -12,15 +12,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 import psutil
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
-from api.auth import is_admin
+from api.auth import is_operator
 from api.bodies import iso, ok
 from api.errors import error_response
 from api.services import Services, services
 from api.admission import low_disk
 from celeryconfig import GPU_QUEUE, QUEUE_NAMES, STAGE_QUEUES
-from jobs.settings import is_loopback
 from jobs.store import JobStore
 from worker.reconciler import last_pass
 from worker.app import message_job
@@ -82,7 +81,7 @@ def health() -> Response:
 
 
 def _may_see_details() -> bool:
-    return is_loopback(request.remote_addr or "") or is_admin()
+    return is_operator()
 
 
 def _worker_processes(svc: Services) -> list[dict[str, Any]]:

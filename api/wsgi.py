@@ -1,8 +1,9 @@
 """The WSGI entry gunicorn serves: ``gunicorn api.wsgi:app`` (settings from the environment)."""
-import logging
-
 from api import create_app
+from jobs import logs
+from jobs.settings import Settings
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+settings = Settings.from_env()
+logs.configure(settings.log_json)
 
-app = create_app()
+app = create_app(settings)

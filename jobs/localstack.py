@@ -32,8 +32,8 @@ class StackError(RuntimeError):
 
 
 def stack_settings(redis_url: str, mongodb_uri: str, data_dir: Path, **overrides) -> Settings:
-    """Settings for a stack that tests and benchmarks start on this machine: loopback on a free
-    port, a fresh upload key, rate limits raised far above the contract's (one client sends far
+    """Settings for a stack that tests and benchmarks start on this machine: loopback on free
+    ports (the API's and the workers' metrics), a fresh upload key, rate limits raised far above the contract's (one client sends far
     more than 10 generations per 15 minutes), and nothing read from the developer's environment
     (their own REDIS_URL etc. must not leak in). ``overrides`` (field names) go on top."""
     from jobs.encryption import generate_key
@@ -42,6 +42,7 @@ def stack_settings(redis_url: str, mongodb_uri: str, data_dir: Path, **overrides
     return Settings.from_env({
         "redis_url": redis_url, "mongodb_uri": mongodb_uri, "data_dir": data_dir,
         "host": "127.0.0.1", "port": free_port(), "upload_encryption_key": generate_key(),
+        "metrics_port": free_port(), "metrics_dir": Path(data_dir).parent / "metrics",
         "rate_limit_generate": unlimited, "rate_limit_default": unlimited, **overrides,
     }, environ={})
 
@@ -248,8 +249,10 @@ def per_gpu_workers(gpus: Sequence[str], queues: Iterable[str], hostname: str,
 
 
 def start_worker(settings: Settings, queues: Iterable[str], concurrency: int, hostname: str,
-                 log_path: Path, pool: str = "prefork") -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env()}
+                 log_path: Path, pool: str = "prefork", shared_metrics: Path | None = None) -> subprocess.Popen:
+    """One Celery node; its main process serves its pool processes' metrics at ``METRICS_PORT``,
+    unless it writes them to ``shared_metrics``, a folder its starter serves (``worker_metrics_env``)."""
+    env = {**os.environ, **settings.to_env(), **worker_metrics_env(settings, hostname, shared_metrics)}
     return _spawn(worker_command(queues, concurrency, hostname, pool=pool), log_path, env)
 
 
@@ -257,15 +260,37 @@ def start_worker(settings: Settings, queues: Iterable[str], concurrency: int, ho
 WEBHOOK_DELIVERIES = 8
 
 
-def start_webhook_worker(settings: Settings, hostname: str, log_path: Path) -> subprocess.Popen:
+def start_webhook_worker(settings: Settings, hostname: str, log_path: Path,
+                         shared_metrics: Path | None = None) -> subprocess.Popen:
     """The node that delivers completion webhooks (the ``webhooks`` queue), apart from the stages."""
     from celeryconfig import WEBHOOK_QUEUE
 
-    return start_worker(settings, (WEBHOOK_QUEUE,), WEBHOOK_DELIVERIES, hostname, log_path, pool="threads")
+    return start_worker(settings, (WEBHOOK_QUEUE,), WEBHOOK_DELIVERIES, hostname, log_path, pool="threads",
+                        shared_metrics=shared_metrics)
+
+
+def metrics_env(settings: Settings, node: str) -> dict[str, str]:
+    """The environment that gives one node's processes a fresh folder to share their metrics in
+    (``jobs.metrics``), under ``METRICS_DIR``."""
+    from jobs import metrics
+
+    folder = metrics.prepare_dir(metrics.node_dir(settings.metrics_dir, node))
+    return {metrics.MULTIPROCESS_ENV: str(folder)}
+
+
+def worker_metrics_env(settings: Settings, node: str, shared: Path | None) -> dict[str, str]:
+    """A node's metrics: its own fresh folder, served by its main process at METRICS_PORT; or, for
+    several nodes on one machine, a ``shared`` folder (prepared once by their starter, who serves
+    it: ``jobs.metrics.serve``), the nodes serving nothing themselves."""
+    if shared is None:
+        return metrics_env(settings, node)
+    from jobs import metrics
+
+    return {metrics.MULTIPROCESS_ENV: str(shared), "METRICS_PORT": "0"}
 
 
 def start_solo_workers(settings: Settings, queues: Iterable[str], processes: int, hostname: str,
-                       log_dir: Path) -> dict[str, subprocess.Popen]:
+                       log_dir: Path, metrics_dir: Path | None = None) -> dict[str, subprocess.Popen]:
     """``processes`` workers of one process each (``--pool solo``), as the local stack runs them:
     ``{node name: process}``, the nodes named ``<name>-1@<host>``, ``<name>-2@<host>``, ...
 
@@ -274,18 +299,31 @@ def start_solo_workers(settings: Settings, queues: Iterable[str], processes: int
     avatars/s (4 interleaved rounds) for the same latency. A solo worker has no Celery time limit
     (``worker.deadline`` provides the stage limit), and a crashed one is recovered like a lost node:
     by the reconciler, not by its parent.
+
+    The nodes write their metrics to one folder and serve no endpoint of their own: the caller
+    serves ``metrics_dir`` (``jobs.metrics.serve``), one scrape target for all; without one, each
+    node gets its own folder and endpoint.
     """
     name, _, host = hostname.partition("@")
     nodes = {}
     for index in range(1, processes + 1):
         node = f"{name}-{index}@{host}" if host else f"{name}-{index}"
-        nodes[node] = start_solo_worker(settings, queues, node, log_dir / f"worker-{index}.log")
+        nodes[node] = start_solo_worker(settings, queues, node, log_dir / f"worker-{index}.log", metrics_dir)
     return nodes
 
 
-def start_solo_worker(settings: Settings, queues: Iterable[str], node: str, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env(), "WORKER_CONCURRENCY": "1"}
+def start_solo_worker(settings: Settings, queues: Iterable[str], node: str, log_path: Path,
+                      shared_metrics: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env(), "WORKER_CONCURRENCY": "1",
+           **worker_metrics_env(settings, node, shared_metrics)}
     return _spawn(worker_command(queues, 1, node, pool="solo"), log_path, env)
+
+
+def shared_metrics_dir(settings: Settings, name: str) -> Path:
+    """A fresh folder for the metrics of several nodes on this machine (``start_solo_workers``)."""
+    from jobs import metrics
+
+    return metrics.prepare_dir(metrics.node_dir(settings.metrics_dir, name))
 
 
 def wait_solo_workers(settings: Settings, nodes: dict[str, subprocess.Popen], timeout_s: float = 60.0) -> None:
@@ -310,8 +348,11 @@ def wait_worker(settings: Settings, hostname: str, processes: int = 1,
 
 
 def api_command(settings: Settings, bind: str | None = None, app: str = "api.wsgi:app") -> list[str]:
-    """The gunicorn command line serving ``app`` (the API's, unless a benchmark serves its own)."""
-    return [sys.executable, "-m", "gunicorn",
+    """The gunicorn command line serving ``app`` (the API's, unless a benchmark serves its own).
+
+    With ``LOG_FORMAT=json`` gunicorn's access log is off: the app writes its own access lines,
+    with the request id (``api.metrics``)."""
+    return [sys.executable, "-m", "gunicorn", "--config", "python:jobs.gunicorn_config",
             "--bind", bind or f"{settings.host}:{settings.port}",
             # gevent: a request that waits (``Prefer: wait``, a download of a running job) or a client
             # that sends slowly holds a greenlet, not a thread. With gthread's 8 threads a process,
@@ -320,11 +361,16 @@ def api_command(settings: Settings, bind: str | None = None, app: str = "api.wsg
             "--worker-class", "jobs.gunicorn_worker.JsonErrorsGeventWorker", "--workers", str(settings.api_workers),
             "--worker-connections", str(settings.api_connections),
             "--timeout", str(settings.max_wait_s + 30), "--graceful-timeout", "10",
-            "--access-logfile", "-", app]
+            *([] if settings.log_json else ["--access-logfile", "-"]), app]
+
+
+def api_metrics_node(settings: Settings) -> str:
+    """The metrics folder's name for the API on ``settings.port``."""
+    return f"api-{settings.port}"
 
 
 def start_api(settings: Settings, log_path: Path, bind: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env()}
+    env = {**os.environ, **settings.to_env(), **metrics_env(settings, api_metrics_node(settings))}
     return _spawn(api_command(settings, bind), log_path, env)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -135,6 +136,21 @@ class Settings:
     inference_batch_max: int = 1
     inference_batch_window_ms: float = 5.0
 
+    # -- operating it --
+    # "text" (one human-readable line per event) or "json" (one JSON object per line, with the
+    # request id, job id, stage and duration where there is one: for log collectors).
+    log_format: str = "text"
+    # Where a worker node serves its processes' Prometheus metrics (GET /metrics on this port, on
+    # HOST); 0 turns the endpoint off. The API serves its own at /metrics on PORT.
+    metrics_port: int = 9808
+    # Where the processes of one API or worker node keep their metric samples (prometheus_client's
+    # multiprocess files), each node in a folder of its own under it, emptied when the node starts.
+    metrics_dir: Path = Path(tempfile.gettempdir()) / "avatar-metrics"
+
+    def __post_init__(self) -> None:
+        if self.log_format.strip().lower() not in LOG_FORMATS:
+            raise ValueError(f"setting LOG_FORMAT must be {' or '.join(LOG_FORMATS)}, got {self.log_format!r}")
+
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None,
                  environ: Mapping[str, str] | None = None) -> "Settings":
@@ -150,8 +166,9 @@ class Settings:
         for name, value in (overrides or {}).items():
             field = _field(cls, name)
             values[name] = _coerce(field, value) if isinstance(value, str) else value
-        if "data_dir" in values:
-            values["data_dir"] = Path(values["data_dir"])
+        for name in ("data_dir", "metrics_dir"):
+            if name in values:
+                values[name] = Path(values[name])
         return cls(**values)
 
     def replace(self, **changes: Any) -> "Settings":
@@ -180,11 +197,16 @@ class Settings:
         return named or DEFAULT_DATABASE
 
     @property
+    def log_json(self) -> bool:
+        return self.log_format.strip().lower() == "json"
+
+    @property
     def cors_origins(self) -> list[str]:
         return [origin.strip() for origin in self.cors_allowed_origins.split(",") if origin.strip()]
 
 
 DEFAULT_DATABASE = "avatar"
+LOG_FORMATS = ("text", "json")
 # Other environment variable names a setting answers to (the original API document's names).
 ENV_ALIASES = {"jwt_secret_key": ("JWT_SECRET",)}
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})

@@ -43,7 +43,8 @@ def compose() -> dict[str, Any]:
 
 # What an operator sets for compose's ``${NAME...}`` (a new one must be added here).
 OPERATOR_VALUES = {"JWT_SECRET_KEY": "k" * 43, "UPLOAD_ENCRYPTION_KEY": base64.b64encode(bytes(32)).decode(),
-                   "WEBHOOK_SECRET": "w" * 43, "TRUSTED_PROXIES": "1",
+                   "WEBHOOK_SECRET": "w" * 43, "TRUSTED_PROXIES": "1", "LOG_FORMAT": "json",
+                   "GRAFANA_ADMIN_PASSWORD": "g" * 20,
                    # The minio profile, as the file's header tells an operator to set it.
                    "STORAGE_URL": "s3://avatars/", "S3_ENDPOINT_URL": "http://minio:9000",
                    "S3_PUBLIC_ENDPOINT_URL": "", "DOWNLOAD_PRESIGN_S": "0",
@@ -79,7 +80,7 @@ def dockerfile_env(path: str) -> dict[str, str]:
 def test_the_services_are_the_ones_the_issue_names(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {"redis", "mongo", "api", "worker-cpu", "worker-webhooks", "worker-gpu",
-                             "minio", "minio-bucket"}
+                             "minio", "minio-bucket", "prometheus", "grafana"}
     assert services["redis"]["image"].startswith("redis:7.") and services["mongo"]["image"].startswith("mongo:7.")
     for name in ("redis", "mongo"):
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
@@ -275,8 +276,8 @@ def test_the_api_may_listen_beyond_loopback_with_the_operators_secrets(compose: 
 
 
 def test_every_image_is_pinned_to_a_release(compose: dict[str, Any]) -> None:
-    # A version (name:1.2.3), MinIO's dated release tags, or a digest.
-    pinned = re.compile(r"^[\w./-]+(:\d+\.\d+\.\d+[\w.-]*|:RELEASE\.\d{4}-\d\d-\d\dT[\d-]+Z|@sha256:[0-9a-f]{64})$")
+    # A version (name:1.2.3, name:v1.2.3), MinIO's dated release tags, or a digest.
+    pinned = re.compile(r"^[\w./-]+(:v?\d+\.\d+\.\d+[\w.-]*|:RELEASE\.\d{4}-\d\d-\d\dT[\d-]+Z|@sha256:[0-9a-f]{64})$")
     images = [service["image"] for service in compose["services"].values() if "image" in service]
     for path in DOCKERFILES.values():
         images += [line.split()[1] for line in dockerfile_lines(path) if line.startswith("FROM ")]
@@ -310,3 +311,78 @@ def test_the_build_context_leaves_out_local_state_installs_and_keys() -> None:
         assert ignored(path), f"{path} would be sent to the Docker daemon and could land in an image"
     for source in ("api/__init__.py", "models/face_landmark.onnx", "pyproject.toml"):
         assert not ignored(source), f"{source} is needed in the images"
+
+
+# -- monitoring (the compose profile) ---------------------------------------------------------------
+
+MONITORING = ROOT / "deploy" / "monitoring"
+WORKER_SERVICES = ("worker-cpu", "worker-webhooks", "worker-gpu")
+
+
+def mounted(compose: dict[str, Any], service: str, target: str) -> Path:
+    """The repository file compose mounts at ``target`` in ``service``."""
+    for volume in compose["services"][service]["volumes"]:
+        source, _, rest = volume.partition(":")
+        if rest.split(":")[0] == target:
+            return (ROOT / source).resolve()
+    raise AssertionError(f"{service} mounts nothing at {target}")
+
+
+def test_the_monitoring_profile_runs_pinned_prometheus_and_grafana_on_the_repositorys_files(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"], f"{name} would start without the profile"
+    assert "profiles" not in services["api"]  # the service itself always starts
+    command = services["prometheus"]["command"]
+    config_path = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--config.file="))
+    assert mounted(compose, "prometheus", config_path) == MONITORING / "prometheus.yml"
+    provisioning = mounted(compose, "grafana", "/etc/grafana/provisioning")
+    providers = yaml.safe_load((provisioning / "dashboards" / "avatar.yml").read_text())["providers"]
+    assert mounted(compose, "grafana", providers[0]["options"]["path"]) == MONITORING / "grafana" / "dashboards"
+    source = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert source["url"] == "http://prometheus:9090"
+
+
+def test_prometheus_scrapes_what_the_api_and_each_worker_serve(compose: dict[str, Any]) -> None:
+    """The API's job reads its metrics route on its port with an admin token (the route is for
+    operators); the workers' job reads every worker service on the port its settings serve, on an
+    address other containers reach."""
+    from api.metrics import METRICS_PATH
+
+    jobs = {job["job_name"]: job for job in yaml.safe_load((MONITORING / "prometheus.yml").read_text())["scrape_configs"]}
+    api_job, workers_job = jobs["avatar-api"], jobs["avatar-workers"]
+    api_settings = Settings.from_env(environ=service_environment(compose, "api"))
+    assert api_job["metrics_path"] == METRICS_PATH
+    assert api_job["dns_sd_configs"] == [{"names": ["api"], "type": "A", "port": api_settings.port}]
+    assert api_job["authorization"]["type"] == "Bearer"
+    assert mounted(compose, "prometheus", api_job["authorization"]["credentials_file"]) == MONITORING / "api-token"
+    (discovery,) = workers_job["dns_sd_configs"]
+    assert sorted(discovery["names"]) == sorted(WORKER_SERVICES)
+    for service in WORKER_SERVICES:
+        settings = Settings.from_env(environ=service_environment(compose, service))
+        assert settings.metrics_port == discovery["port"] > 0, service
+        assert settings.host == "0.0.0.0", f"{service}: its metrics would listen on loopback only"
+    assert workers_job.get("metrics_path", "/metrics") == "/metrics"  # prometheus_client answers any path
+
+
+def test_the_token_file_stays_out_of_git_and_the_images() -> None:
+    ignored = (ROOT / ".gitignore").read_text().splitlines() + (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored.count("deploy/monitoring/api-token") == 2
+
+
+def test_the_dashboard_queries_only_metrics_the_code_exports() -> None:
+    from jobs import metrics
+
+    exported = {metrics.QUEUE_DEPTH, metrics.QUEUE_OLDEST_AGE}
+    for metric in metrics.EXPORTED:
+        # The sample names prometheus_client writes for each kind.
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+        exported |= {metric._name + suffix for suffix in suffixes[metric._type]}
+    dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "avatar-service.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\b(avatar_[a-z_]+)\b", target["expr"])}
+    assert queried and queried <= exported, sorted(queried - exported)
+    # Every metric is on the dashboard somewhere.
+    shown = {re.sub(r"_(total|bucket|sum|count)$", "", name) for name in queried}
+    assert {re.sub(r"_(total|bucket|sum|count)$", "", name) for name in exported} <= shown

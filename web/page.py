@@ -9,13 +9,16 @@ Every response of this blueprint carries a Content-Security-Policy that lets the
 connect to this origin only. ``blob:`` is allowed for images and fetches because the page makes
 such URLs itself, from bytes it already holds: thumbnails of the chosen photos, and the texture
 three.js's GLTFLoader unpacks from a GLB. No inline script or style is allowed, so the page has none.
+
+``/docs`` is the API reference: Swagger UI from its npm package, bundled the same way, reading the
+OpenAPI document the API serves (``api.openapi``).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, render_template, request
 
 from api.services import services
 
@@ -38,6 +41,10 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "form-action 'self'",
     "frame-ancestors 'none'",
 ])
+# The API reference page (Swagger UI) is held to the same policy, but for images: its stylesheet
+# draws its icons as data: URLs. Its styles come from the bundled stylesheet and from the script
+# through the CSSOM (element.style), which style-src does not restrict, so no 'unsafe-inline'.
+DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("img-src 'self' blob:", "img-src 'self' data:")
 
 
 @bp.get("/")
@@ -48,9 +55,16 @@ def index() -> str:
                            min_image_side=settings.min_image_side, max_image_side=settings.max_image_side)
 
 
+@bp.get("/docs")
+def docs() -> str:
+    """The API reference: the service's OpenAPI document (``/api/openapi.json``) in Swagger UI."""
+    return render_template("docs.html")
+
+
 @bp.after_request
 def add_security_headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Content-Security-Policy"] = (
+        DOCS_CONTENT_SECURITY_POLICY if request.endpoint == "web.docs" else CONTENT_SECURITY_POLICY)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     # Revalidated on every load (ETag, 304): a new release is never mixed with a cached old script.

@@ -42,12 +42,13 @@ import redis
 from celery import Celery
 
 from celeryconfig import STAGE_QUEUES
+from jobs import metrics
 from jobs.events import JobEvents
 from jobs.files import FileStore
 from jobs.retention import discard_ended_inputs
 from jobs.settings import Settings
 from jobs.store import Job, JobNotFound, JobStatus, JobStore, TransitionError, utcnow
-from worker.app import EXPORT, INFERENCE, PREPROCESS, message_job
+from worker.app import EXPORT, INFERENCE, PREPROCESS, enqueue_stage, message_job
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ class Reconciler:
                 self._fail_stalled(job, requeues)
                 report.failed.append(job.id)
                 continue
-            self.celery.send_task(task, args=(job.id,), kwargs={"resent": True})
+            enqueue_stage(self.celery, task, job.id, resent=True)
+            metrics.RECONCILER_RESENT.labels(status=job.status.value).inc()
             report.resent.append(job.id)
             log.warning("[job %s] stalled in %s for over %.0f s with no message or worker: sent %s "
                         "again (re-send %d of %d)", job.id, job.status.value, self.settings.stall_after_s,
@@ -152,6 +154,9 @@ class Reconciler:
             log.info("[job %s] not marked stalled: %s", job.id, exc)
             return
         log.error("[job %s] failed as stalled after %d re-sends", job.id, requeues)
+        metrics.JOBS_FAILED.labels(code="stalled").inc()
+        metrics.JOB_DURATION.labels(outcome=JobStatus.FAILED.value).observe(
+            max(0.0, (utcnow() - job.created_at).total_seconds()))
         try:
             self.events.publish_finished(job.id, JobStatus.FAILED.value)
         except redis.RedisError:

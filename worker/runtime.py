@@ -16,6 +16,7 @@ import redis
 from celery import signals
 
 import celeryconfig
+from jobs import logs, metrics
 from jobs.events import JobEvents, WorkerRegistry
 from jobs.files import FileStore
 from jobs.settings import Settings
@@ -114,9 +115,12 @@ class WorkerRuntime:
                 warm_up()  # the texel map costs ~150 ms once; not on the first job
             log.info("models loaded for queues %s, providers %s", ",".join(self.queues),
                      self.models.providers)
+            provider = self.models.providers[0] if self.models.providers else "none"
         except Exception as exc:  # keep serving health; tasks will fail with a clear error
             log.exception("could not load the ONNX models")
             self.model_error = f"{type(exc).__name__}: {exc}"
+            provider = "none"
+        metrics.WORKER_INFO.labels(node=self.hostname, queues=",".join(self.queues), provider=provider).set(1)
 
     def landmark_models(self) -> FaceModels | BatchedModels | None:
         """The models an inference task uses: through the batcher when there is one."""
@@ -215,6 +219,28 @@ def remember_identity(sender: Any = None, **_: Any) -> None:
     _identity["hostname"] = sender.hostname
     _identity["queues"] = tuple(sorted(sender.app.amqp.queues.consume_from))
     _identity["pool"] = getattr(sender.pool_cls, "__module__", str(sender.pool_cls))
+
+
+@signals.worker_init.connect
+def serve_metrics(**_: Any) -> None:
+    """The node's main process serves the metrics of all its processes (``jobs.metrics``); a node
+    started with METRICS_PORT=0 leaves that to the process that started it."""
+    settings = Settings.from_env()
+    if settings.metrics_port <= 0:
+        return
+    if metrics.multiprocess_dir() is None:
+        log.warning("PROMETHEUS_MULTIPROC_DIR is not set, so only the main process's metrics are "
+                    "served; start workers with `avatar worker` to have every process's")
+    metrics.serve(settings.host, settings.metrics_port)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def format_log_lines(logger: logging.Logger, **_: Any) -> None:
+    """Celery sets up its own handlers; with LOG_FORMAT=json their lines are JSON (``jobs.logs``)."""
+    if Settings.from_env().log_json:
+        for handler in logger.handlers:
+            handler.setFormatter(logs.JsonFormatter())
 
 
 @signals.worker_ready.connect

@@ -17,7 +17,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jobs import webhooks
+from jobs import logs, metrics, webhooks
 from jobs.files import result_filename
 from jobs.outages import OUTAGES, retrying
 from jobs.retention import sweep_if_due
@@ -224,6 +224,15 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
     worker = task.request.hostname or rt.hostname
     key = STAGE_KEY[stage]
     jlog = JobLog(log, {"job_id": job_id})
+    sent_at = task.request.get("sentAt")
+    if isinstance(sent_at, (int, float)):  # how long the message waited in its queue
+        metrics.STAGE_DURATION.labels(stage=f"{key}QueueWait").observe(max(0.0, received - sent_at))
+    with logs.bound(jobId=job_id, stage=key):
+        return _run_stage_of(task, rt, job_id, stage, work, worker, key, jlog, received, started)
+
+
+def _run_stage_of(task: Task, rt: WorkerRuntime, job_id: str, stage: JobStatus, work: StageWork, worker: str,
+                  key: str, jlog: JobLog, received: float, started: float) -> str | None:
     try:
         job = _retrying(lambda: rt.store.find(job_id), jlog, "reading the job")
     except OUTAGES as exc:
@@ -239,9 +248,16 @@ def run_stage(task: Task, job_id: str, stage: JobStatus, work: StageWork, resent
         return None
     rt.began(job_id)
     try:
-        return _run_stage(task, rt, job, stage, work, worker, key, jlog, received, started)
+        # The request that submitted the job names every line about it (LOG_FORMAT=json).
+        with logs.bound(requestId=submitting_request(job)):
+            return _run_stage(task, rt, job, stage, work, worker, key, jlog, received, started)
     finally:
         rt.ended(job_id)
+
+
+def submitting_request(job: Job) -> str | None:
+    """The X-Request-Id of the request that submitted ``job`` (kept on its record)."""
+    return (job.doc.get("client") or {}).get("requestId")
 
 
 # How long a stage keeps retrying a store step before leaving the job to the reconciler.
@@ -256,9 +272,6 @@ def _retrying(step: Callable[[], Any], jlog: JobLog, what: str) -> Any:
 def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: StageWork,
                worker: str, key: str, jlog: JobLog, received: float, started: float) -> str | None:
     job_id = job.id
-    # Read with the job at the stage's start: the job's end needs no second read to know whether a
-    # webhook is due (one store round trip fewer per job).
-    webhook_due = bool(job.doc.get("callbackUrl"))
 
     def note_started() -> None:
         try:
@@ -277,7 +290,8 @@ def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: 
         if stage is JobStatus.EXPORTING:
             _retrying(lambda: rt.store.complete(job_id, output.result or {}, timings, worker=worker, trace=trace),
                       jlog, "recording the completion")
-            _job_ended(rt, job_id, JobStatus.COMPLETED, webhook_due)
+            _stage_done(jlog, key, timings)
+            _job_ended(rt, job, JobStatus.COMPLETED)
             jlog.info("completed in %.0f ms of work", output.result["generationTime"])
         else:
             # The next stage is queued first and this one recorded while its task is on its way:
@@ -285,6 +299,7 @@ def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: 
             _enqueue_next(task, NEXT_STAGE[stage], job_id, jlog)
             _retrying(lambda: rt.store.advance(job_id, stage, timings, worker=worker, trace=trace),
                       jlog, f"recording the end of {stage.value}")
+            _stage_done(jlog, key, timings)
             if stage is JobStatus.PREPROCESSING:
                 # Handed over: no later step reads the photos (a retry or re-send of inference or
                 # export starts from the stage files), so they go now, while the next stage runs,
@@ -298,19 +313,26 @@ def _run_stage(task: Task, rt: WorkerRuntime, job: Job, stage: JobStatus, work: 
                      type(exc).__name__, exc, stage.value)
     except PipelineError as exc:
         jlog.info("failed in %s: %s (%s)", stage.value, exc.message, exc.code)
-        _fail(rt, job_id, stage, exc.code, exc.message, exc.view, webhook_due=webhook_due)
+        _fail(rt, job, stage, exc.code, exc.message, exc.view)
     except ModelsUnavailable as exc:
         jlog.error("no models loaded: %s", exc)
-        _fail(rt, job_id, stage, "models_unavailable", MODELS_MISSING_MESSAGE, webhook_due=webhook_due)
+        _fail(rt, job, stage, "models_unavailable", MODELS_MISSING_MESSAGE)
     except SoftTimeLimitExceeded:
         jlog.error("%s ran past %g s", stage.value, rt.settings.job_timeout_s)
-        _fail(rt, job_id, stage, "timeout",
+        _fail(rt, job, stage, "timeout",
               f"Generating the avatar took longer than {rt.settings.job_timeout_s:g} s at the "
-              f"{stage.value} step. Please try again, or send smaller photos.", webhook_due=webhook_due)
+              f"{stage.value} step. Please try again, or send smaller photos.")
         _exit_if_work_goes_on(jlog)
     except Exception as exc:
-        _fail_unexpected(rt, job_id, stage, exc, webhook_due)
+        _fail_unexpected(rt, job, stage, exc)
     return None
+
+
+def _stage_done(jlog: JobLog, key: str, timings: dict[str, float]) -> None:
+    """One sample per timed step for the metrics, and one line for the log."""
+    metrics.observe_timings(timings)
+    stage_ms = timings[f"{key}Stage"]
+    jlog.info("%s finished in %.0f ms", key, stage_ms, extra={"durationMs": round(stage_ms, 3)})
 
 
 # The exit status of a worker process that stopped itself because a timed-out stage left a decoder
@@ -357,17 +379,17 @@ def _stopped(rt: WorkerRuntime, job_id: str, stage: JobStatus,
     # its end before this one): the stage files belong to the task that is ahead.
 
 
-def _fail_unexpected(rt: WorkerRuntime, job_id: str, stage: JobStatus, exc: Exception,
-                     webhook_due: bool | None = None) -> None:
+def _fail_unexpected(rt: WorkerRuntime, job: Job, stage: JobStatus, exc: Exception) -> None:
     """An error of ours, or the job's files vanished because it was canceled meanwhile."""
-    if _fail(rt, job_id, stage, "internal_error", INTERNAL_ERROR_MESSAGE, webhook_due=webhook_due):
-        log.exception("[job %s] internal error in %s", job_id, stage.value, exc_info=exc)
+    if _fail(rt, job, stage, "internal_error", INTERNAL_ERROR_MESSAGE):
+        log.exception("[job %s] internal error in %s", job.id, stage.value, exc_info=exc)
 
 
-def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, code: str, message: str,
-          view: str | None = None, webhook_due: bool | None = None) -> bool:
+def _fail(rt: WorkerRuntime, job: Job, stage: JobStatus, code: str, message: str,
+          view: str | None = None) -> bool:
     """Fail the job if it is at most at ``stage`` (a stale message never fails a job that is further
     along); True if this call failed it."""
+    job_id = job.id
     jlog = JobLog(log, {"job_id": job_id})
     try:
         _retrying(lambda: rt.store.fail(job_id, code, message, view, at_most=stage), jlog, "recording the failure")
@@ -377,14 +399,15 @@ def _fail(rt: WorkerRuntime, job_id: str, stage: JobStatus, code: str, message: 
     except OUTAGES as exc:
         jlog.warning("could not record the failure (%s); the reconciler will send %s again", exc, stage.value)
         return False
-    _job_ended(rt, job_id, JobStatus.FAILED, webhook_due)
+    _job_ended(rt, job, JobStatus.FAILED, code)
     return True
 
 
-def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus, webhook_due: bool | None = None) -> None:
+def _job_ended(rt: WorkerRuntime, job: Job, status: JobStatus, code: str | None = None) -> None:
     """Delete the photos and crops (biometric data: gone before anyone learns the job is over, so
-    a client that sees the end never finds them), then tell the waiters. ``webhook_due``: whether
-    the job has a callbackUrl, as the stage read it (None: read it now)."""
+    a client that sees the end never finds them), then tell the waiters."""
+    job_id = job.id
+    _count_end(job, status, code)
     rt.outputs.forget(job_id)
     rt.files.discard_inputs(job_id)
     try:
@@ -392,14 +415,27 @@ def _job_ended(rt: WorkerRuntime, job_id: str, status: JobStatus, webhook_due: b
     except Exception as exc:  # waiters re-read the record anyway; a lost notification only delays them
         log.warning("[job %s] could not publish %s: %s", job_id, status.value, exc)
     sweep_if_due(rt.store, rt.files, rt.events.redis, rt.settings.sweep_interval_s)
-    _queue_webhook(rt, job_id, status, webhook_due)
+    _queue_webhook(rt, job, status)
 
 
-def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus, webhook_due: bool | None = None) -> None:
+def _count_end(job: Job, status: JobStatus, code: str | None) -> None:
+    """The job's outcome (failures by code) and its time from submission to now."""
+    if status is JobStatus.COMPLETED:
+        metrics.JOBS_COMPLETED.inc()
+    else:
+        metrics.JOBS_FAILED.labels(code=code or "unknown").inc()
+    metrics.JOB_DURATION.labels(outcome=status.value).observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
+
+
+def _queue_webhook(rt: WorkerRuntime, job: Job, status: JobStatus) -> None:
     """If the job was submitted with a callbackUrl, queue its webhook (delivered by ``webhook``).
-    After the waiters were told and the photos deleted: a webhook never delays a job's end."""
+    After the waiters were told and the photos deleted: a webhook never delays a job's end.
+
+    ``job`` is the record as the stage read it at its start: the callbackUrl never changes, so the
+    job's end needs no second read of the store (one round trip fewer per job)."""
+    job_id = job.id
     try:
-        if webhook_due if webhook_due is not None else rt.store.callback_url(job_id):
+        if job.doc.get("callbackUrl"):
             event = "avatar.completed" if status is JobStatus.COMPLETED else "avatar.failed"
             webhook.apply_async(args=(job_id,), kwargs={"event": event})
     except Exception as exc:
@@ -410,12 +446,18 @@ def _queue_webhook(rt: WorkerRuntime, job_id: str, status: JobStatus, webhook_du
 def webhook(self: Task, job_id: str, event: str) -> bool:
     """POST the signed event to the job's callbackUrl; retried with back-off up to
     WEBHOOK_MAX_ATTEMPTS times. Each attempt's outcome is noted on the job (``webhook``)."""
+    with logs.bound(jobId=job_id, stage="webhook"):
+        return _deliver_webhook(self, job_id, event)
+
+
+def _deliver_webhook(task: Task, job_id: str, event: str) -> bool:
     rt = runtime.current()
     settings = rt.settings
     job = rt.store.find(job_id)
     if job is None or not job.doc.get("callbackUrl"):
         return False
-    attempt = self.request.retries + 1
+    logs.bind(requestId=submitting_request(job))  # undone with the block in webhook()
+    attempt = task.request.retries + 1
     body = webhooks.event_body(event, job_id, job.status.value, webhook_data(job))
     try:
         outcome = webhooks.deliver(job.doc["callbackUrl"], body, event, settings.webhook_secret,
@@ -424,19 +466,23 @@ def webhook(self: Task, job_id: str, event: str) -> bool:
     except webhooks.CallbackRefused as exc:
         log.warning("[job %s] webhook refused: %s", job_id, exc)
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="refused", lastError=str(exc))
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="refused").inc()
         return False
     if outcome.ok:
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="delivered",
                                 lastStatus=outcome.status, deliveredAt=utcnow())
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
         return True
     if attempt >= settings.webhook_max_attempts:
         log.warning("[job %s] webhook gave up after %d attempts: %s", job_id, attempt, outcome.error)
         rt.store.record_webhook(job_id, event=event, attempts=attempt, state="gave_up",
                                 lastStatus=outcome.status, lastError=outcome.error)
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="gave_up").inc()
         return False
     rt.store.record_webhook(job_id, event=event, attempts=attempt, state="retrying",
                             lastStatus=outcome.status, lastError=outcome.error)
-    raise self.retry(countdown=settings.webhook_backoff_s * 2 ** (attempt - 1), max_retries=None)
+    metrics.WEBHOOK_DELIVERIES.labels(outcome="retrying").inc()
+    raise task.retry(countdown=settings.webhook_backoff_s * 2 ** (attempt - 1), max_retries=None)
 
 
 def webhook_data(job: Job) -> dict[str, Any]:

@@ -55,13 +55,17 @@ def volume_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
             "webhook_allow_private": True, "webhook_backoff_s": 0.3,
             # A download of a job that never ends gives up after this (30 s by default).
             "download_wait_s": 2,
+            # The logs as a log collector reads them (tests/integration/test_metrics_and_logs.py).
+            "log_format": "json",
         })
         port = settings.port
         localstack.wait_redis(redis_url, redis_proc)
         worker = localstack.start_worker(settings, ("cpu", "gpu"), WORKER_PROCESSES, WORKER_NAME,
                                          logs / "worker.log")
         processes.append(worker)
-        webhooks = localstack.start_webhook_worker(settings, WEBHOOK_WORKER_NAME, logs / "webhooks.log")
+        # Its own metrics endpoint, as its own container has in production.
+        webhooks = localstack.start_webhook_worker(settings.replace(metrics_port=localstack.free_port()),
+                                                   WEBHOOK_WORKER_NAME, logs / "webhooks.log")
         processes.append(webhooks)
         localstack.wait_mongo(mongo_uri, mongo_proc)
         api = localstack.start_api(settings, logs / "api.log")
