@@ -161,6 +161,12 @@ def test_with_object_storage_a_download_can_redirect_to_a_short_lived_presigned_
     assert fetched.headers["Content-Type"] == "model/gltf-binary"
     assert fetched.headers["Content-Disposition"] == streamed.headers["Content-Disposition"]
     assert download_count(s3_stack, avatar_id) == 2
+    # The redirect is in the API's own description of itself.
+    from openapi_spec_validator import validate
+
+    documented = client.get("/api/openapi.json").get_json()
+    validate(documented)
+    assert "302" in documented["paths"]["/api/avatar/download/{avatar_id}"]["get"]["responses"]
     # The web page's own fetch() gets the bytes here: its CSP allows this origin only.
     from_page = client.get(f"/api/avatar/download/{avatar_id}", headers={"Sec-Fetch-Mode": "cors",
                                                                          "Sec-Fetch-Site": "same-origin"})
