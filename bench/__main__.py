@@ -5,7 +5,8 @@ on one stack (``bench/interleaved.py``): POST → completed p50 against the in-p
 median, and service avatars/s against in-process avatars/s with the same number of processes.
 ``goals`` checks the service's speed goals: the absolute ones on ``service``, the ratios on ``comparison``.
 ``reconstruction`` renders a known head from three sides and reports how far the three-view and the
-front-only avatars are from it (millimetres), and writes preview PNGs to ``bench/out/``. ``batch``
+front-only avatars are from it (millimetres), per face region for five face shapes at 30° and 45°
+(``subjects``), and writes preview PNGs to ``bench/out/``. ``batch``
 measures jobs/s with ``avatar batch`` as the client against one worker process, two in
 one worker node, and two nodes of one, plus what batching the landmark model buys on this CPU
 (``bench/batch_bench.py``). Options:
@@ -62,13 +63,16 @@ def run_reconstruction_bench(out_dir: str) -> dict[str, Any]:
     face mask), and previews of real-photo avatars to look at: the face mask, and whole heads as
     they open, at rest and with single expressions (``run_head_previews``)."""
     from bench.photos import avatar_views
-    from bench.synthetic import run_synthetic_check
+    from bench.synthetic import fusion_table, real_face_texture, run_synthetic_check
     from pipeline.models import FaceModels
     from pipeline.preview import write_preview_png
     from pipeline.stages import run_pipeline
 
     models = FaceModels.load(threads=1)
     report = run_synthetic_check(models, out_dir)
+    # Every synthetic face shape at 30° and 45°, per region (the Markdown table:
+    # python -m bench.synthetic --subjects).
+    report["subjects"] = fusion_table(models, real_face_texture(models))
     avatar = run_pipeline(avatar_views(1024), models, mesh="face")
     report["preview_files"].append(str(write_preview_png(avatar, f"{out_dir}/face_preview.png")))
     report["heads"] = run_head_previews(models, out_dir)

@@ -5,7 +5,8 @@ that all faces are ``share`` of the frame's height (``bench.photos.composite_pho
 places, in 1600x1200 and 4000x3000 JPEGs. A face counts as found when a detection is centred
 within a third of its height of it and is half to 1.6 times as tall. "before" is the short-range
 detector over the 512-px decode alone (what the pipeline ran before the full-range search);
-"after" is ``pipeline.detect.detect_faces`` as ``prepare_views`` runs it.
+"after" is ``pipeline.detect.detect_faces`` as ``prepare_views`` runs it on a front photo (whose
+texture size is automatic): over the whole photo's decode shrunk by a whole factor to about 512 px.
 
 ``python -m bench.recall [--out DIR]`` prints the table as JSON and saves a crop of a found 6% face.
 """
@@ -19,7 +20,8 @@ import cv2
 import numpy as np
 
 from bench.photos import composite_photo, encode_jpeg
-from pipeline.decode import decode_image
+from pipeline.decode import decode_image, read_header
+from pipeline.stages import Photo
 
 SIZES = ((1600, 1200), (4000, 3000))
 SHARES = (0.05, 0.06, 0.08, 0.10, 0.15, 0.20, 0.30, 0.40)
@@ -49,10 +51,13 @@ def recall_table(models, sizes=SIZES, shares=SHARES, out_dir: str | Path | None 
             for subject in SUBJECTS:
                 for place in PLACES:
                     image, box = composite_photo((width, height), share, place, subject)
-                    decoded = decode_image(encode_jpeg(image), max_side=DETECT_SIDE)
+                    data = encode_jpeg(image)
+                    decoded = decode_image(data, max_side=DETECT_SIDE)
                     scale = decoded.shape[1] / width
                     hits["before"] += found(detect_faces(models, [decoded], small_faces=False)[0], box, scale)
-                    faces = detect_faces(models, [decoded])[0]
+                    whole, small, factor = Photo("front", data, read_header(data)).decode_for_detection(whole=True)
+                    scale = whole.shape[1] / width / factor
+                    faces = detect_faces(models, [small])[0]
                     hits["after"] += found(faces, box, scale)
                     if out_dir is not None and share == 0.06 and (width, place, subject) == (4000, PLACES[0], SUBJECTS[0]):
                         table["crop_of_a_6_percent_face"] = str(_save_crop(image, box, faces, scale, out_dir))

@@ -67,20 +67,44 @@ REGIONS = {  # region: (anchor landmarks, radius in cm on the canonical face)
     "nose": (NOSE_IDS, 1.3),
     "eyes": ((33, 133, 362, 263), 1.3),
     "cheeks": ((50, 280), 2.0),
+    "mouth": ((13, 14, 61, 291), 1.2),
+    "chin": ((152, 199), 1.5),
+    "forehead": ((10, 151, 9), 2.0),
 }
 
+# Subjects that depart further from the canonical face, for the multi-view fusion table
+# (``fusion_table``): each is the subject above plus (more deformations, its x/y proportions).
+SUBJECTS: dict[str, tuple[tuple, tuple[float, float]]] = {
+    "base": ((), SCALE_XY),
+    "wide": ((), (SCALE_XY[0] * 1.12, SCALE_XY[1] * 0.95)),  # a broad, short face
+    "narrow": ((), (SCALE_XY[0] * 0.88, SCALE_XY[1] * 1.06)),  # a thin, long face
+    "deep-set eyes": ((((33, 133), 1.1, (0.0, 0.0, -0.5)),  # 5 mm deeper again: 1 cm in all
+                       ((362, 263), 1.1, (0.0, 0.0, -0.5))), SCALE_XY),
+    "strong chin": ((((152,), 1.8, (0.0, -0.3, 0.7)),), SCALE_XY),  # 1.15 cm forward in all
+}
+FUSION_YAWS_DEG = (30.0, 45.0)
 
-def deform_canonical_face(vertices_cm: np.ndarray) -> np.ndarray:
-    """The synthetic subject's face shape (cm) from the canonical one; see ``DEFORMATIONS``."""
+
+def deform_canonical_face(vertices_cm: np.ndarray, extra: Sequence = (),
+                          scale_xy: tuple[float, float] = SCALE_XY) -> np.ndarray:
+    """The synthetic subject's face shape (cm) from the canonical one: ``DEFORMATIONS`` and
+    ``extra`` ones (same form, anchored on the canonical face), then ``scale_xy`` about the
+    face's centre."""
     v = np.asarray(vertices_cm, np.float64)
     out = v.copy()
-    for anchors, sigma, (dx, dy, dz) in DEFORMATIONS:
+    for anchors, sigma, (dx, dy, dz) in (*DEFORMATIONS, *extra):
         centre = v[list(anchors)].mean(0)
         falloff = np.exp(-((v - centre) ** 2).sum(1) / (2 * sigma ** 2))
         out += falloff[:, None] * np.array([dx, dy, dz])
-    out[:, 0] *= SCALE_XY[0]
-    out[:, 1] *= SCALE_XY[1]
+    centre = out[:, :2].mean(0)
+    out[:, :2] = (out[:, :2] - centre) * scale_xy + centre
     return out
+
+
+def subject_face_cm(name: str) -> np.ndarray:
+    """The face shape (canonical frame, cm) of one of ``SUBJECTS``."""
+    extra, scale_xy = SUBJECTS[name]
+    return deform_canonical_face(load_topology().vertices, extra, scale_xy)
 
 
 def _ellipsoid(centre: Sequence[float], radii: Sequence[float], rings: int = 72, segments: int = 128
@@ -427,6 +451,87 @@ def run_synthetic_check(models, out_dir: str | Path | None = None, side_yaw_deg:
     return report
 
 
+def fused_landmark_shapes(renders: dict[str, np.ndarray], models) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The renders through the pipeline's face finding, landmark fitting and side-view checks,
+    then fused twice: from every view the checks kept (``"three_views"``) and from the front
+    alone (``"front_only"``), canonical frame in metres; and the pipeline's warnings.
+
+    This is the face shape ``build_avatar`` starts from, without the texture and GLB it goes on
+    to make."""
+    from pipeline.mesh import fuse_views
+    from pipeline.stages import infer_landmarks, prepare_views
+    from pipeline.view_checks import check_side_views
+
+    prepared = prepare_views({v: encode_jpeg(img) for v, img in renders.items()}, models)
+    found = infer_landmarks(prepared, models)
+    checked = check_side_views(found.by_view())
+    fitted = {label: found.by_view()[view] for label, view in checked.photos.items()}
+    shapes = {"three_views": fuse_views(fitted).canonical_cm / 100.0,
+              "front_only": fuse_views({"front": fitted["front"]}).canonical_cm / 100.0}
+    return shapes, [*prepared.warnings, *found.warnings, *checked.warnings]
+
+
+def fusion_table(models, face_texture: np.ndarray, subjects: Sequence[str] = tuple(SUBJECTS),
+                 yaws: Sequence[float] = FUSION_YAWS_DEG, size: int = RENDER_SIZE,
+                 ceiling: bool = False) -> list[dict]:
+    """Three views against the front alone, per subject of ``SUBJECTS`` and side-view yaw: the
+    shape errors (mm, ``shape_error_mm``) of both fused landmark shapes against the truth.
+
+    With ``ceiling``, also the best each region could do with the side views' depth scaled by
+    any factor from 0 (front-only) to 2, chosen knowing the truth (``best_side_share``)."""
+    rows = []
+    for name in subjects:
+        subject = make_synthetic_subject(face_texture, subject_face_cm(name))
+        front = subject.render(0.0, size)
+        for yaw in yaws:
+            renders = {"front": front, "left": subject.render(-yaw, size), "right": subject.render(yaw, size)}
+            shapes, warnings = fused_landmark_shapes(renders, models)
+            rows.append({"subject": name, "side_yaw_deg": yaw, "warnings": warnings,
+                         **{key: shape_error_mm(shape, subject.face_vertices) for key, shape in shapes.items()}})
+            if ceiling:
+                rows[-1]["ceiling"] = best_side_share(shapes, subject.face_vertices)
+    return rows
+
+
+def best_side_share(shapes: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, dict]:
+    """Per region: the share of the side views' depth change (0 = front-only, 1 = as fused) that,
+    applied to that region of the fused shape alone, gives it its smallest error, and that error
+    (mm). An oracle, not a method: it shows where no weighting of these side views' depth could
+    beat the front alone (share 0), and where more of it would help (share above 1)."""
+    front, three = (np.asarray(shapes[k], np.float64) for k in ("front_only", "three_views"))
+    out = {}
+    for region, ids in region_ids().items():
+        best = None
+        for share in np.linspace(0.0, 2.0, 21):
+            mixed = three.copy()
+            mixed[ids, 2] = front[ids, 2] + share * (three[ids, 2] - front[ids, 2])
+            error = shape_error_mm(mixed, truth)["regions_rms_mm"][region]
+            if best is None or error < best[1] - 1e-9:
+                best = (round(float(share), 2), error)
+        out[region] = {"share": best[0], "rms_mm": best[1]}
+    return out
+
+
+def fusion_table_markdown(rows: list[dict]) -> str:
+    """``fusion_table``'s rows as a Markdown table: front-only / three-view RMS (mm) per region
+    (✗ where three views are not better), and with a ceiling, the oracle's best share and error."""
+    regions = ["rms_mm", *REGIONS]
+    lines = ["| subject | yaw | " + " | ".join("all" if r == "rms_mm" else r for r in regions) + " |",
+             "|---|---|" + "---|" * len(regions)]
+    for row in rows:
+        cells = []
+        for region in regions:
+            before, after = (row[k]["rms_mm"] if region == "rms_mm" else row[k]["regions_rms_mm"][region]
+                             for k in ("front_only", "three_views"))
+            cell = f"{before:.2f} / {after:.2f}{'' if after < before else ' ✗'}"
+            if "ceiling" in row and region != "rms_mm":
+                best = row["ceiling"][region]
+                cell += f" (best {best['rms_mm']:.2f} at {best['share']:.1f})"
+            cells.append(cell)
+        lines.append(f"| {row['subject']} | {row['side_yaw_deg']:.0f}° | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def comparison_sheet(subject: SyntheticSubject, meshes: Sequence[tuple[str, np.ndarray, np.ndarray]],
                      yaws: Sequence[float] = (0.0, 45.0, 90.0), size: int = 256) -> np.ndarray:
     """Rows of renders (one row per mesh, aligned onto the truth) from each of ``yaws``."""
@@ -445,7 +550,7 @@ def comparison_sheet(subject: SyntheticSubject, meshes: Sequence[tuple[str, np.n
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.synthetic [OUT_DIR] [--sweep]``: the report as JSON on stdout."""
+    """``python -m bench.synthetic [OUT_DIR] [--sweep] [--subjects]``: the report as JSON on stdout."""
     import argparse
 
     from pipeline.models import FaceModels
@@ -454,9 +559,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", nargs="?", default="bench_output", help="where the PNGs go")
     parser.add_argument("--yaw", type=float, default=SIDE_YAW_DEG, help="side views' yaw, degrees")
     parser.add_argument("--sweep", action="store_true", help="also fit the side views at 20-60°")
+    parser.add_argument("--subjects", action="store_true",
+                        help="only the fusion table: every subject of SUBJECTS at 30° and 45°, "
+                             "front-only / three-view error (mm) per region, as Markdown")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="with --subjects: also each region's best error with the side views' "
+                             "depth scaled by 0-2, chosen knowing the truth")
     args = parser.parse_args(argv)
     models = FaceModels.load()
     texture = real_face_texture(models)
+    if args.subjects:
+        print(fusion_table_markdown(fusion_table(models, texture, ceiling=args.ceiling)))
+        return 0
     report = run_synthetic_check(models, args.out_dir, side_yaw_deg=args.yaw, face_texture=texture)
     if args.sweep:
         report["yaw_sweep"] = yaw_sweep(make_synthetic_subject(texture), models)

