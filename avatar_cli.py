@@ -8,6 +8,7 @@
     avatar api       the HTTP API under gunicorn
     avatar token     mint a Bearer token for a user (signed with JWT_SECRET_KEY)
     avatar sweep     delete expired avatars and files no job needs any more (retention)
+    avatar probe     is this container's API or worker alive (Kubernetes probes)
 
 To add a subcommand, write ``def cmd_<name>(args) -> int`` and ``def add_<name>_arguments(parser)``
 and list them in ``SUBCOMMANDS``.
@@ -291,7 +292,7 @@ def cmd_reconciler(args: argparse.Namespace) -> int:
     settings = settings_here()
     logs.configure(settings.log_json)
     reconciler = Reconciler(settings, JobStore.from_settings(settings), redis.Redis.from_url(settings.broker_url),
-                            create_celery(settings), FileStore(settings.data_dir))
+                            create_celery(settings), FileStore.from_settings(settings, keyed=False))
     holder = f"reconciler@{socket.gethostname()}:{os.getpid()}"
     if args.once:
         report = reconciler.run_once()
@@ -354,7 +355,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from jobs.store import JobStore
 
     settings = settings_here()
-    report = sweep(JobStore.from_settings(settings), FileStore(settings.data_dir), grace_s=args.grace)
+    report = sweep(JobStore.from_settings(settings), FileStore.from_settings(settings, keyed=False),
+                   grace_s=args.grace)
     print(json.dumps(report.as_dict()))
     return 0
 
@@ -387,6 +389,59 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+# -- avatar probe --------------------------------------------------------------------------------
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("role", choices=["api", "worker"], help="what runs in this container")
+    parser.add_argument("--hostname", default=None,
+                        help="worker: the node name to look for (default: $WORKER_HOSTNAME)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Exit 0 if this container's API or worker is alive (for Kubernetes liveness and startup probes).
+
+    api: the API on this container's loopback answers its health check at all, healthy or not (a
+    503 because Redis, MongoDB or the storage is away is no reason to restart it: readiness takes it
+    out of the Service for that). worker: the worker node WORKER_HOSTNAME (or --hostname) keeps a
+    heartbeat in Redis, the one health's worker list is read from; if Redis itself cannot be reached
+    the worker is not the one to restart, so that passes too."""
+    settings = Settings.from_env()
+    if args.role == "api":
+        import requests
+
+        url = f"http://127.0.0.1:{settings.port}/api/avatar/health"
+        try:
+            body = requests.get(url, timeout=args.timeout).json()
+        except (requests.RequestException, ValueError) as exc:
+            print(f"avatar probe: the API at {url} did not answer: {exc}", file=sys.stderr)
+            return 1
+        # 200 puts the report in "data", a 503 in the envelope's "details".
+        report = body.get("data") or body.get("details") or {}
+        print(f"API answered: {report.get('status', 'unknown')}")
+        return 0
+    import redis
+
+    from jobs.events import HEARTBEAT_KEY
+
+    node = args.hostname or settings.worker_hostname
+    if not node:
+        print("avatar probe worker: set WORKER_HOSTNAME or pass --hostname", file=sys.stderr)
+        return 2
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=args.timeout,
+                                  socket_connect_timeout=args.timeout)
+    try:
+        beating = list(client.scan_iter(match=HEARTBEAT_KEY.format(name=f"{node}:*"), count=1000))
+    except redis.RedisError as exc:
+        print(f"avatar probe: Redis cannot be reached ({exc}); not the worker's fault", file=sys.stderr)
+        return 0
+    if not beating:
+        print(f"avatar probe: no process of worker {node} has a heartbeat in Redis", file=sys.stderr)
+        return 1
+    print(f"{node}: {len(beating)} process(es) alive")
+    return 0
+
+
 # -- settings ------------------------------------------------------------------------------------
 
 def settings_here() -> Settings:
@@ -416,6 +471,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "api": (add_api_arguments, cmd_api),
     "token": (add_token_arguments, cmd_token),
     "sweep": (add_sweep_arguments, cmd_sweep),
+    "probe": (add_probe_arguments, cmd_probe),
 }
 
 

@@ -2,7 +2,8 @@
 
 Checked before an upload is read, so a refusal costs the client one round trip, not its upload:
 
-- **Disk.** Below ``MIN_FREE_DISK_MB`` free on the volume the photos and GLBs go to (``DATA_DIR``),
+- **Disk.** Below ``MIN_FREE_DISK_MB`` free on the volume the photos and GLBs go to (``DATA_DIR``;
+  with object storage there is none),
   or on the store's volume where the store reports it (MongoDB's ``dbStats`` ``fsUsedSize`` and
   ``fsTotalSize``; the local stand-in does not, its files are in ``var/`` beside ``DATA_DIR``), a new
   job is refused with 503 before the volume fills and takes the running jobs with it.
@@ -114,11 +115,12 @@ def low_disk(svc: Services) -> str | None:
     """Why disk space is too low for new jobs ("12 MB free on /data"), or None."""
     minimum = svc.settings.min_free_disk_mb * 1024 * 1024
     try:
-        free, _total = svc.files.free_bytes()
+        space = svc.files.free_bytes()  # None: object storage, no local volume to fill
     except OSError:
-        free = None
+        space = None
+    free = space[0] if space is not None else None
     if free is not None and free < minimum:
-        return f"{free // (1024 * 1024)} MB free on {svc.files.root}"
+        return f"{free // (1024 * 1024)} MB free on {svc.files.location}"
     store_free = _cached(svc, "store-space", STORE_SPACE_CACHE_S, lambda: store_free_bytes(svc))
     if store_free is not None and store_free < minimum:
         return f"{store_free // (1024 * 1024)} MB free on the job store's volume"

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g, redirect, request
 from gunicorn.http.errors import ParseException
 
 from api import audit, idempotency, timing
@@ -132,7 +131,7 @@ def _store_and_record(svc: Services, job_id: str, owner: str | None, uploads: di
             )
     except BaseException:
         wait(syncing)  # none is still writing while the job is undone
-        svc.files.discard_inputs(job_id)
+        _discard_inputs_quietly(svc, job_id)
         raise
     wait(written)
     try:
@@ -196,17 +195,26 @@ def _wait_until_durable(svc: Services, job_id: str, syncing: list[Future[None]],
     metrics.JOBS_FAILED.labels(code="storage_unavailable").inc()
     if waiting is not None:
         waiting.close()
-    svc.files.discard_inputs(job_id)
+    _discard_inputs_quietly(svc, job_id)
     raise ServiceUnavailable(PHOTOS_NOT_STORED, {"avatarId": job_id, "status": "failed"}, {"Retry-After": "30"})
 
 
 def _forget_record(svc: Services, job_id: str) -> None:
     """The photos could not be stored: remove the record too, so no queued job without photos stays."""
-    svc.files.discard_inputs(job_id)
+    _discard_inputs_quietly(svc, job_id)
     try:
         svc.store.delete(job_id)
     except Exception as exc:  # the reconciler ends it: its preprocess finds no photos
         log.error("could not remove the record of job %s whose photos were not stored: %s", job_id, exc)
+
+
+def _discard_inputs_quietly(svc: Services, job_id: str) -> None:
+    """Delete what a failed submission stored, if the storage lets us: the error being answered is
+    what the client needs to hear, and the retention sweep removes leftovers without a record."""
+    try:
+        svc.files.discard_inputs(job_id)
+    except OSError as exc:
+        log.warning("could not delete the photos of job %s that was not started: %s", job_id, exc)
 
 
 def _replay(svc: Services, job_id: str, wait_s: int) -> Response:
@@ -303,7 +311,7 @@ def _enqueue_or_fail(svc: Services, job_id: str, listen: bool) -> FinishedWait |
         log.error("could not queue job %s: %s", job_id, exc)
         svc.store.fail(job_id, "queue_unavailable", "The job queue was unreachable; nothing was generated.")
         metrics.JOBS_FAILED.labels(code="queue_unavailable").inc()
-        svc.files.discard_inputs(job_id)
+        _discard_inputs_quietly(svc, job_id)
         raise ServiceUnavailable("The job queue is unreachable, so the avatar was not started; "
                                  "please retry in a minute.", headers={"Retry-After": "30"}) from None
 
@@ -317,18 +325,36 @@ def info(avatar_id: str) -> Response:
 def download(avatar_id: str) -> Response:
     """The GLB. A job still queued or running is waited for (``DOWNLOAD_WAIT_S``), so a client that
     downloads right after submitting gets the file, not an error. ETag/304 and Range/206 as for any
-    file; a download counts once the file's last byte is sent (HEAD, 304 and partial ranges don't)."""
+    file; a download counts once the file's last byte is sent (HEAD, 304 and partial ranges don't).
+    The bytes stream from the storage; with ``DOWNLOAD_PRESIGN_S`` and object storage a GET is
+    redirected to a presigned URL instead."""
     svc = services()
     job = await_end(svc, load_job(avatar_id), svc.settings.download_wait_s)
     ensure_downloadable(job, svc.settings.download_wait_s)
+    if svc.settings.download_presign_s > 0 and request.method == "GET" and not _from_a_page_script():
+        url = svc.files.result_url(job.id, job.result["filename"], svc.settings.download_presign_s)
+        if url is not None:
+            # The storage sends the bytes (and answers Range and If-None-Match itself), so the
+            # download is counted when its URL is handed out: the service never sees the last byte.
+            svc.store.count_downloads(job.id)
+            response = redirect(url, 302)
+            response.cache_control.no_store = True
+            return response
     try:
-        stream = open(svc.files.result_path(job.id), "rb")
+        stored = svc.files.open_result(job.id)
     except FileNotFoundError:
         raise Gone("The avatar's file is no longer stored; generate it again.", {"avatarId": job.id}) from None
-    stat = os.fstat(stream.fileno())
-    return send_stored_file(stream, stat.st_size, f"{job.id}-{stat.st_size:x}-{stat.st_mtime_ns:x}",
+    return send_stored_file(stored.stream, stored.size, f"{job.id}-{stored.etag}",
                             "model/gltf-binary", job.result["filename"],
                             on_sent=lambda: svc.store.count_downloads(job.id))
+
+
+def _from_a_page_script() -> bool:
+    """A browser's fetch() from a page (``Sec-Fetch-Mode`` other than navigate): it gets the bytes
+    from here, since a redirect to the storage's origin would have to pass the page's
+    Content-Security-Policy (ours allows this origin only) and the bucket's CORS rules. Programs that
+    send no such header, and a browser following a link, are redirected."""
+    return request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate"
 
 
 # Only an id-shaped segment matches, so /api/avatar/health is not also "DELETE an avatar named

@@ -29,8 +29,8 @@ bp = Blueprint("health", __name__, url_prefix="/api/avatar")
 
 @bp.get("/health")
 def health() -> Response:
-    """200 when Redis and MongoDB answer (``degraded`` if no worker serves a queue, or ``warnings``
-    names a worker to fix); 503 otherwise."""
+    """200 when Redis, MongoDB and (if used) the object storage answer (``degraded`` if no worker
+    serves a queue, or ``warnings`` names a worker to fix); 503 otherwise."""
     svc = services()
     redis_state = _probe(lambda: svc.health_redis.ping())
     mongo_state = _probe(lambda: svc.health_mongo.admin.command("ping"))
@@ -51,7 +51,11 @@ def health() -> Response:
     warnings = (_worker_warnings(workers) + _queue_warnings(queues, unserved)
                 + _reconciler_warnings(svc, reconciler, bool(workers))
                 + ([f"disk space is low ({low}): new avatars are refused until space is freed"] if low else []))
-    down = [name for name, state in (("Redis", redis_state), ("MongoDB", mongo_state)) if not state["reachable"]]
+    disk = _disk(svc)
+    # Object storage answers for itself (the volume's trouble is low space, a warning above).
+    storage_state = {"reachable": disk.get("reachable", True)}
+    down = [name for name, state in (("Redis", redis_state), ("MongoDB", mongo_state),
+                                     ("the object storage", storage_state)) if not state["reachable"]]
     stages_unserved = [queue for queue in unserved if queue in STAGE_QUEUES]
     status = "unhealthy" if down else ("degraded" if stages_unserved or warnings else "healthy")
 
@@ -65,7 +69,7 @@ def health() -> Response:
         "redis": redis_state,
         "mongodb": mongo_state,
         "memory": _memory(),
-        "disk": _disk(svc),
+        "disk": disk,
         "timestamp": iso(datetime.now(timezone.utc)),
     }
     if not _may_see_details():
@@ -200,9 +204,9 @@ def _memory() -> dict[str, Any]:
 
 
 def _disk(svc: Services) -> dict[str, Any]:
-    minimum = svc.settings.min_free_disk_mb * 1024 * 1024
-    try:
-        free, total = svc.files.free_bytes()
-    except OSError as exc:
-        return {"path": str(svc.files.root), "error": str(exc), "minFreeBytes": minimum}
-    return {"path": str(svc.files.root), "freeBytes": free, "totalBytes": total, "minFreeBytes": minimum}
+    """Where the files go: the volume's path, free space and the minimum new jobs need, or the
+    bucket and whether it answers (object storage writes nothing under DATA_DIR: no local space)."""
+    disk = svc.files.describe()
+    if "path" in disk:
+        disk["minFreeBytes"] = svc.settings.min_free_disk_mb * 1024 * 1024
+    return disk

@@ -326,6 +326,13 @@ def _operations(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
         "403": error("The avatar belongs to another user."),
         "404": error("No such avatar (or not an avatar id)."),
     }
+    if settings.download_presign_s > 0:
+        download_responses["302"] = {
+            "description": "With object storage and DOWNLOAD_PRESIGN_S: ``Location`` is a presigned URL "
+                           f"of the GLB, valid {settings.download_presign_s} s; counted as a download. A "
+                           "page script's fetch() (Sec-Fetch-Mode other than navigate) gets the 200 instead.",
+            "headers": {"Location": {"description": "The presigned URL.", "required": True,
+                                     "schema": {"type": "string", "format": "uri"}}}}
     return {
         ("avatars.generate", "post"): {
             "operationId": "generateAvatar", "tags": ["avatars"],

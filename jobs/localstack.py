@@ -174,6 +174,38 @@ def _store_files_holder(directory: Path) -> tuple[int, str] | None:
     return None
 
 
+# -- S3-compatible object storage ----------------------------------------------------------------
+
+# The test credentials the local S3 server accepts (moto accepts any; these say they are fake).
+LOCAL_S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-test-key", "AWS_SECRET_ACCESS_KEY": "local-test-secret",
+                        "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def start_s3(log_path: Path, port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """Start moto's S3-compatible server (``moto_server``, the ``moto[server]`` package: a dev
+    dependency) on 127.0.0.1 as its own process; returns (endpoint URL, process). For the tests and
+    benchmarks; production uses AWS S3, MinIO or another S3-compatible server."""
+    port = port or free_port()
+    binary = shutil.which("moto_server", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                              os.environ.get("PATH", "")]))
+    if not binary:
+        raise StackError("moto_server not found: install the 'dev' extra (moto[server])")
+    return f"http://127.0.0.1:{port}", _spawn([binary, "-H", "127.0.0.1", "-p", str(port)], log_path)
+
+
+def wait_s3(endpoint_url: str, process: subprocess.Popen | None = None, timeout_s: float = 30.0,
+            bucket: str | None = None) -> None:
+    """Until the S3 server answers; then create ``bucket`` if given."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1",
+                          aws_access_key_id=LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    _wait_until(lambda: client.list_buckets() is not None, f"S3 at {endpoint_url}", process, timeout_s)
+    if bucket:
+        client.create_bucket(Bucket=bucket)
+
+
 # -- worker and API ------------------------------------------------------------------------------
 
 def worker_command(queues: Iterable[str], concurrency: int, hostname: str,

@@ -4,7 +4,7 @@ Two mechanisms, because MongoDB can expire records but not files:
 
 - The job record carries ``expiresAt`` (created + ``RESULT_RETENTION_DAYS``) under a TTL index: the
   server deletes the record by itself (within about a minute of the time).
-- ``sweep`` deletes files: the GLB and any leftovers of jobs whose record has expired or is gone,
+- ``sweep`` deletes files (on the volume or in object storage alike): the GLB and any leftovers of jobs whose record has expired or is gone,
   and photos or stage files of jobs that have ended (or never got a record: the API died between
   storing the photos and recording the job). It also removes records past ``expiresAt`` that the
   TTL monitor has not reached yet, with their files.
@@ -22,7 +22,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from jobs.files import FileStore
 from jobs.store import JobNotFound, JobStore, utcnow
@@ -53,46 +52,43 @@ def sweep(store: JobStore, files: FileStore, now: datetime | None = None,
     for job_id in store.expired_ids(now):
         with contextlib.suppress(JobNotFound):
             store.delete(job_id)
-        files.discard_all(job_id)
+        files.purge_all(job_id)
         report.expired_records += 1
 
-    cutoff = time.time() - grace_s
-    results = {p.stem: p for p in _entries(files.root / "results") if p.suffix == ".glb"}
+    cutoff = now.timestamp() - grace_s
+    results = files.result_ages()
     known = _statuses(store, [i for i in results if _is_job_id(i)])
-    for job_id, path in results.items():
-        if job_id not in known and _older(path, cutoff):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+    for job_id, modified in results.items():
+        if job_id not in known and modified < cutoff:
+            files.storage.delete(files.result_key(job_id))
             report.orphan_results += 1
-    report.leftover_inputs = discard_ended_inputs(store, files, grace_s)
+    report.leftover_inputs = discard_ended_inputs(store, files, grace_s, now)
     if any(report.as_dict()[k] for k in ("expiredRecords", "orphanResults", "leftoverInputs")):
         log.info("retention sweep: %s", report.as_dict())
     return report
 
 
-def discard_ended_inputs(store: JobStore, files: FileStore, grace_s: float = DEFAULT_GRACE_S) -> int:
+def discard_ended_inputs(store: JobStore, files: FileStore, grace_s: float = DEFAULT_GRACE_S,
+                         now: datetime | None = None) -> int:
     """Delete the photos and stage files of jobs that have ended, and of ids with no record once
     they are older than ``grace_s``; returns how many jobs' inputs went.
 
     A job deletes its own inputs when it ends; this catches a worker that died between recording
     the end and deleting them (its message may be gone too, so nothing else would come back).
-    Cheap: it lists only the in-flight jobs' folders. The reconciler runs it on every pass.
+    Cheap: it lists only the in-flight jobs' files. The reconciler runs it on every pass.
     """
-    cutoff = time.time() - grace_s
-    inputs: dict[str, list[Path]] = {}
-    for folder in ("uploads", "work"):
-        for path in _entries(files.root / folder):
-            inputs.setdefault(path.name, []).append(path)
+    cutoff = (now.timestamp() if now else time.time()) - grace_s
+    inputs = files.input_ages()
     known = _statuses(store, [i for i in inputs if _is_job_id(i)])
     discarded = 0
-    for job_id, paths in inputs.items():
+    for job_id, newest in inputs.items():
         status = known.get(job_id)
         if status is not None and not status.is_terminal():
             continue  # a running job's photos: the job deletes them when it ends
-        if status is not None or all(_older(path, cutoff) for path in paths):
+        if status is not None or newest < cutoff:
             # Ended: at once. No record: only past the grace, since a POST writes the photos a
             # moment before it writes the record.
-            files.discard_inputs(job_id)
+            files.purge_inputs(job_id)
             discarded += 1
     return discarded
 
@@ -129,20 +125,6 @@ def sweep_if_due(store: JobStore, files: FileStore, redis_client, interval_s: fl
     except Exception as exc:
         log.warning("retention sweep failed: %s", exc)
         return None
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return [p for p in folder.iterdir() if not p.name.startswith(".")]
-    except FileNotFoundError:
-        return []
-
-
-def _older(path: Path, cutoff: float) -> bool:
-    try:
-        return path.stat().st_mtime < cutoff
-    except FileNotFoundError:
-        return False
 
 
 def _is_job_id(name: str) -> bool:

@@ -30,6 +30,18 @@ class Settings:
     # The database; empty means the one named in MONGODB_URI's path, else "avatar".
     mongodb_db: str = ""
     data_dir: Path = DEFAULT_VAR_DIR / "data"
+    # Where photos, stage files and GLBs are kept (jobs.storage): empty for the volume at DATA_DIR,
+    # or S3-compatible object storage as s3://bucket/prefix (then nothing is written under DATA_DIR).
+    # Credentials and region come the standard AWS way (AWS_ACCESS_KEY_ID, AWS_REGION, a role, ...).
+    storage_url: str = ""
+    # The S3 API's address for a server other than AWS (MinIO: http://minio:9000); empty for AWS.
+    s3_endpoint_url: str = ""
+    # The address clients reach the object storage by, for presigned download URLs, where it differs
+    # from S3_ENDPOINT_URL (a cluster-internal name); empty: the same.
+    s3_public_endpoint_url: str = ""
+    # With object storage: answer a download with a redirect to a presigned URL valid this many
+    # seconds, so the bytes go from the storage to the client; 0 streams them through the API.
+    download_presign_s: int = 0
     # Landmark model the workers load; empty means the file committed in models/.
     onnx_model_path: str = ""
     # Signs and verifies the optional Bearer tokens (JWT_SECRET is read too, as the original API

@@ -13,6 +13,7 @@ import fnmatch
 import json
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +31,8 @@ DOCKERFILES = {"api": "docker/Dockerfile.api", "worker-cpu": "docker/Dockerfile.
                "worker-webhooks": "docker/Dockerfile.worker", "worker-gpu": "docker/Dockerfile.worker-gpu"}
 # Read by Python or pip inside the images, not by our settings.
 RUNTIME_VARIABLES = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR"}
+# Read by boto3 for the object storage (jobs/storage.py): credentials and region the standard AWS way.
+AWS_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"}
 SETTING_VARIABLES = {field.name.upper() for field in dataclasses.fields(Settings)}
 
 
@@ -41,12 +44,16 @@ def compose() -> dict[str, Any]:
 # What an operator sets for compose's ``${NAME...}`` (a new one must be added here).
 OPERATOR_VALUES = {"JWT_SECRET_KEY": "k" * 43, "UPLOAD_ENCRYPTION_KEY": base64.b64encode(bytes(32)).decode(),
                    "WEBHOOK_SECRET": "w" * 43, "TRUSTED_PROXIES": "1", "LOG_FORMAT": "json",
-                   "GRAFANA_ADMIN_PASSWORD": "g" * 20}
+                   "GRAFANA_ADMIN_PASSWORD": "g" * 20,
+                   # The minio profile, as the file's header tells an operator to set it.
+                   "STORAGE_URL": "s3://avatars/", "S3_ENDPOINT_URL": "http://minio:9000",
+                   "S3_PUBLIC_ENDPOINT_URL": "", "DOWNLOAD_PRESIGN_S": "0",
+                   "AWS_ACCESS_KEY_ID": "avatar-minio", "AWS_SECRET_ACCESS_KEY": "m" * 32, "AWS_REGION": "us-east-1"}
 
 
 def interpolated(value: str) -> str:
     """A compose value with each ``${NAME...}`` replaced by what an operator sets."""
-    return re.sub(r"\$\{([A-Z_]+)[^}]*\}", lambda m: OPERATOR_VALUES[m.group(1)], value)
+    return re.sub(r"\$\{([A-Z0-9_]+)[^}]*\}", lambda m: OPERATOR_VALUES[m.group(1)], value)
 
 
 def service_environment(compose: dict[str, Any], service: str) -> dict[str, str]:
@@ -73,14 +80,43 @@ def dockerfile_env(path: str) -> dict[str, str]:
 def test_the_services_are_the_ones_the_issue_names(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {"redis", "mongo", "api", "worker-cpu", "worker-webhooks", "worker-gpu",
-                             "prometheus", "grafana"}
+                             "minio", "minio-bucket", "prometheus", "grafana"}
     assert services["redis"]["image"].startswith("redis:7.") and services["mongo"]["image"].startswith("mongo:7.")
     for name in ("redis", "mongo"):
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
     for name in ("api", "worker-cpu", "worker-webhooks", "worker-gpu"):
         assert services[name]["build"]["dockerfile"] == DOCKERFILES[name]
-        assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"},
-                                                "mongo": {"condition": "service_healthy"}}
+        expected = {"redis": {"condition": "service_healthy"}, "mongo": {"condition": "service_healthy"}}
+        if name != "worker-webhooks":  # the webhook workers touch no file
+            # Only when the minio profile runs it.
+            expected["minio-bucket"] = {"condition": "service_completed_successfully", "required": False}
+        assert services[name]["depends_on"] == expected
+
+
+def test_the_minio_profile_makes_the_bucket_the_services_are_told_to_use(compose: dict[str, Any]) -> None:
+    """MinIO and its one-shot bucket job run only under the profile; the bucket made is the one
+    STORAGE_URL names, the services reach MinIO at S3_ENDPOINT_URL and sign as its root user."""
+    from jobs.storage import S3Storage, storage_from_settings
+
+    services = compose["services"]
+    assert services["minio"]["profiles"] == services["minio-bucket"]["profiles"] == ["minio"]
+    assert all("profiles" not in services[name]
+               for name in ("redis", "mongo", "api", "worker-cpu", "worker-webhooks", "worker-gpu"))
+    for name in ("api", "worker-cpu", "worker-webhooks", "worker-gpu"):
+        env = service_environment(compose, name)
+        storage = storage_from_settings(Settings.from_env(environ=env))
+        assert isinstance(storage, S3Storage) and storage.endpoint_url == "http://minio:9000"
+    minio_env = {k: interpolated(str(v)) for k, v in services["minio"]["environment"].items()}
+    assert minio_env == {"MINIO_ROOT_USER": env["AWS_ACCESS_KEY_ID"], "MINIO_ROOT_PASSWORD": env["AWS_SECRET_ACCESS_KEY"]}
+    job = services["minio-bucket"]
+    assert job["image"] == services["minio"]["image"]
+    assert job["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    # The job's shell script, run as compose hands it over ($$ is a literal $), makes the bucket.
+    script = job["command"][0].replace("$$", "$")
+    bucket_env = {k: interpolated(str(v)) for k, v in job["environment"].items()}
+    made = subprocess.run(["sh", "-c", script.replace("mc ", "echo mc ")], env=bucket_env,
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert made[-1] == f"avatar/{storage.bucket}", made
 
 
 def test_the_gpu_worker_reserves_every_gpu_and_serves_only_the_gpu_queue(compose: dict[str, Any]) -> None:
@@ -121,7 +157,7 @@ def test_the_api_and_every_worker_share_one_data_volume(compose: dict[str, Any])
 @pytest.mark.parametrize("service", ["api", "worker-cpu", "worker-webhooks", "worker-gpu"])
 def test_every_environment_variable_is_a_setting_and_parses(compose: dict[str, Any], service: str) -> None:
     env = service_environment(compose, service)
-    unknown = set(env) - SETTING_VARIABLES - RUNTIME_VARIABLES
+    unknown = set(env) - SETTING_VARIABLES - RUNTIME_VARIABLES - AWS_VARIABLES
     assert not unknown, f"{service}: no setting reads {sorted(unknown)}"
     settings = Settings.from_env(environ=env)  # raises on a value of the wrong kind
     assert str(settings.data_dir) == env["DATA_DIR"]
@@ -217,6 +253,9 @@ def test_per_gpu_workers_pin_one_process_to_each_gpu_the_driver_lists(tmp_path: 
 
 def test_every_service_restarts_after_a_crash_or_a_reboot(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
+        if name == "minio-bucket":  # a one-shot job: again only if it failed
+            assert service.get("restart") == "on-failure"
+            continue
         assert service.get("restart") in ("unless-stopped", "always"), f"{name} has no restart policy"
 
 
@@ -237,7 +276,8 @@ def test_the_api_may_listen_beyond_loopback_with_the_operators_secrets(compose: 
 
 
 def test_every_image_is_pinned_to_a_release(compose: dict[str, Any]) -> None:
-    pinned = re.compile(r"^[\w./-]+(:v?\d+\.\d+\.\d+[\w.-]*|@sha256:[0-9a-f]{64})$")
+    # A version (name:1.2.3, name:v1.2.3), MinIO's dated release tags, or a digest.
+    pinned = re.compile(r"^[\w./-]+(:v?\d+\.\d+\.\d+[\w.-]*|:RELEASE\.\d{4}-\d\d-\d\dT[\d-]+Z|@sha256:[0-9a-f]{64})$")
     images = [service["image"] for service in compose["services"].values() if "image" in service]
     for path in DOCKERFILES.values():
         images += [line.split()[1] for line in dockerfile_lines(path) if line.startswith("FROM ")]

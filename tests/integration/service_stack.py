@@ -20,6 +20,10 @@ from jobs.settings import Settings
 from jobs.store import JobStore
 
 
+# Runs a test that takes ``stack`` once per storage backend: the shared volume and S3 object storage.
+on_each_storage = pytest.mark.parametrize("stack", ["volume", "s3"], indirect=True)
+
+
 @dataclass
 class LocalStack:
     settings: Settings

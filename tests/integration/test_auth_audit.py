@@ -65,7 +65,7 @@ def test_the_owner_reads_downloads_lists_and_deletes(stack: LocalStack, tokens: 
     bobs = requests.get(stack.url("/api/avatar"), headers=bearer(tokens["bob"]), timeout=5).json()["data"]
     assert made not in [item["avatarId"] for item in bobs["avatars"]]
     assert requests.delete(stack.url(f"/api/avatar/{made}"), headers=alice, timeout=5).status_code == 200
-    assert not stack.files.result_path(made).exists()
+    assert not stack.files.has_result(made)
 
 
 def test_bad_tokens_are_401_never_anonymous(stack: LocalStack, tokens: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from service_stack import LocalStack, multipart
+from service_stack import LocalStack, multipart, on_each_storage
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "contract" / "original_python_example.py"
 
@@ -76,6 +76,7 @@ def download_count(stack: LocalStack, avatar_id: str) -> int:
     return requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), timeout=5).json()["data"]["downloadCount"]
 
 
+@on_each_storage
 def test_head_is_not_a_download(stack: LocalStack, finished_avatar: tuple[str, bytes]) -> None:
     avatar_id, glb = finished_avatar
     before = download_count(stack, avatar_id)
@@ -86,6 +87,7 @@ def test_head_is_not_a_download(stack: LocalStack, finished_avatar: tuple[str, b
     assert download_count(stack, avatar_id) == before
 
 
+@on_each_storage
 def test_a_matching_etag_is_304_and_not_a_download(stack: LocalStack, finished_avatar: tuple[str, bytes]) -> None:
     avatar_id, _glb = finished_avatar
     url = stack.url(f"/api/avatar/download/{avatar_id}")
@@ -100,6 +102,7 @@ def test_a_matching_etag_is_304_and_not_a_download(stack: LocalStack, finished_a
     assert download_count(stack, avatar_id) == before + 1
 
 
+@on_each_storage
 def test_ranges_resume_a_download_and_count_it_when_the_last_byte_is_sent(
         stack: LocalStack, finished_avatar: tuple[str, bytes]) -> None:
     avatar_id, glb = finished_avatar
@@ -121,6 +124,7 @@ def test_ranges_resume_a_download_and_count_it_when_the_last_byte_is_sent(
     assert changed.status_code == 200 and changed.content == glb
 
 
+@on_each_storage
 def test_a_range_outside_the_file_is_416_in_the_envelope(stack: LocalStack,
                                                          finished_avatar: tuple[str, bytes]) -> None:
     avatar_id, glb = finished_avatar
@@ -130,3 +134,40 @@ def test_a_range_outside_the_file_is_416_in_the_envelope(stack: LocalStack,
     assert response.headers["Content-Range"] == f"bytes */{len(glb)}"
     body = response.json()
     assert body["success"] is False and str(len(glb)) in body["error"] and body["details"] == {"size": len(glb)}
+
+
+def test_with_object_storage_a_download_can_redirect_to_a_short_lived_presigned_url(
+        s3_stack: LocalStack, astronaut_jpeg: bytes) -> None:
+    """DOWNLOAD_PRESIGN_S: the bytes go from the storage to the client, under our file name and type;
+    HEAD is still answered by the API, and the download is counted when its URL is handed out."""
+    from api import create_app
+
+    posted = requests.post(s3_stack.url("/api/avatar/generate"), headers={"Prefer": "wait=30"},
+                           files=multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), timeout=40)
+    assert posted.status_code == 200, posted.text
+    avatar_id = posted.json()["data"]["avatarId"]
+    streamed = requests.get(s3_stack.url(f"/api/avatar/download/{avatar_id}"), timeout=10)
+    assert streamed.status_code == 200 and streamed.content[:4] == b"glTF"
+
+    client = create_app(s3_stack.settings.replace(download_presign_s=60)).test_client()
+    head = client.head(f"/api/avatar/download/{avatar_id}")
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(streamed.content)
+    redirect = client.get(f"/api/avatar/download/{avatar_id}")
+    assert redirect.status_code == 302, redirect.get_data(as_text=True)
+    url = redirect.headers["Location"]
+    assert url.startswith(s3_stack.settings.s3_endpoint_url) and "X-Amz-Expires=60" in url
+    fetched = requests.get(url, timeout=10)
+    assert fetched.status_code == 200 and fetched.content == streamed.content
+    assert fetched.headers["Content-Type"] == "model/gltf-binary"
+    assert fetched.headers["Content-Disposition"] == streamed.headers["Content-Disposition"]
+    assert download_count(s3_stack, avatar_id) == 2
+    # The redirect is in the API's own description of itself.
+    from openapi_spec_validator import validate
+
+    documented = client.get("/api/openapi.json").get_json()
+    validate(documented)
+    assert "302" in documented["paths"]["/api/avatar/download/{avatar_id}"]["get"]["responses"]
+    # The web page's own fetch() gets the bytes here: its CSP allows this origin only.
+    from_page = client.get(f"/api/avatar/download/{avatar_id}", headers={"Sec-Fetch-Mode": "cors",
+                                                                         "Sec-Fetch-Site": "same-origin"})
+    assert from_page.status_code == 200 and from_page.data == streamed.content

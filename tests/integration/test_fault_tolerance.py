@@ -148,7 +148,7 @@ def _status_counts(store: JobStore, ids: list[str]) -> Counter:
 def test_every_job_completes_once_despite_a_killed_worker_and_redis_restored_from_an_old_snapshot(fleet: FleetStack) -> None:
     started = time.monotonic()
     store = JobStore.from_settings(fleet.settings)
-    files = FileStore(fleet.settings.data_dir)
+    files = FileStore.from_settings(fleet.settings, keyed=False)
     views = avatar_views(SIDE)
     client = AvatarClient(fleet.base_url, timeout=30, max_retries=8, max_retry_wait_s=5)
 
@@ -195,8 +195,8 @@ def test_every_job_completes_once_despite_a_killed_worker_and_redis_restored_fro
     log_text = "".join(path.read_text(errors="replace") for path in fleet.logs.glob("fault-*.log"))
     completed_lines = Counter(COMPLETED_LINE.findall(log_text))
     skipped_repeats = log_text.count("skipping a repeated")
-    glbs = sorted(p.stem for p in files.root.joinpath("results").glob("*.glb") if not p.name.startswith("."))
-    leftover_uploads = [p.name for p in files.root.joinpath("uploads").iterdir()]
+    glbs = sorted(files.result_ages())
+    leftover_uploads = sorted(files.input_ages())
     health = requests.get(f"{fleet.base_url}/api/avatar/health", timeout=5).json()
 
     report = {

@@ -188,6 +188,6 @@ def test_file_store_paths_are_absolute_whatever_the_setting(tmp_path, monkeypatc
     from jobs.files import FileStore
 
     monkeypatch.chdir(tmp_path)
-    files = FileStore("var/data")
-    assert files.root == tmp_path / "var" / "data"
-    assert files.result_path("x").is_absolute()
+    storage = FileStore("var/data").storage
+    assert storage.root == tmp_path / "var" / "data"
+    assert storage.path("results/x.glb").is_absolute()

@@ -72,7 +72,7 @@ def test_a_store_restart_in_the_middle_of_a_stage_does_not_fail_the_job(tmp_path
 
 
 def test_new_avatars_are_refused_before_the_disk_is_full(stack: LocalStack, astronaut_jpeg: bytes) -> None:
-    free_mb = shutil.disk_usage(stack.files.root).free // (1024 * 1024)
+    free_mb = shutil.disk_usage(stack.files.storage.root).free // (1024 * 1024)
     app = create_app(stack.settings.replace(min_free_disk_mb=free_mb + 1024))
     client = app.test_client()
     response = client.post("/api/avatar/generate", content_type="multipart/form-data", buffered=True,

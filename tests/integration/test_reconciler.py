@@ -54,7 +54,7 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_completes(stack: LocalSt
     wait_status(stack.store, job_id, "completed")
     doc = stack.store.get(job_id).doc
     assert doc["requeues"] == 1 and doc["completions"] == 1
-    assert stack.files.result_path(job_id).exists()
+    assert stack.files.has_result(job_id)
 
     # A stray re-send of a stage the job has finished does nothing.
     reconciler.celery.send_task(EXPORT, args=(job_id,), kwargs={"resent": True})

@@ -42,7 +42,7 @@ def test_the_detailed_report_is_for_this_machine_or_an_admin(stack: LocalStack, 
     environ, headers = (LOCAL, {}) if caller == "loopback" else (REMOTE, _bearer(stack, "ops", admin=True))
     data = app.test_client().get("/api/avatar/health", environ_base=environ, headers=headers).get_json()["data"]
     assert {"model", "workers", "queues", "redis", "mongodb", "memory", "disk"} <= set(data)
-    assert data["disk"]["path"] == str(stack.files.root)
+    assert data["disk"]["backend"] == "volume" and data["disk"]["path"] == str(stack.files.storage.root)
 
 
 def test_an_invalid_token_on_health_is_401(app) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import redis
 import requests
-from service_stack import LocalStack, encode_jpeg, multipart
+from service_stack import LocalStack, encode_jpeg, multipart, on_each_storage
 
 from jobs.store import JobStatus
 
@@ -22,6 +22,7 @@ def post(stack: LocalStack, files, headers=None, data=None) -> requests.Response
                          timeout=70)
 
 
+@on_each_storage
 def test_generate_poll_download_a_valid_glb(stack: LocalStack, astronaut_jpeg: bytes, validate_gltf) -> None:
     response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg))
     assert response.status_code == 202, response.text
@@ -59,9 +60,8 @@ def test_generate_poll_download_a_valid_glb(stack: LocalStack, astronaut_jpeg: b
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", info["createdAt"])
 
     # The photos and crops are gone once the job has ended; only the GLB stays.
-    assert not stack.files.upload_dir(avatar_id).exists()
-    assert not stack.files.work_dir(avatar_id).exists()
-    assert stack.files.result_path(avatar_id).exists()
+    assert not stack.files.has_inputs(avatar_id)
+    assert stack.files.has_result(avatar_id)
 
 
 def test_prefer_wait_returns_the_completed_body(stack: LocalStack, grace_hopper_jpeg: bytes) -> None:
@@ -101,6 +101,7 @@ def test_a_bad_mesh_field_is_a_400_naming_it(stack: LocalStack, astronaut_jpeg: 
     assert body["details"] == {"field": "mesh", "allowed": ["head", "face"]}
 
 
+@on_each_storage
 def test_a_photo_without_a_face_fails_the_job_with_the_view(stack: LocalStack, astronaut_jpeg: bytes,
                                                             coffee_jpeg: bytes) -> None:
     response = post(stack, multipart(coffee_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
@@ -114,7 +115,7 @@ def test_a_photo_without_a_face_fails_the_job_with_the_view(stack: LocalStack, a
     status = stack.wait_for_end(avatar_id)
     assert status["status"] == "failed"
     assert status["error"] == {"code": "no_face", "message": "front: no face found", "view": "front"}
-    assert not stack.files.upload_dir(avatar_id).exists()
+    assert not stack.files.has_inputs(avatar_id)
 
     download = requests.get(stack.url(f"/api/avatar/download/{avatar_id}"), timeout=5)
     assert download.status_code == 422
@@ -143,6 +144,7 @@ def test_download_of_a_job_that_does_not_end_in_time_is_409_with_the_status(stac
     assert requests.get(stack.url(f"/api/avatar/download/{avatar_id}"), timeout=5).status_code == 410
 
 
+@on_each_storage
 def test_cancel_right_after_submit_leaves_no_files(stack: LocalStack, astronaut_jpeg: bytes) -> None:
     avatar_id = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg)).json()["data"]["avatarId"]
     response = requests.post(stack.url(f"/api/avatar/jobs/{avatar_id}/cancel"), timeout=5)
@@ -154,16 +156,17 @@ def test_cancel_right_after_submit_leaves_no_files(stack: LocalStack, astronaut_
     # Give a stage that was already running the time to notice the cancel and clean up after itself.
     time.sleep(0.5)
     assert stack.store.get(avatar_id).status is JobStatus.CANCELED
-    assert not stack.files.upload_dir(avatar_id).exists()
-    assert not stack.files.result_path(avatar_id).exists()
+    assert not stack.files.has_inputs(avatar_id)
+    assert not stack.files.has_result(avatar_id)
 
 
+@on_each_storage
 def test_delete_removes_record_and_files(stack: LocalStack, astronaut_jpeg: bytes) -> None:
     response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
     avatar_id = response.json()["data"]["avatarId"]
     deleted = requests.delete(stack.url(f"/api/avatar/{avatar_id}"), timeout=5)
     assert deleted.status_code == 200 and deleted.json()["data"] == {"avatarId": avatar_id, "deleted": True}
-    assert not stack.files.result_path(avatar_id).exists()
+    assert not stack.files.has_result(avatar_id)
     assert requests.get(stack.url(f"/api/avatar/info/{avatar_id}"), timeout=5).status_code == 404
 
 
@@ -300,13 +303,14 @@ def test_generate_reports_where_the_time_went(stack: LocalStack, astronaut_jpeg:
         <= trace["inferenceFinished"] <= trace["exportReceived"] <= trace["exportFinished"]
 
 
+@on_each_storage
 def test_a_duplicate_stage_task_leaves_a_finished_job_alone(stack: LocalStack, astronaut_jpeg: bytes) -> None:
     """With late acknowledgement a stage can be delivered twice (its worker died after finishing it)."""
     from worker.app import EXPORT, INFERENCE, PREPROCESS, create_celery
 
     response = post(stack, multipart(astronaut_jpeg, astronaut_jpeg, astronaut_jpeg), {"Prefer": "wait=30"})
     avatar_id = response.json()["data"]["avatarId"]
-    glb = stack.files.result_path(avatar_id).read_bytes()
+    glb = stack.files.read_result(avatar_id)
 
     celery = create_celery(stack.settings)
     for task in (PREPROCESS, INFERENCE, EXPORT):
@@ -318,7 +322,7 @@ def test_a_duplicate_stage_task_leaves_a_finished_job_alone(stack: LocalStack, a
     time.sleep(0.3)  # let the last duplicate finish whatever it does after logging
     job = stack.store.get(avatar_id)
     assert job.status is JobStatus.COMPLETED and job.error is None
-    assert stack.files.result_path(avatar_id).read_bytes() == glb
+    assert stack.files.read_result(avatar_id) == glb
 
 
 def raw_post(stack: LocalStack, body: bytes, boundary: str = "b0undary") -> requests.Response:
@@ -399,7 +403,7 @@ def test_photos_that_cannot_be_synced_to_disk_fail_the_job_with_a_503(
         raise OSError(errno.EIO, "Input/output error")
 
     client = create_app(stack.settings).test_client()
-    monkeypatch.setattr("jobs.files.os.fsync", failing_fsync)
+    monkeypatch.setattr("jobs.storage.os.fsync", failing_fsync)
     response = client.post("/api/avatar/generate", data={
         view: (io.BytesIO(astronaut_jpeg), f"{view}.jpg") for view in ("front", "left", "right")})
     monkeypatch.undo()
@@ -411,4 +415,45 @@ def test_photos_that_cannot_be_synced_to_disk_fail_the_job_with_a_503(
     avatar_id = body["details"]["avatarId"]
     job = stack.wait_for_end(avatar_id)
     assert job["status"] == "failed" and job["error"]["code"] == "storage_unavailable"
-    assert not stack.files.upload_dir(avatar_id).exists()
+    assert not stack.files.has_inputs(avatar_id)
+
+
+def test_with_the_object_storage_away_no_job_is_left_and_health_says_why(s3_stack: LocalStack,
+                                                                          astronaut_jpeg: bytes) -> None:
+    """The photos go to a bucket that does not exist: 503 as for a failed disk, no record left behind;
+    health is 503 naming the object storage, and its disk section shows the bucket unreachable."""
+    from api import create_app
+
+    settings = s3_stack.settings.replace(storage_url="s3://no-such-bucket/avatars")
+    client = create_app(settings).test_client()
+    jobs_before = s3_stack.store.jobs.count_documents({})
+    response = client.post("/api/avatar/generate", data={
+        view: (io.BytesIO(astronaut_jpeg), f"{view}.jpg") for view in ("front", "left", "right")})
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.get_json()["error"].startswith("The photos could not be stored")
+    assert response.headers["Retry-After"] == "30"
+    assert s3_stack.store.jobs.count_documents({}) == jobs_before
+
+    health = client.get("/api/avatar/health")
+    assert health.status_code == 503 and "the object storage unreachable" in health.get_json()["error"]
+    disk = health.get_json()["details"]["disk"]
+    assert disk["backend"] == "s3" and disk["bucket"] == "no-such-bucket" and disk["reachable"] is False
+    healthy = requests.get(s3_stack.url("/api/avatar/health"), timeout=5).json()["data"]
+    assert healthy["disk"]["reachable"] is True and healthy["disk"]["bucket"] == "avatar-itest"
+    assert "path" not in healthy["disk"] and "freeBytes" not in healthy["disk"]
+
+
+def test_with_object_storage_the_disk_guard_has_no_volume_to_watch(s3_stack: LocalStack,
+                                                                   astronaut_jpeg: bytes) -> None:
+    """MIN_FREE_DISK_MB guards the volume files are written to; with object storage nothing is
+    written under DATA_DIR, so however high it is set, jobs are taken and health has no warning."""
+    from api import create_app
+
+    client = create_app(s3_stack.settings.replace(min_free_disk_mb=10**9)).test_client()
+    response = client.post("/api/avatar/generate", data={
+        view: (io.BytesIO(astronaut_jpeg), f"{view}.jpg") for view in ("front", "left", "right")})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert s3_stack.wait_for_end(response.get_json()["data"]["avatarId"])["status"] == "completed"
+    health = client.get("/api/avatar/health").get_json()["data"]
+    assert not any("disk space" in warning for warning in health["warnings"])
+    assert "minFreeBytes" not in health["disk"] and health["disk"]["backend"] == "s3"

@@ -79,8 +79,7 @@ def _recorded_filename(expected: str) -> Callable[[LocalStack, requests.Response
         uploads = stack.store.get(avatar_id).doc["uploads"]
         assert uploads["front"]["filename"] == expected
         # Stored under our own names only, whatever the client called the file.
-        stored = {p.name for p in stack.files.upload_dir(avatar_id).glob("*")} if \
-            stack.files.upload_dir(avatar_id).exists() else set()
+        stored = {key.rpartition("/")[2] for key, _ in stack.files.storage.list(f"uploads/{avatar_id}/")}
         assert stored <= {"front", "left", "right"}
     return check
 
