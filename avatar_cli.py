@@ -164,8 +164,8 @@ def _run_stack(args: argparse.Namespace, var_dir: Path, lock: localstack.StackLo
         localstack.wait_api(base_url, api)
         localstack.wait_solo_workers(settings, workers)
         lock.record(base_url, settings.to_env())
-        print(f"avatar service ready: {base_url}/api/avatar/health  (logs in {logs}/, Ctrl-C stops)",
-              flush=True)
+        print(f"avatar service ready: {base_url}/  (the API under /api/avatar, its reference at /docs; "
+              f"logs in {logs}/, Ctrl-C stops)", flush=True)
         while True:
             supervisor.watch()
             time.sleep(0.5)

@@ -52,7 +52,7 @@ class UpProcess:
                     break
                 continue
             if line.startswith("avatar service ready: "):
-                return line.split()[3].removesuffix("/api/avatar/health")
+                return line.split()[3].rstrip("/")
         pytest.fail(f"avatar up did not become ready:\n{''.join(self.output)}")
 
     def pieces(self) -> list[psutil.Process]:
