@@ -387,16 +387,6 @@ class JobStore:
 
     # -- webhooks ----------------------------------------------------------------------------
 
-    def options(self, job_id: str) -> dict[str, Any]:
-        """The job's generation options (``Job.options``) without reading the rest of the record."""
-        doc = self.jobs.find_one({"_id": job_id}, {"options": 1})
-        return dict((doc or {}).get("options") or {})
-
-    def callback_url(self, job_id: str) -> str | None:
-        """The job's webhook URL, if it was submitted with one."""
-        doc = self.jobs.find_one({"_id": job_id}, {"callbackUrl": 1})
-        return doc.get("callbackUrl") if doc else None
-
     def record_webhook(self, job_id: str, **fields: Any) -> None:
         """Note a delivery attempt's outcome on the job (``webhook.<field>``); not a transition."""
         self.jobs.update_one({"_id": job_id}, {"$set": {f"webhook.{k}": v for k, v in fields.items()}})
