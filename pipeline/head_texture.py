@@ -28,6 +28,9 @@ from pipeline.mesh import Pose, fit_similarity, image_to_camera
 from pipeline.preview import visible_fragments
 from pipeline.texture import MAX_TEXTURE_SIZE, colour_gains, texture_size_for_height
 
+# The per-vertex fields (photo coordinates, blend weights, the painted fill) are interpolated on a
+# grid this fine at every atlas size: the painted part of the head island (scalp, ears, back) is
+# squeezed into few texels, and a coarser grid shows its hairline as streaks.
 COARSE_GRID = 256
 # MediaPipe landmarks: forehead top and chin (the face's height), the skin patches that measure
 # skin tone and lighting, the band above the forehead that shows the hair, the eye contours.
@@ -138,10 +141,6 @@ def upsample(coarse: np.ndarray, size: int, box: tuple[int, int, int, int]) -> n
     out = cv2.resize(part, ((mx1 - mx0) * factor, (my1 - my0) * factor), interpolation=cv2.INTER_LINEAR)
     out = out[(y0 - my0) * factor:(y1 - my0) * factor, (x0 - mx0) * factor:(x1 - mx0) * factor]
     return out if out.ndim == 3 else out[:, :, None]
-
-
-def coarse_grid_for(size: int) -> int:
-    return min(COARSE_GRID, max(64, size // 4))
 
 
 @lru_cache(maxsize=1)
@@ -277,7 +276,7 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
         [V,3] the head's unit normals, if already computed (``head_normals``).
     """
     head = head_template()
-    tmap = head_texel_map(coarse_grid_for(size))
+    tmap = head_texel_map()
     landmarks_xy = [points[:, :2] for points in landmarks_image]
     posed = fitted.posed_positions.astype(np.float64)  # the photo shows the expression
     normals = head_normals(posed).astype(np.float64) if normals is None else np.asarray(normals, np.float64)

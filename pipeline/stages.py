@@ -597,7 +597,7 @@ def warm_up() -> None:
     topo = load_topology()
     for grid in (64, 128, COARSE_GRID):  # every texture size's coarse grid
         texel_map(grid)
-        head_texel_map(grid)
+    head_texel_map()
     expression_scores(topo.vertices.astype(np.float64))
     fitting_operators()
 
