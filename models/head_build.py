@@ -973,8 +973,9 @@ def sparse_targets(targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # ---- 6. texture regions --------------------------------------------------------------------------
 
 # Photos are trusted on the face (inside the landmarks) and this far beyond it (metres, along
-# the surface), fading out; beyond that the texture is painted.
-TRUST_FALLOFF_M = 0.012
+# the surface), fading out; beyond that the texture is painted. (Over 1.2 cm the photo's edge
+# showed as a line at the temples and cheeks.)
+TRUST_FALLOFF_M = 0.02
 HAIRLINE_SOFTNESS_M = 0.012
 FIXED_COLOURS = {"teeth": (232, 226, 208), "tongue": (178, 86, 92), "mouth": (112, 44, 50),
                  "socket": (70, 40, 40), "sclera": (232, 228, 222)}

@@ -7,7 +7,9 @@ pose, corrected so its own landmarks land exactly where the landmark model put t
 ``cv2.remap`` samples the photo through that map. Photos are blended per texel by how squarely
 they see the surface; texels no photo sees well (grazing angles, the back of the head, under the
 chin, the neck), and everything away from the face where the fitted shape is a guess, are filled
-with the subject's skin tone, or with their hair colour on the hair cap, with smooth transitions.
+with the subject's skin tone, or with their hair colour on the hair cap, with smooth transitions:
+beside the photographed skin the fill takes that skin's own colour (a shaded temple, a ruddy
+cheek), fading to the overall tone a few centimetres away, so the two read as one skin.
 Eyes, teeth, tongue and the inside of the mouth are painted; the iris takes the subject's colour.
 
 Lighting: the photos' large-scale shading is taken out (a first-order spherical-harmonics fit
@@ -23,7 +25,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from pipeline.head import FittedHead, head_normals, head_template
+from pipeline.head import FittedHead, head_normals, head_template, wendland
 from pipeline.mesh import Pose, fit_similarity, image_to_camera
 from pipeline.preview import visible_fragments
 from pipeline.texture import MAX_TEXTURE_SIZE, colour_gains, texture_size_for_height
@@ -52,6 +54,13 @@ MIN_SHADING_GAIN, MAX_SHADING_GAIN = 0.8, 1.25
 RIM_COVERAGE = (0.3, 0.9)
 MIN_RIM_VERTICES = 30
 CENTRE_SHARE = 0.35
+# The fill takes the photographed skin's own colour where it meets it (``fill_spread``): the local
+# colour (over about FILL_NODE_SPACING_M) of the nearest photographed skin, fading to the overall
+# skin tone at FILL_REACH_M from it.
+FILL_REACH_M, FILL_NODE_SPACING_M = 0.04, 0.01
+FILL_TONE_PRIOR = 0.03  # the overall tone's weight against a neighbourhood wholly photographed
+SKIN_HUE_DISTANCE = 0.04  # chromaticity off the skin tone's hue at which a colour counts e^-1 as skin
+SKIN_BRIGHTNESS = (0.35, 1.7)  # of the skin tone's, for a colour to count as skin
 SCLERA = np.array([232, 228, 222], np.float32)
 DEFAULT_IRIS = np.array([96, 70, 48], np.float32)
 DEFAULT_HAIR = np.array([70, 52, 40], np.float32)
@@ -60,8 +69,8 @@ DEFAULT_HAIR = np.array([70, 52, 40], np.float32)
 @dataclass(frozen=True)
 class HeadTexelMap:
     """For each coarse texel of the atlas: its triangle's three vertices and barycentric weights
-    (texels outside every island borrow the nearest island texel's triangle, extrapolated, so
-    the islands are padded and mipmaps show no seams)."""
+    (texels outside every island borrow the nearest island texel's triangle, at its nearest
+    point, so the islands are padded and mipmaps show no seams)."""
 
     grid: int
     vertex_ids: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] int32
@@ -112,7 +121,7 @@ def head_texel_map(grid: int = COARSE_GRID) -> HeadTexelMap:
     label_to_pixel[labels[iy, ix]] = iy * grid + ix
     outside = np.nonzero(~inside.ravel())[0]
     triangle[outside] = triangle[label_to_pixel[labels.ravel()[outside]]]
-    # Barycentric weights of the outside texel centres in their borrowed triangles (may be < 0).
+    # Barycentric weights of the outside texel centres in their borrowed triangles.
     corners = uv_px[head.triangles[triangle[outside]]]
     centre = np.column_stack([outside % grid + 0.5, outside // grid + 0.5])
     a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
@@ -121,7 +130,10 @@ def head_texel_map(grid: int = COARSE_GRID) -> HeadTexelMap:
     q = centre - a
     w1 = (q[:, 0] * (c[:, 1] - a[:, 1]) - q[:, 1] * (c[:, 0] - a[:, 0])) / det
     w2 = (q[:, 1] * (b[:, 0] - a[:, 0]) - q[:, 0] * (b[:, 1] - a[:, 1])) / det
-    weights[outside] = np.column_stack([1 - w1 - w2, w1, w2])
+    # Clamped onto the triangle: the padding repeats the island's edge outward (extrapolated
+    # further than a texel or two, a colour gradient runs away into black and white streaks).
+    outside_weights = np.clip(np.column_stack([1 - w1 - w2, w1, w2]), 0.0, None)
+    weights[outside] = outside_weights / outside_weights.sum(1, keepdims=True)
     ids = head.triangles[triangle]
     photographed = np.nonzero((head.texture_trust[ids] > 0).any(1))[0]
     return HeadTexelMap(grid, tuple(np.ascontiguousarray(ids[:, k], np.int32) for k in range(3)),
@@ -250,9 +262,10 @@ class HeadAtlas:
     """The baked atlas and what was measured on the way."""
 
     texture: np.ndarray  # [S,S,3] RGB uint8
-    skin: np.ndarray  # [3] the de-lit skin tone used for filling
+    skin: np.ndarray  # [3] the de-lit skin tone the fill has away from the face
     hair: np.ndarray  # [3]
     iris: np.ndarray  # [3]
+    coverage: np.ndarray  # [V] the share of each vertex's colour the photos give (the rest is painted)
 
 
 def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.ndarray],
@@ -320,19 +333,15 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     share /= np.maximum(share.sum(0), 1e-12)
     coverage = head.texture_trust * (share * fade).sum(0)
 
-    # The skin tone the fill uses: the photos' colour, de-lit and blended as the texels are, along
-    # the rim of the part they colour (where the fill takes over, so the two meet without a step).
-    rim = np.nonzero((coverage > RIM_COVERAGE[0]) & (coverage < RIM_COVERAGE[1]) & (head.hair < 0.2)
-                     & (head.part == 0))[0]
+    # The skin tone the fill uses away from the face: the photos' colour, de-lit and blended as the
+    # texels are, along the rim of the part they colour; near the face the fill takes the colour
+    # of the photographed skin beside it (``spread_skin_colour``).
+    spread = fill_spread()
+    photographed = photo_colours(images, vertex_xy, share, gain, gains, spread.sources)
+    rim = (coverage > RIM_COVERAGE[0]) & (coverage < RIM_COVERAGE[1]) & (head.hair < 0.2) & (head.part == 0)
     skin = None
-    if len(rim) >= MIN_RIM_VERTICES:
-        colours = np.zeros((len(rim), 3))
-        for k, image in enumerate(images):
-            h, w = image.shape[:2]
-            x = np.clip(np.rint(vertex_xy[k][rim, 0]).astype(int), 0, w - 1)
-            y = np.clip(np.rint(vertex_xy[k][rim, 1]).astype(int), 0, h - 1)
-            colours += (share[k, rim] * gain[k][rim])[:, None] * image[y, x] * gains[k]
-        skin = np.median(colours / np.maximum(share[:, rim].sum(0), 1e-12)[:, None], axis=0)
+    if rim.sum() >= MIN_RIM_VERTICES:
+        skin = np.median(photographed[rim[spread.sources]], axis=0)
     samples = np.stack(skin_colour)
     centre = np.nanmedian(samples.reshape(-1, 3), axis=0) if np.isfinite(samples).any() else None
     if skin is None or not np.isfinite(skin).all():
@@ -343,8 +352,9 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     hair = hair_colour(images[0], landmarks_xy[0], skin)
     iris = iris_colour(images[0], landmarks_xy[0])
 
+    skin_field = spread_skin_colour(spread, photographed, coverage[spread.sources], skin)
     fill_colour = np.where(head.fixed[:, None] > 0, head.fixed_colour.astype(np.float32),
-                           head.hair[:, None] * hair + (1 - head.hair[:, None]) * skin)
+                           head.hair[:, None] * hair + (1 - head.hair[:, None]) * skin_field)
     fill = np.clip(tmap.coarse(fill_colour * (1 - coverage)[:, None]) + 0.5, 0, 255).astype(np.uint8)
     total = cv2.resize(fill, (size, size), interpolation=cv2.INTER_LINEAR)
     factor = size // tmap.grid
@@ -366,7 +376,105 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
         region = total[y0:y1, x0:x1]
         region[:] = cv2.add(region, cv2.multiply(texels, cv2.cvtColor(blend, cv2.COLOR_GRAY2RGB), scale=2 / 255))
     paint_eyes(total, iris)
-    return HeadAtlas(total, skin.astype(np.float32), np.asarray(hair, np.float32), np.asarray(iris, np.float32))
+    return HeadAtlas(total, skin.astype(np.float32), np.asarray(hair, np.float32), np.asarray(iris, np.float32),
+                     coverage.astype(np.float32))
+
+
+def photo_colours(images: list[np.ndarray], vertex_xy: list[np.ndarray], share: np.ndarray,
+                  gain: list[np.ndarray], gains: list[np.ndarray], vertices: np.ndarray) -> np.ndarray:
+    """[K,3] float32: the photos' colour at ``vertices`` as the atlas shows it there (each photo's
+    pixel under the vertex, de-lit and colour-matched, blended by ``share``); zero where no photo
+    sees the vertex."""
+    colours = np.zeros((len(vertices), 3), np.float32)
+    for k, image in enumerate(images):
+        h, w = image.shape[:2]
+        x = np.clip(np.rint(vertex_xy[k][vertices, 0]).astype(int), 0, w - 1)
+        y = np.clip(np.rint(vertex_xy[k][vertices, 1]).astype(int), 0, h - 1)
+        colours += (share[k, vertices] * gain[k][vertices])[:, None] * image[y, x] * gains[k]
+    return colours / np.maximum(share[:, vertices].sum(0), 1e-12)[:, None]
+
+
+@dataclass(frozen=True)
+class FillSpread:
+    """How the photographed skin's colour spreads into the fill (3-D distances on the template):
+    the vertices the photos may colour (``sources``) are averaged into nodes about
+    ``FILL_NODE_SPACING_M`` apart, and the nodes spread over the skin within ``FILL_REACH_M``
+    (``targets``), the nearest counting most: two products of a few hundred columns per avatar
+    instead of one vertex-by-vertex one."""
+
+    sources: np.ndarray  # [S] vertex ids (texture trust > 0)
+    targets: np.ndarray  # [T] vertex ids: painted skin within reach of a node
+    gather: np.ndarray  # [N,S] float32, sources -> nodes, each row over the node's kernel mass on all skin
+    scatter: np.ndarray  # [T,N] float32, nodes -> targets (Wendland's kernel, peak 1)
+    prior: float  # the overall tone's weight, in the scatter's units
+
+
+@lru_cache(maxsize=1)
+def fill_spread() -> FillSpread:
+    """The template's ``FillSpread`` (computed once per process, a few tenths of a second)."""
+    head = head_template()
+    p = head.positions
+    sources = np.nonzero(head.texture_trust > 0)[0]
+    skin = np.nonzero((head.part == 0) & (head.fixed == 0))[0]
+    # Nodes: farthest-point samples of the sources, until every source has one within the spacing.
+    nodes, nearest = [0], None
+    while True:
+        d = np.linalg.norm(p[sources] - p[sources[nodes[-1]]], axis=1)
+        nearest = d if nearest is None else np.minimum(nearest, d)
+        if nearest.max() < FILL_NODE_SPACING_M:
+            break
+        nodes.append(int(np.argmax(nearest)))
+    node_xyz = p[sources[nodes]]
+
+    def distance(points: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(points[:, None] - node_xyz[None], axis=2)
+
+    local = 2 * FILL_NODE_SPACING_M
+    to_nodes = distance(p[skin])
+    # A node's colour is the mean of the photographed skin around it; its weight, the share of
+    # all skin around it that is photographed (so a node on the rim counts for less).
+    mass = wendland(to_nodes, local).sum(0)
+    gather = (wendland(distance(p[sources]), local) / mass).T
+    reached = to_nodes.min(1) < FILL_REACH_M
+    targets = skin[reached]
+    scatter = wendland(to_nodes[reached], FILL_REACH_M)
+    prior = FILL_TONE_PRIOR * float(np.median(scatter.sum(1)))
+    return FillSpread(sources, targets, np.ascontiguousarray(gather, np.float32),
+                      np.ascontiguousarray(scatter, np.float32), prior)
+
+
+def skin_likeness(colours: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """[K] in [0, 1]: how much ``colours`` [K,3] look like skin of ``tone`` [3], lit or shaded.
+
+    Judged by chromaticity (colour over brightness) against grey: skin keeps the tone's hue and
+    at least part of its saturation (in shade it is as saturated or more); grey or white hair,
+    blue clothes, a green background do not. Brightness must stay within a range of the tone's
+    (not black glasses frames, not a blown-out highlight). Brown hair passes: it is the hair
+    cap's business."""
+    total = np.maximum(colours.sum(1), 1.0)
+    tone_total = max(float(np.sum(tone)), 1.0)
+    off_grey = colours / total[:, None] - 1 / 3
+    tone_off_grey = np.asarray(tone, np.float32) / tone_total - 1 / 3
+    norm = max(float(tone_off_grey @ tone_off_grey), 1e-6)
+    along = off_grey @ tone_off_grey / norm  # 1: as saturated as the tone, in its hue
+    across = np.linalg.norm(off_grey - along[:, None] * tone_off_grey, axis=1)
+    saturated = np.clip((along - 0.4) / 0.3, 0.0, 1.0)
+    bright = (total / tone_total > SKIN_BRIGHTNESS[0]) & (total / tone_total < SKIN_BRIGHTNESS[1])
+    return saturated * np.exp(-(across / SKIN_HUE_DISTANCE) ** 2) * bright
+
+
+def spread_skin_colour(spread: FillSpread, colours: np.ndarray, coverage: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """[V,3] the fill's skin colour: near the photographed skin its own colour there (``colours``
+    [S,3] at ``spread.sources``, counted by ``coverage`` [S] and by how skin-like they are, so
+    brows, eyes, lips and hair do not spread), fading to ``tone`` further away."""
+    skin_like = skin_likeness(colours, tone)
+    weight = (coverage * skin_like).astype(np.float32)
+    nodes = spread.gather @ np.column_stack([colours * weight[:, None], weight])  # [N,4]
+    near = spread.scatter @ nodes
+    field = np.empty((len(head_template().positions), 3), np.float32)
+    field[:] = tone
+    field[spread.targets] = (near[:, :3] + spread.prior * tone) / (near[:, 3:] + spread.prior)
+    return field
 
 
 def fitted_residual_2d(corrections: np.ndarray) -> np.ndarray:

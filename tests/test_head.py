@@ -304,6 +304,20 @@ def test_filled_skin_matches_the_measured_skin_tone(astronaut_head):
     assert np.linalg.norm(skin - [tone["r"], tone["g"], tone["b"]]) < 35
 
 
+@pytest.mark.parametrize("photo", ["astronaut", "grace"])
+def test_the_fill_meets_the_photographed_face_without_a_colour_step(photo, models):
+    from bench.head_report import bake_head, fill_boundary_step
+
+    views = avatar_views(1024) if photo == "astronaut" else {v: encode_jpeg(grace_hopper_rgb()) for v in ("front", "left", "right")}
+    _, atlas = bake_head(models, views)
+    sectors = fill_boundary_step(atlas.texture, atlas.coverage)["sectors"]
+    # Around the face's sides and chin (the top is the hairline, where hair meets skin for real):
+    # the last photographed ring and the first painted one differ by under 20 (RGB distance of
+    # their median colours; a flat skin-tone fill, as the bake had before, left 26-32).
+    sides_and_chin = [step for angle, step in sectors.items() if not 30 <= angle < 150]
+    assert len(sides_and_chin) >= 5 and np.mean(sides_and_chin) < 20, sectors
+
+
 def test_texels_seen_only_at_grazing_angles_are_filled_not_sampled():
     from pipeline.head_texture import FULL_FACING, MIN_FACING
 
