@@ -36,8 +36,8 @@ the face toward +Z, +X the subject's left):
    average) face (``register_onto_canonical``), so subjects are read against MediaPipe's own
    neutral face; the few landmarks the reshaping cannot reach are placed again.
 7. **Texture regions.** Per vertex: how far the photos can be trusted (the face and a margin
-   around it), where the painted hair cap is, the fixed colours of eyes, teeth, tongue and
-   mouth, and how rigidly each ear moves.
+   around it), where the painted hair cap is, the band above the face where the photos show the
+   hairline, the fixed colours of eyes, teeth, tongue and mouth, and how rigidly each ear moves.
 """
 from __future__ import annotations
 
@@ -977,6 +977,10 @@ def sparse_targets(targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # showed as a line at the temples and cheeks.)
 TRUST_FALLOFF_M = 0.02
 HAIRLINE_SOFTNESS_M = 0.012
+# The band where the photos show the hairline: this far beyond the face (along the surface),
+# above the eyes' level and in front of the ears' middle, each edge softened over HAIRLINE_BAND_EDGE_M.
+HAIRLINE_BAND_M, HAIRLINE_BAND_EDGE_M = 0.06, 0.02
+EYE_CORNERS = (33, 263)  # MediaPipe's outer eye corners
 FIXED_COLOURS = {"teeth": (232, 226, 208), "tongue": (178, 86, 92), "mouth": (112, 44, 50),
                  "socket": (70, 40, 40), "sclera": (232, 228, 222)}
 # MediaPipe landmarks used to place the painted hairline: top of the forehead, the ears' lobes.
@@ -1003,7 +1007,8 @@ def surface_distance(tp: Template, seeds: np.ndarray, members: np.ndarray) -> np
 def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.ndarray,
                     islands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-vertex texture roles: ``trust`` (how much the photos may be used), ``hair`` (the painted
-    cap), ``fixed`` and ``fixed_colour`` (parts painted one colour: teeth, tongue, mouth, sockets)."""
+    cap), ``hairline`` (the band above the face where the photos show the hairline), ``fixed`` and
+    ``fixed_colour`` (parts painted one colour: teeth, tongue, mouth, sockets)."""
     from models import load_topology
 
     topo = load_topology()
@@ -1035,6 +1040,16 @@ def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.nd
     # The hair cap ends at the ears' rims too: fade it near the ear vertices.
     hair *= np.clip(surface_distance(tp, ears, skin) / 0.01, 0, 1)
 
+    # The hairline band: the front of the head above the eyes and in front of the ears, out to
+    # HAIRLINE_BAND_M beyond the face. Where the hair starts there (a fringe, a bob over the
+    # temples, a receding hairline) is each subject's own: the photos colour the band too, its
+    # weight fading smoothly toward its edges.
+    eye_level = lm[list(EYE_CORNERS), 1].mean()
+    band = np.clip(1 - dist / HAIRLINE_BAND_M, 0, 1)
+    band *= np.clip((p[:, 1] - eye_level) / HAIRLINE_BAND_EDGE_M + 0.5, 0, 1)
+    band *= np.clip((p[:, 2] - centre_z) / HAIRLINE_BAND_EDGE_M, 0, 1)
+    band = np.where(head_skin & ~ears, band * band * (3 - 2 * band), 0.0)
+
     fixed = np.zeros(len(p))
     colour = np.zeros((len(p), 3))
     for name, members in (("teeth", (tp.part == TEETH_UPPER) | (tp.part == TEETH_LOWER)),
@@ -1044,7 +1059,8 @@ def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.nd
         fixed[members] = 1.0
         colour[members] = FIXED_COLOURS[name]
     return {"texture_trust": trust.astype(np.float16), "hair": hair.astype(np.float16),
-            "fixed": fixed.astype(np.float16), "fixed_colour": colour.astype(np.uint8)}
+            "hairline": band.astype(np.float16), "fixed": fixed.astype(np.float16),
+            "fixed_colour": colour.astype(np.uint8)}
 
 
 # ---- putting it together -------------------------------------------------------------------------
@@ -1347,9 +1363,12 @@ can be redistributed without conditions.
 - `morph_names` [52], `morph_start` int32 [53], `morph_vertex` int32 [N], `morph_offset` float16
   [N,3]: the 52 ARKit blend shapes (sparse, {report['morphOffsets']} offsets of at least
   {MIN_MORPH_OFFSET_M * 1000:.2f} mm); `eyeLook*` refitted as rotations of our eyeballs.
-- `texture_trust`, `hair`, `fixed` float16 [V] and `fixed_colour` uint8 [V,3]: where the photos
-  may be used (the face and {TRUST_FALLOFF_M * 100:.1f} cm around it, fading), the painted hair
-  cap, and the parts painted one colour (teeth, tongue, mouth, sockets, sclera); `eye_disc`
+- `texture_trust`, `hair`, `hairline`, `fixed` float16 [V] and `fixed_colour` uint8 [V,3]: where
+  the photos may be used (the face and {TRUST_FALLOFF_M * 100:.1f} cm around it, fading), the
+  painted hair cap, the hairline band (the front of the head above the eyes and in front of the
+  ears, out to {HAIRLINE_BAND_M * 100:.0f} cm beyond the face, where the photos show where the hair
+  starts, so they colour it too), and the parts painted one colour (teeth, tongue, mouth,
+  sockets, sclera); `eye_disc`
   float32 [5]: the eye disc's centre (u, v), radius, iris and pupil radii in atlas units; `ear`
   float16 [V]: how rigidly each vertex moves with its ear in the fit (+ left ear, - right).
 

@@ -61,6 +61,10 @@ FILL_REACH_M, FILL_NODE_SPACING_M = 0.04, 0.01
 FILL_TONE_PRIOR = 0.03  # the overall tone's weight against a neighbourhood wholly photographed
 SKIN_HUE_DISTANCE = 0.04  # chromaticity off the skin tone's hue at which a colour counts e^-1 as skin
 SKIN_BRIGHTNESS = (0.35, 1.7)  # of the skin tone's, for a colour to count as skin
+# The hairline band's fill is the front photo's colour blurred over this much face (millimetres),
+# where the photo sees the surface at least this squarely (cosine), fully from FULL_FACING.
+HAIRLINE_BLUR_MM, HAIRLINE_MIN_FACING = 4.0, 0.2
+CANONICAL_FACE_HEIGHT_MM = 176.7  # forehead top to chin on MediaPipe's canonical face
 SCLERA = np.array([232, 228, 222], np.float32)
 DEFAULT_IRIS = np.array([96, 70, 48], np.float32)
 DEFAULT_HAIR = np.array([70, 52, 40], np.float32)
@@ -135,7 +139,7 @@ def head_texel_map(grid: int = COARSE_GRID) -> HeadTexelMap:
     outside_weights = np.clip(np.column_stack([1 - w1 - w2, w1, w2]), 0.0, None)
     weights[outside] = outside_weights / outside_weights.sum(1, keepdims=True)
     ids = head.triangles[triangle]
-    photographed = np.nonzero((head.texture_trust[ids] > 0).any(1))[0]
+    photographed = np.nonzero((photo_trust()[ids] > 0).any(1))[0]
     return HeadTexelMap(grid, tuple(np.ascontiguousarray(ids[:, k], np.int32) for k in range(3)),
                         tuple(np.ascontiguousarray(weights[:, k], np.float32) for k in range(3)), photographed)
 
@@ -331,14 +335,17 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     best = np.max(score, axis=0)
     share = np.exp((score - np.where(np.isfinite(best), best, 0.0)) / BLEND_TEMPERATURE)
     share /= np.maximum(share.sum(0), 1e-12)
-    coverage = head.texture_trust * (share * fade).sum(0)
+    seen = (share * fade).sum(0)
+    coverage = photo_trust() * seen
+    face_coverage = head.texture_trust * seen
 
     # The skin tone the fill uses away from the face: the photos' colour, de-lit and blended as the
     # texels are, along the rim of the part they colour; near the face the fill takes the colour
     # of the photographed skin beside it (``spread_skin_colour``).
     spread = fill_spread()
     photographed = photo_colours(images, vertex_xy, share, gain, gains, spread.sources)
-    rim = (coverage > RIM_COVERAGE[0]) & (coverage < RIM_COVERAGE[1]) & (head.hair < 0.2) & (head.part == 0)
+    rim = ((face_coverage > RIM_COVERAGE[0]) & (face_coverage < RIM_COVERAGE[1]) & (head.hair < 0.2)
+           & (head.hairline < 0.2) & (head.part == 0))
     skin = None
     if rim.sum() >= MIN_RIM_VERTICES:
         skin = np.median(photographed[rim[spread.sources]], axis=0)
@@ -352,9 +359,20 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     hair = hair_colour(images[0], landmarks_xy[0], skin)
     iris = iris_colour(images[0], landmarks_xy[0])
 
-    skin_field = spread_skin_colour(spread, photographed, coverage[spread.sources], skin)
+    skin_field = spread_skin_colour(spread, photographed, face_coverage[spread.sources], skin)
     fill_colour = np.where(head.fixed[:, None] > 0, head.fixed_colour.astype(np.float32),
                            head.hair[:, None] * hair + (1 - head.hair[:, None]) * skin_field)
+    # On the hairline band the fill is the front photo's own colour there, blurred (hair where it
+    # shows hair, skin where it shows skin), out to steeper angles than the photos are sampled at
+    # (a blurred colour needs less precision): the photo fades into its own colours, then into
+    # the painted cap and skin.
+    band = hairline_vertices()
+    front_sees = np.clip((facing[0, band] - HAIRLINE_MIN_FACING) / (FULL_FACING - HAIRLINE_MIN_FACING), 0.0, 1.0)
+    band_weight = (head.hairline[band] * front_sees)[:, None]
+    band_colour = photo_colours(images[:1], vertex_xy[:1], np.ones((1, len(head.part)), np.float32), gain[:1],
+                                gains[:1], band, blur_mm=HAIRLINE_BLUR_MM,
+                                pixels_per_mm=[face_pixels_per_mm(landmarks_xy[0])])
+    fill_colour[band] = (1 - band_weight) * fill_colour[band] + band_weight * band_colour
     fill = np.clip(tmap.coarse(fill_colour * (1 - coverage)[:, None]) + 0.5, 0, 255).astype(np.uint8)
     total = cv2.resize(fill, (size, size), interpolation=cv2.INTER_LINEAR)
     factor = size // tmap.grid
@@ -381,17 +399,50 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
 
 
 def photo_colours(images: list[np.ndarray], vertex_xy: list[np.ndarray], share: np.ndarray,
-                  gain: list[np.ndarray], gains: list[np.ndarray], vertices: np.ndarray) -> np.ndarray:
+                  gain: list[np.ndarray], gains: list[np.ndarray], vertices: np.ndarray,
+                  blur_mm: float = 0.0, pixels_per_mm: list[float] | None = None) -> np.ndarray:
     """[K,3] float32: the photos' colour at ``vertices`` as the atlas shows it there (each photo's
     pixel under the vertex, de-lit and colour-matched, blended by ``share``); zero where no photo
-    sees the vertex."""
+    sees the vertex. With ``blur_mm``, each photo is box-blurred over that many millimetres of face
+    (``pixels_per_mm`` per photo) around the vertices first: their colour, not a strand's."""
     colours = np.zeros((len(vertices), 3), np.float32)
     for k, image in enumerate(images):
+        used = share[k, vertices] > 0
+        if not used.any():
+            continue
         h, w = image.shape[:2]
         x = np.clip(np.rint(vertex_xy[k][vertices, 0]).astype(int), 0, w - 1)
         y = np.clip(np.rint(vertex_xy[k][vertices, 1]).astype(int), 0, h - 1)
-        colours += (share[k, vertices] * gain[k][vertices])[:, None] * image[y, x] * gains[k]
+        box = int(round(blur_mm * pixels_per_mm[k])) if blur_mm else 0
+        if box > 1:
+            # Only the part of the photo under the vertices is blurred.
+            x0, y0 = max(0, x[used].min() - box), max(0, y[used].min() - box)
+            x1, y1 = min(w, x[used].max() + box + 1), min(h, y[used].max() + box + 1)
+            region = cv2.blur(image[y0:y1, x0:x1], (box, box))
+            picked = region[np.clip(y - y0, 0, y1 - y0 - 1), np.clip(x - x0, 0, x1 - x0 - 1)]
+        else:
+            picked = image[y, x]
+        colours += (share[k, vertices] * gain[k][vertices])[:, None] * picked * gains[k]
     return colours / np.maximum(share[:, vertices].sum(0), 1e-12)[:, None]
+
+
+def face_pixels_per_mm(landmarks_xy: np.ndarray) -> float:
+    """A photo's pixels per millimetre of face, from its landmarks' forehead-to-chin distance (the
+    canonical face's, ``CANONICAL_FACE_HEIGHT_MM``)."""
+    return float(np.linalg.norm(landmarks_xy[FOREHEAD_TOP] - landmarks_xy[CHIN])) / CANONICAL_FACE_HEIGHT_MM
+
+
+@lru_cache(maxsize=1)
+def photo_trust() -> np.ndarray:
+    """[V] how much the photos may colour each vertex: the face and the margin around it
+    (``texture_trust``), and the hairline band."""
+    head = head_template()
+    return np.maximum(head.texture_trust, head.hairline)
+
+
+@lru_cache(maxsize=1)
+def hairline_vertices() -> np.ndarray:
+    return np.nonzero(head_template().hairline > 0)[0]
 
 
 @dataclass(frozen=True)
@@ -491,7 +542,7 @@ def fitted_residual_2d(corrections: np.ndarray) -> np.ndarray:
 def _trusted_residual() -> tuple[np.ndarray, np.ndarray]:
     from pipeline.head import fitting_operators
 
-    rows = np.nonzero(head_template().texture_trust > 0)[0]
+    rows = np.nonzero(photo_trust() > 0)[0]
     return rows, np.ascontiguousarray(fitting_operators().residual[rows])
 
 

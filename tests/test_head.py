@@ -318,6 +318,39 @@ def test_the_fill_meets_the_photographed_face_without_a_colour_step(photo, model
     assert len(sides_and_chin) >= 5 and np.mean(sides_and_chin) < 20, sectors
 
 
+def test_the_hairline_follows_the_photo(models):
+    """A receding hairline: the astronaut's photo with skin painted over her hair at both temple
+    corners of the forehead (her hair left in the middle, where the cap's colour is measured).
+    The head shows skin there, where the painted cap alone would put hair."""
+    from bench.head_report import bake_head
+    from bench.photos import astronaut_rgb
+
+    photo = astronaut_rgb().copy()
+    prepared = prepare_views({v: encode_jpeg(photo) for v in ("front", "left", "right")}, models)
+    xy = (infer_landmarks(prepared, models).points[0][:, :2] + prepared.region_corners[0]) / prepared.photo_scales[0]
+    face_height = np.linalg.norm(xy[152] - xy[10])
+    skin = np.median(photo[int(xy[50, 1]) - 4:int(xy[50, 1]) + 5, int(xy[50, 0]) - 4:int(xy[50, 0]) + 5].reshape(-1, 3), 0)
+    top, bottom = int(xy[10, 1] - 0.4 * face_height), int(xy[10, 1])
+    for outer, inner in ((127, 109), (356, 338)):  # the face's side, the hair band's side
+        x0, x1 = sorted((int(xy[outer, 0]), int(xy[inner, 0])))
+        photo[top:bottom, x0:x1] = skin
+    _, atlas = bake_head(models, {v: encode_jpeg(photo) for v in ("front", "left", "right")})
+
+    head = head_template()
+    landmarks = head.landmarks_of(head.positions)
+    # Where the cap is painted, beyond the face's photographed margin, in the corners: skin.
+    corners = np.abs(head.positions[:, 0]) > np.abs(landmarks[[109, 338], 0]).max() + 0.005
+    cap = (head.hair > 0.5) & (head.texture_trust < 0.1) & (head.hairline > 0.7) & corners
+    size = atlas.texture.shape[0]
+    uv = np.clip((head.uvs[cap] * size).astype(int), 0, size - 1)
+    colours = atlas.texture[uv[:, 1], uv[:, 0]].astype(np.float64)
+    assert cap.sum() >= 3
+    to_skin = np.linalg.norm(colours - skin, axis=1)
+    to_hair = np.linalg.norm(colours - atlas.hair, axis=1)
+    assert np.linalg.norm(atlas.hair - skin) > 60  # her hair, measured in the middle, is not skin
+    assert np.median(to_skin) < 0.5 * np.median(to_hair), (np.median(to_skin), np.median(to_hair))
+
+
 def test_texels_seen_only_at_grazing_angles_are_filled_not_sampled():
     from pipeline.head_texture import FULL_FACING, MIN_FACING
 
