@@ -15,10 +15,9 @@ the face toward +Z, +X the subject's left):
    centres, just inside the lids (hm08's are 8-sided). Quads are split into triangles along
    their shorter diagonal; a vertex is split where the UV map has a seam (``weld`` names the
    welded vertex, for smooth normals).
-2. **UV atlas.** hm08's UV islands re-laid into one square: the head island turned upright, the
-   back of the head (behind the ears) narrowed, and everything beyond the face (scalp, ears,
-   back of the head, under the chin: painted, never photographed in detail) squeezed radially
-   toward it, so the face gets most of the texels; the small islands (neck, mouth inside, eye
+2. **UV atlas.** hm08's UV islands re-laid into one square: the head island turned upright and
+   everything beyond the face (scalp, ears, back of the head, under the chin: painted, never
+   photographed in detail) squeezed radially toward it, so the face gets most of the texels; the small islands (neck, mouth inside, eye
    sockets, teeth, tongue) and a disc for the eyeballs (iris at its centre) packed into the space
    left.
 3. **Landmark correspondence.** Where each of MediaPipe's 468 landmarks lies on the template:
@@ -295,20 +294,14 @@ def assemble(mesh: BaseMesh) -> Template:
 
 # ---- 2. UV atlas -------------------------------------------------------------------------------
 
-# The back of the head, behind the ears, is painted (skin and hair colours) and never sampled in
-# detail: it is narrowed to this share of its width (then squeezed with the rest, below). Much
-# narrower and its triangles get thinner than the bake's coarse grid can follow: the painted
-# hairline shows streaks.
-BACK_OF_HEAD_SCALE = 0.5
-# The back's narrowing starts this far (UV units of the upright head island) beyond the ears and
-# reaches its full strength over this width, so the texel density changes smoothly.
-BACK_MARGIN, BACK_RAMP = 0.005, 0.03
 # The face (inside its landmarks' outline, forehead to chin, ear to ear at the cheeks) is what the
 # photos colour; the rest of the head island (scalp, ears, back of the head, under the chin) is
 # painted from per-vertex colours, which need few texels. The island keeps its texel density out
 # to FACE_MARGIN beyond the outline (a share of the outline's radius in each direction: the margin
 # the photos fade out over), then the density falls smoothly over SQUEEZE_RAMP to
-# PAINTED_DENSITY of the face's, radially about the face's centre.
+# PAINTED_DENSITY of the face's, radially about the face's centre. (Narrowing the back of the
+# head further, as this layout once did, makes its triangles thinner than the bake's coarse grid
+# can follow: the painted hairline showed streaks and the back seam dark dashes.)
 FACE_MARGIN, SQUEEZE_RAMP, PAINTED_DENSITY = 0.08, 0.3, 0.1
 OUTLINE_HARMONICS = 4  # the outline's radius as a smooth function of the angle: this many harmonics
 ATLAS_PAD = 0.008  # between islands, in atlas units (8 texels at 1024²): room for mipmaps
@@ -355,18 +348,6 @@ def _upright_turn(uv: np.ndarray, xyz: np.ndarray) -> np.ndarray:
 
 def _upright(uv: np.ndarray, xyz: np.ndarray) -> np.ndarray:
     return uv @ _upright_turn(uv, xyz).T
-
-
-def _narrow_back(u: np.ndarray, keep: tuple[float, float]) -> np.ndarray:
-    """Squeeze ``u`` outside ``keep`` to ``BACK_OF_HEAD_SCALE``, with a smooth change of slope
-    (monotonic, so the island cannot fold)."""
-    lo, hi = keep[0] - BACK_MARGIN, keep[1] + BACK_MARGIN
-    grid = np.linspace(u.min() - 1e-6, u.max() + 1e-6, 4097)
-    beyond = np.maximum(lo - grid, 0.0) + np.maximum(grid - hi, 0.0)
-    ramp = np.clip(beyond / BACK_RAMP, 0.0, 1.0)
-    slope = 1.0 - (1.0 - BACK_OF_HEAD_SCALE) * ramp * ramp * (3 - 2 * ramp)
-    mapped = np.concatenate([[0.0], np.cumsum((slope[1:] + slope[:-1]) / 2 * np.diff(grid))])
-    return np.interp(u, grid, mapped)
 
 
 def _squeezed_radius(s: np.ndarray) -> np.ndarray:
@@ -485,8 +466,7 @@ def _pack(occupied: np.ndarray, uv: np.ndarray, triangles: np.ndarray, scales: n
     return None
 
 
-def lay_out_atlas(tp: Template, ear_vertices: np.ndarray, outline: tuple[np.ndarray, np.ndarray],
-                  grid: int = 512) -> AtlasLayout:
+def lay_out_atlas(tp: Template, outline: tuple[np.ndarray, np.ndarray], grid: int = 512) -> AtlasLayout:
     """Re-lay hm08's UV islands into one square atlas (``tp.uvs`` rewritten); see the module doc.
 
     ``outline`` is the face's outline on the template: per point, its triangle's vertex ids [K,3]
@@ -517,14 +497,11 @@ def lay_out_atlas(tp: Template, ear_vertices: np.ndarray, outline: tuple[np.ndar
                                 "tongue"]):
         raise SystemExit(f"unexpected UV islands: {sorted(named)}")
 
-    # The head island: upright, the back narrowed, as wide as the atlas.
+    # The head island: upright, squeezed around the face, as wide as the atlas.
     face = head & (p[:, 2] > p[head, 2].max() - 0.03) & (np.abs(p[:, 0]) < 0.04)
     turned = tp.uvs @ _upright_turn(tp.uvs[face], p[face]).T
-    ears = head & np.isin(tp.source, ear_vertices)
-    head_uv = turned.copy()
-    head_uv[:, 0] = _narrow_back(head_uv[:, 0], (turned[ears, 0].min(), turned[ears, 0].max()))
-    outline_uv = (head_uv[outline[0]] * outline[1][:, :, None]).sum(1)
-    head_uv = squeeze_around_face(head_uv[head], outline_uv)
+    outline_uv = (turned[outline[0]] * outline[1][:, :, None]).sum(1)
+    head_uv = squeeze_around_face(turned[head], outline_uv)
     lo, hi = _bounds(head_uv)
     pad = ATLAS_PAD
     head_scale = (1 - 2 * pad) / float((hi - lo).max())
@@ -1214,7 +1191,7 @@ def build_head(out_path: Path = HEAD_NPZ) -> dict:
     tri, bary, correspondence = place_landmarks(tp, render_classes(tp, lips))
     tri, bary = snap_to_lid_margins(tp, tri, bary)
     oval = list(FACE_OVAL)
-    layout = lay_out_atlas(tp, ear_ids, (tp.triangles[tri[oval]], bary[oval]))
+    layout = lay_out_atlas(tp, (tp.triangles[tri[oval]], bary[oval]))
     ear_weight = ear_stiffness(tp, ear_ids, tri)
 
     _, mesh_basis, identity = identity_basis(
@@ -1336,9 +1313,8 @@ can be redistributed without conditions.
   cut. The eyeballs are ours (hm08's are 8-sided), at hm08's helper eyes' centres, just small
   enough to stay behind every lid vertex, their iris on +Z. Eyelashes are left out: hm08's are
   cards that need an alpha texture, which would look like black flaps on an opaque material.
-- Atlas: the head island turned upright, the back of the head (behind the ears) narrowed to
-  {BACK_OF_HEAD_SCALE:g} of its width, then everything beyond the face's outline (MediaPipe's face
-  oval, forehead to chin and ear to ear at the cheeks, grown by {FACE_MARGIN:g} of its radius)
+- Atlas: the head island turned upright, then everything beyond the face's outline (MediaPipe's
+  face oval, forehead to chin and ear to ear at the cheeks, grown by {FACE_MARGIN:g} of its radius)
   drawn in toward the face along rays from its centre, the texel density falling smoothly to
   {PAINTED_DENSITY:g} of the face's: scalp, ears, back of the head and under the chin are painted
   from per-vertex colours and need few texels. The map is monotonic along each ray, so no
