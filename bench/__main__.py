@@ -81,13 +81,12 @@ def run_reconstruction_bench(out_dir: str) -> dict[str, Any]:
 
 
 def run_head_previews(models, out_dir: str) -> dict[str, Any]:
-    """Whole-head avatars of the sample photos: preview PNGs, and what each one holds."""
-    from bench.head_report import morph_target_report
+    """Whole-head avatars of the sample photos: preview PNGs, what each one holds, and the colour
+    step where its fill meets the photographed face (``fill_boundary_step``)."""
+    from bench.head_report import bake_head, fill_boundary_step, morph_target_report
     from bench.photos import avatar_views, encode_jpeg, grace_hopper_rgb
-    from pipeline.head import fit_head
-    from pipeline.mesh import fuse_views
     from pipeline.preview import head_preview_sheets, write_png
-    from pipeline.stages import infer_landmarks, prepare_views, run_pipeline
+    from pipeline.stages import run_pipeline
 
     subjects = {"astronaut": avatar_views(1024),
                 "grace_hopper": {v: encode_jpeg(grace_hopper_rgb()) for v in ("front", "left", "right")}}
@@ -96,11 +95,11 @@ def run_head_previews(models, out_dir: str) -> dict[str, Any]:
         avatar = run_pipeline(views, models)
         files = [str(write_png(sheet, f"{out_dir}/head_{name}_{kind}.png"))
                  for kind, sheet in head_preview_sheets(avatar).items()]
-        out[name] = {"meshInfo": avatar.mesh_info, "glbBytes": len(avatar.glb), "files": files}
+        fitted, atlas = bake_head(models, views)
+        out[name] = {"meshInfo": avatar.mesh_info, "glbBytes": len(avatar.glb), "files": files,
+                     "fillBoundaryStep": fill_boundary_step(atlas.texture, atlas.coverage)}
         if name == "grace_hopper":  # the ARKit targets on a neutral subject's fitted head
-            prepared = prepare_views(views, models)
-            fused = fuse_views(infer_landmarks(prepared, models).by_view())
-            report = morph_target_report(fit_head(fused.canonical_cm / 100.0))
+            report = morph_target_report(fitted)
             out[name]["morphTargets"] = {k: {"maxMm": v["maxMm"], "region": v["region"], "side": v["side"]}
                                          for k, v in report.items()}
     return out

