@@ -571,11 +571,23 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return cv2.remap(image, fixed, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+@dataclass(frozen=True)
+class EyeLayers:
+    """The painted eye disc at one atlas size, as layers that only need the iris colour."""
+
+    box: tuple[int, int, int, int]  # the disc's bounding box in atlas texels (x0, y0, x1, y1)
+    colour: np.ndarray  # [h,w,3] uint8: sclera and pupil (under the iris, its dark base)
+    iris_box: tuple[int, int, int, int]  # the iris's bounding box within ``box``
+    iris_base: np.ndarray  # [ih,iw,3] float32: the colour there without the iris's
+    iris_factor: np.ndarray  # [ih,iw,1] float32: the iris colour's factor (a darker rim, a lighter middle, soft edges)
+    inside: np.ndarray  # [h,w] float32: the disc's coverage (its edge anti-aliased)
+    outside: np.ndarray  # [h,w] float32: 1 - inside
+
+
 @lru_cache(maxsize=4)
-def _eye_layers(size: int) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]:
-    """The painted eye disc at ``size``, as layers that only need the iris colour: its bounding box
-    in texels (x0, y0, x1, y1), the colour without the iris [h,w,3], the iris colour's factor
-    [h,w,1] (a darker rim, a lighter middle, soft edges) and the disc's coverage [h,w,1]."""
+def _eye_layers(size: int) -> EyeLayers:
+    """``EyeLayers`` at atlas side ``size`` (the disc is ~a quarter of the atlas's side across:
+    painting it whole per avatar, in float, cost 5 ms at 2048²)."""
     cu, cv, radius, iris_r, pupil_r = (float(x) for x in head_template().eye_disc)
     x0, y0 = max(0, int((cu - radius) * size) - 1), max(0, int((cv - radius) * size) - 1)
     x1, y1 = min(size, int(np.ceil((cu + radius) * size)) + 1), min(size, int(np.ceil((cv + radius) * size)) + 1)
@@ -585,14 +597,22 @@ def _eye_layers(size: int) -> tuple[tuple[int, int, int, int], np.ndarray, np.nd
     edge = lambda r: np.clip((r - distance) / (1.5 * texel) + 0.5, 0.0, 1.0)[:, :, None]  # noqa: E731
     t = np.clip((distance - pupil_r) / max(iris_r - pupil_r, texel), 0.0, 1.0)[:, :, None]
     iris, pupil = edge(iris_r) * (1 - edge(pupil_r)), edge(pupil_r)
-    base = SCLERA * (1 - edge(iris_r)) + np.array([12, 10, 10], np.float32) * pupil
-    factor = iris * (1.15 - 0.45 * t ** 2)  # lighter near the pupil, a dark limbal ring
-    return (x0, y0, x1, y1), base.astype(np.float32), factor.astype(np.float32), edge(radius).astype(np.float32)
+    base = (SCLERA * (1 - edge(iris_r)) + np.array([12, 10, 10], np.float32) * pupil).astype(np.float32)
+    factor = (iris * (1.15 - 0.45 * t ** 2)).astype(np.float32)  # lighter near the pupil, a dark limbal ring
+    rows, cols = np.nonzero(factor[:, :, 0] > 0)
+    ix0, iy0, ix1, iy1 = int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+    inside = np.ascontiguousarray(edge(radius)[:, :, 0], np.float32)
+    return EyeLayers((x0, y0, x1, y1), np.clip(base + 0.5, 0, 255).astype(np.uint8), (ix0, iy0, ix1, iy1),
+                     base[iy0:iy1, ix0:ix1].copy(), factor[iy0:iy1, ix0:ix1].copy(), inside, 1 - inside)
 
 
 def paint_eyes(texture: np.ndarray, iris: np.ndarray) -> None:
     """Paint the eye disc (in place): sclera, an iris in ``iris`` colour, a pupil."""
-    (x0, y0, x1, y1), base, factor, inside = _eye_layers(texture.shape[0])
-    colour = base + factor * np.asarray(iris, np.float32)
+    layers = _eye_layers(texture.shape[0])
+    colour = layers.colour.copy()
+    ix0, iy0, ix1, iy1 = layers.iris_box
+    colour[iy0:iy1, ix0:ix1] = np.clip(layers.iris_base + layers.iris_factor * np.asarray(iris, np.float32) + 0.5,
+                                       0, 255).astype(np.uint8)
+    x0, y0, x1, y1 = layers.box
     region = texture[y0:y1, x0:x1]
-    region[:] = np.clip(region * (1 - inside) + colour * inside + 0.5, 0, 255).astype(np.uint8)
+    cv2.blendLinear(colour, region, layers.inside, layers.outside, dst=region)
