@@ -479,14 +479,21 @@ def shrink_to(image: np.ndarray, max_side: int) -> np.ndarray:
 def shrink_by_whole_factor(image: np.ndarray, min_side: int) -> tuple[np.ndarray, int]:
     """``image`` shrunk by the largest whole factor that keeps its longest side at least
     ``min_side``, and the factor. A plain box average (INTER_AREA by an exact factor, a few
-    trailing pixels dropped): OpenCV's fast path, 4 ms from 4096 px where a fractional factor
-    takes ~20."""
+    trailing pixels dropped), halving while the factor is even: OpenCV's 2x2 average is
+    vectorised, other whole factors are not (4096 px by 8: 8 ms as three halvings, 12 ms in one
+    step; a fractional factor takes ~20)."""
     height, width = image.shape[:2]
     factor = max(1, max(height, width) // min_side)
     if factor == 1:
         return image, 1
-    whole = image[:height // factor * factor, :width // factor * factor]
-    return cv2.resize(whole, (width // factor, height // factor), interpolation=cv2.INTER_AREA), factor
+    small = image[:height // factor * factor, :width // factor * factor]
+    rest = factor
+    while rest % 2 == 0:
+        small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        rest //= 2
+    if rest > 1:
+        small = cv2.resize(small, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    return small, factor
 
 
 def _orient(image: np.ndarray, orientation: int) -> np.ndarray:

@@ -45,6 +45,9 @@ DETECT_SIDE = 512
 # Every photo is first decoded at least this large (a JPEG straight to it): enough for the crop's
 # 224 px where the detector's box is 15% of the photo's longer side or more, with no second decode.
 FIRST_DECODE_SIDE = 2 * DETECT_SIDE
+# From this size on, a JPEG front whose texture takes the whole photo is decoded whole beside a
+# small decode for the detector (``prepare_views``).
+WHOLE_BESIDE_SMALL_FROM = 4 * DETECT_SIDE
 # Forehead-to-chin height over the detector's box height (1.01-1.10 on the sample photos).
 FACE_HEIGHT_OVER_BOX = 1.1
 # Below this face-presence probability the landmark model is fitting something that is not a face.
@@ -262,9 +265,10 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
     ``DETECT_SIDE``); then, where the face needs more pixels than that decode has, decoded again
     at the scale it needs: the 224-px crop is never upsampled from fewer pixels than the photo
     has, and the front's face region keeps the detail the texture can use (``texture_size``: 512,
-    1024, 2048, or None/"auto" for what the face has, up to 2048). ``on_decoded`` is called once
-    every photo has had its first decode, before the (single-threaded) face detection: the moment
-    to hand other work to a core the decoder threads no longer use.
+    1024, 2048, or None/"auto" for what the face has, up to 2048; a large front's whole decode
+    starts with the first ones). ``on_decoded`` is called once every photo has had its first
+    decode, before the (single-threaded) face detection: the moment to hand other work to a core
+    the decoder threads no longer use (but for that whole decode).
     """
     missing = [v for v in VIEWS if v not in images]
     if missing:
@@ -284,10 +288,20 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
             else:
                 views.append(view)
         # The front's texture, when its size is automatic, takes every pixel of the face up to
-        # 2048² (``_side_needed``): for a photo of up to 4096 px that is the whole photo, so it is
-        # decoded whole at once rather than small first and whole again.
-        decoded = _decode_all([functools.partial(photos[v].decode_for_detection,
-                                                 whole=v == "front" and requested is None) for v in views])
+        # 2048² (``_side_needed``): for a photo of up to 4096 px that is the whole photo. A large
+        # JPEG is decoded whole from the start, beside a decode at the detector's size (1/8 of
+        # 4096 px: 13 ms, in parallel), so the faces are found while the whole decode goes on:
+        # shrinking the whole decode for the detector (8 ms at 4096 px) came after it, and so did
+        # the detector. Below WHOLE_BESIDE_SMALL_FROM the small decode is too close to the whole
+        # one to pay, and the front is decoded whole at once.
+        front, whole_front = photos["front"], None
+        if (requested is None and front.header.format == "jpeg"
+                and max(front.header.upright_size) >= WHOLE_BESIDE_SMALL_FROM):
+            whole_front = _decoder_pool().submit(front.decode, max(front.header.upright_size), False)
+        first_sides = {view: FIRST_DECODE_SIDE for view in views}
+        if requested is None:
+            first_sides["front"] = DETECT_SIDE if whole_front else max(front.header.upright_size)
+        decoded = _decode_all([functools.partial(photos[v].decode_for_detection, first_sides[v]) for v in views])
         first = {view: image for view, (image, _, _) in zip(views, decoded)}
         small = {view: image for view, (_, image, _) in zip(views, decoded)}
         shrunk_by = {view: factor for view, (_, _, factor) in zip(views, decoded)}
@@ -316,7 +330,9 @@ def prepare_views(images: Mapping[str, bytes], models: FaceModels,
     pending = {}
     for view, face in faces.items():
         side = _side_needed(photos[view], first[view], face, requested if view == "front" else -1)
-        if side > max(first[view].shape[:2]):
+        if view == "front" and whole_front is not None:
+            pending[whole_front] = view
+        elif side > max(first[view].shape[:2]):
             pending[_decoder_pool().submit(photos[view].decode, side, False)] = view
     ready = [(view, first[view]) for view in faces if view not in pending.values()]
     cut: dict[str, tuple] = {}
@@ -387,15 +403,15 @@ class Photo:
                 self._full = decode_image(self.data, max_side=None, header=self.header)
             return shrink_to(self._full, side) if exact else self._full
 
-    def decode_for_detection(self, whole: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    def decode_for_detection(self, side: int = FIRST_DECODE_SIDE) -> tuple[np.ndarray, np.ndarray, int]:
         """The first decode, the same shrunk by a whole factor to about ``DETECT_SIDE`` for the
-        detectors (in the decoder's thread: 4-12 ms from 4096 px), and that factor.
+        detectors (in the decoder's thread: 1-8 ms from 4096 px), and that factor.
 
-        The first decode is the whole photo, or at least ``FIRST_DECODE_SIDE`` (a JPEG at its
-        smallest DCT scale that reaches it, other formats whole): the crop usually needs its
+        The first decode is at least ``side`` (a JPEG at its smallest DCT scale that reaches it,
+        other formats whole). By default ``FIRST_DECODE_SIDE``: the crop usually needs its
         pixels, and a second decode would cost more than a smaller first one saves (a 4096 px
         JPEG: 13 ms at 1/8, 17 ms at 1/4)."""
-        image = self.decode(max(self.header.upright_size) if whole else FIRST_DECODE_SIDE)
+        image = self.decode(side)
         small, factor = shrink_by_whole_factor(image, DETECT_SIDE)
         return image, small, factor
 
@@ -414,7 +430,8 @@ class _DecoderPool:
     stopped from outside once started (``decoding_in_progress``)."""
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=len(VIEWS), thread_name_prefix="decode")
+        # One per photo, and one for the front's whole decode beside its small one.
+        self._pool = ThreadPoolExecutor(max_workers=len(VIEWS) + 1, thread_name_prefix="decode")
         self._lock = threading.Lock()
         self.unfinished = 0
 
