@@ -84,6 +84,15 @@ SUBJECTS: dict[str, tuple[tuple, tuple[float, float]]] = {
 }
 FUSION_YAWS_DEG = (30.0, 45.0)
 
+# Face shapes for validating the fusion on faces it was not shaped on: every subject of SUBJECTS
+# shares DEFORMATIONS (a nose 9 mm more projecting than the canonical face's, among others), these
+# do not. Each is the canonical face with 4-7 random symmetric bumps (0.8-2 cm wide, up to ±8 mm
+# in depth and ±2 mm across) and random proportions (width ×0.86-1.10, height ×0.95-1.10). The
+# fusion's measured constants (pipeline.mesh.SIDE_DEPTH_EXAGGERATION, SIDE_DEPTH_SPREAD_CM) come
+# from these (``python -m bench.synthetic --holdout``).
+HOLDOUT_SEEDS = tuple(range(12))
+HOLDOUT_YAWS_DEG = (30.0, 37.5, 45.0)
+
 
 def deform_canonical_face(vertices_cm: np.ndarray, extra: Sequence = (),
                           scale_xy: tuple[float, float] = SCALE_XY) -> np.ndarray:
@@ -105,6 +114,31 @@ def subject_face_cm(name: str) -> np.ndarray:
     """The face shape (canonical frame, cm) of one of ``SUBJECTS``."""
     extra, scale_xy = SUBJECTS[name]
     return deform_canonical_face(load_topology().vertices, extra, scale_xy)
+
+
+def random_face_cm(seed: int) -> np.ndarray:
+    """A random face shape (canonical frame, cm) for ``HOLDOUT_SEEDS``: the canonical face with
+    random symmetric Gaussian bumps (a bump off the midline gets its mirror image) and random
+    proportions, none of ``DEFORMATIONS``."""
+    rng = np.random.default_rng(seed)
+    v = load_topology().vertices.astype(np.float64)
+    out = v.copy()
+    for _ in range(rng.integers(4, 8)):
+        centre = v[rng.integers(len(v))].copy()
+        sigma = rng.uniform(0.8, 2.0)
+        shift = np.array([rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), rng.uniform(-0.8, 0.8)])
+        if abs(centre[0]) <= 0.5:  # on the midline: one bump, centred, moving along it
+            centre[0], shift[0] = 0.0, 0.0
+            bumps = [(centre, shift)]
+        else:
+            mirror = np.array([-1.0, 1.0, 1.0])
+            bumps = [(centre, shift), (centre * mirror, shift * mirror)]
+        for c, d in bumps:
+            out += np.exp(-((v - c) ** 2).sum(1) / (2 * sigma ** 2))[:, None] * d
+    scale_xy = (rng.uniform(0.86, 1.1), rng.uniform(0.95, 1.1))
+    centre = out[:, :2].mean(0)
+    out[:, :2] = (out[:, :2] - centre) * scale_xy + centre
+    return out
 
 
 def _ellipsoid(centre: Sequence[float], radii: Sequence[float], rings: int = 72, segments: int = 128
@@ -285,8 +319,9 @@ def real_face_texture(models) -> np.ndarray:
 
 # -- comparing shapes -----------------------------------------------------------------------------
 
-def similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``source`` moved by the least-squares similarity (Umeyama, with scale) onto ``target``."""
+def similarity_align(source: np.ndarray, target: np.ndarray, moved: np.ndarray | None = None) -> np.ndarray:
+    """``source`` (or ``moved``, a shape in the same frame) moved by the least-squares similarity
+    (Umeyama, with scale) that takes ``source`` onto ``target``."""
     s, t = np.asarray(source, np.float64), np.asarray(target, np.float64)
     mu_s, mu_t = s.mean(0), t.mean(0)
     cs, ct = s - mu_s, t - mu_t
@@ -295,7 +330,8 @@ def similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     sign[2] = np.sign(np.linalg.det(u @ vt)) or 1.0
     rotation = (u * sign) @ vt
     scale = (d * sign).sum() / (cs ** 2).sum(1).mean()
-    return scale * cs @ rotation.T + mu_t
+    m = s if moved is None else np.asarray(moved, np.float64)
+    return scale * (m - mu_s) @ rotation.T + mu_t
 
 
 def region_ids() -> dict[str, np.ndarray]:
@@ -451,10 +487,12 @@ def run_synthetic_check(models, out_dir: str | Path | None = None, side_yaw_deg:
     return report
 
 
-def fused_landmark_shapes(renders: dict[str, np.ndarray], models) -> tuple[dict[str, np.ndarray], list[str]]:
+def fused_landmark_shapes(renders: dict[str, np.ndarray], models
+                          ) -> tuple[dict[str, np.ndarray], list[str], dict[str, np.ndarray]]:
     """The renders through the pipeline's face finding, landmark fitting and side-view checks,
     then fused twice: from every view the checks kept (``"three_views"``) and from the front
-    alone (``"front_only"``), canonical frame in metres; and the pipeline's warnings.
+    alone (``"front_only"``), canonical frame in metres; the pipeline's warnings; and the fitted
+    landmarks (image px) of the views kept.
 
     This is the face shape ``build_avatar`` starts from, without the texture and GLB it goes on
     to make."""
@@ -468,29 +506,109 @@ def fused_landmark_shapes(renders: dict[str, np.ndarray], models) -> tuple[dict[
     fitted = {label: found.by_view()[view] for label, view in checked.photos.items()}
     shapes = {"three_views": fuse_views(fitted).canonical_cm / 100.0,
               "front_only": fuse_views({"front": fitted["front"]}).canonical_cm / 100.0}
-    return shapes, [*prepared.warnings, *found.warnings, *checked.warnings]
+    return shapes, [*prepared.warnings, *found.warnings, *checked.warnings], fitted
 
 
 def fusion_table(models, face_texture: np.ndarray, subjects: Sequence[str] = tuple(SUBJECTS),
                  yaws: Sequence[float] = FUSION_YAWS_DEG, size: int = RENDER_SIZE,
-                 ceiling: bool = False) -> list[dict]:
-    """Three views against the front alone, per subject of ``SUBJECTS`` and side-view yaw: the
-    shape errors (mm, ``shape_error_mm``) of both fused landmark shapes against the truth.
+                 ceiling: bool = False, split: bool = False, faces: dict[str, np.ndarray] | None = None,
+                 side_depth: bool = False) -> list[dict]:
+    """Three views against the front alone, per subject of ``SUBJECTS`` (or of ``faces``: name ->
+    face shape, canonical frame, cm) and side-view yaw: the shape errors (mm,
+    ``shape_error_mm``) of both fused landmark shapes against the truth.
 
     With ``ceiling``, also the best each region could do with the side views' depth scaled by
-    any factor from 0 (front-only) to 2, chosen knowing the truth (``best_side_share``)."""
+    any factor from 0 (front-only) to 2, chosen knowing the truth (``best_side_share``); with
+    ``split``, each region's ratio without the re-alignment (``own_depth_ratios``); with
+    ``side_depth``, what the side views' depth measures against the front's
+    (``side_depth_calibration``)."""
+    faces = faces if faces is not None else {name: subject_face_cm(name) for name in subjects}
     rows = []
-    for name in subjects:
-        subject = make_synthetic_subject(face_texture, subject_face_cm(name))
+    for name, face_cm in faces.items():
+        subject = make_synthetic_subject(face_texture, face_cm)
+        truth = subject.face_vertices
         front = subject.render(0.0, size)
         for yaw in yaws:
             renders = {"front": front, "left": subject.render(-yaw, size), "right": subject.render(yaw, size)}
-            shapes, warnings = fused_landmark_shapes(renders, models)
-            rows.append({"subject": name, "side_yaw_deg": yaw, "warnings": warnings,
-                         **{key: shape_error_mm(shape, subject.face_vertices) for key, shape in shapes.items()}})
+            shapes, warnings, fitted = fused_landmark_shapes(renders, models)
+            row = {"subject": name, "side_yaw_deg": yaw, "warnings": warnings,
+                   **{key: shape_error_mm(shape, truth) for key, shape in shapes.items()}}
             if ceiling:
-                rows[-1]["ceiling"] = best_side_share(shapes, subject.face_vertices)
+                row["ceiling"] = best_side_share(shapes, truth)
+            if split:
+                row["own_depth"] = own_depth_ratios(shapes, truth)
+            if side_depth:
+                row["side_depth"] = side_depth_calibration(fitted, truth)
+            rows.append(row)
     return rows
+
+
+def own_depth_ratios(shapes: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, float]:
+    """Per region: three-view / front-only RMS error with both shapes moved by the one similarity
+    that aligns the front-only shape onto the truth. The two differ only in depth, so this is
+    what the fused depth itself does to the region, without the re-alignment that a change
+    anywhere on the face causes in ``shape_error_mm`` (which can make a region that did not
+    change look worse, or a worse one look better)."""
+    front, three = (np.asarray(shapes[k], np.float64) for k in ("front_only", "three_views"))
+    truth = np.asarray(truth, np.float64)
+    errors = {k: np.linalg.norm(similarity_align(front, truth, shape) - truth, axis=1)
+              for k, shape in (("front_only", front), ("three_views", three))}
+    return {region: float(np.sqrt((errors["three_views"][ids] ** 2).mean() / (errors["front_only"][ids] ** 2).mean()))
+            for region, ids in region_ids().items()}
+
+
+def side_depth_calibration(fitted: dict[str, np.ndarray], truth: np.ndarray) -> list[dict]:
+    """Per side view of ``fitted`` (landmarks, image px): its head yaw; how much deeper than the
+    front view's its depth profile is (``depth_scale``: the slope of its uncorrected depth minus
+    the front's against the front's depth about its mean); the same slope for the truth
+    (``true_depth_scale``); and the RMS of its corrected depth minus the front's over the
+    landmarks that face it (``spread_cm``). These measure ``pipeline.mesh``'s
+    SIDE_DEPTH_EXAGGERATION (1 + the depth scale where the true one is 0) and SIDE_DEPTH_SPREAD_CM."""
+    from pipeline.mesh import facing, fit_view, side_view_depth, surface_normals
+
+    front = fit_view("front", fitted["front"]).canonical_cm
+    truth_cm = similarity_align(np.asarray(truth, np.float64) * 100.0, front)  # in the front's frame
+    profile = front[:, 2] - front[:, 2].mean()
+    slope = lambda depth: float(np.polyfit(profile, depth - front[:, 2], 1)[0])  # noqa: E731
+    out = []
+    for view in (v for v in fitted if v != "front"):
+        fit = fit_view(view, fitted[view])
+        facing_it = facing([fit], surface_normals())[0] > 0.0
+        corrected = side_view_depth(fitted[view], front)
+        out.append({"view": view, "yaw_deg": round(fit.pose.yaw_pitch_roll_degrees()[0], 1),
+                    "depth_scale": slope(side_view_depth(fitted[view], front, exaggeration=1.0)),
+                    "true_depth_scale": slope(truth_cm[:, 2]),
+                    "spread_cm": float(np.sqrt(((corrected - front[:, 2])[facing_it] ** 2).mean()))})
+    return out
+
+
+def holdout_summary_markdown(rows: list[dict]) -> str:
+    """``fusion_table``'s rows (with ``side_depth``) for many faces, in short: per region, how many
+    subject × yaw cells three views do not beat the front alone in, the worst and the mean ratio;
+    then the side views' measured depth exaggeration and spread, per yaw."""
+    keys = ["all", *REGIONS]
+    ratios = {k: [] for k in keys}
+    for row in rows:
+        three, front = row["three_views"], row["front_only"]
+        ratios["all"].append((three["rms_mm"] / front["rms_mm"], row))
+        for region in REGIONS:
+            ratios[region].append((three["regions_rms_mm"][region] / front["regions_rms_mm"][region], row))
+    lines = ["| region | not better | worst (three / front) | mean |", "|---|---|---|---|"]
+    for key in keys:
+        values = [r for r, _ in ratios[key]]
+        worst, worst_row = max(ratios[key], key=lambda item: item[0])
+        lines.append(f"| {key} | {sum(r >= 1.0 for r in values)} of {len(values)} | {worst:.3f} "
+                     f"({worst_row['subject']}, {worst_row['side_yaw_deg']:g}°) | {np.mean(values):.3f} |")
+    views = [(row["side_yaw_deg"], view) for row in rows for view in row.get("side_depth", [])]
+    if views:
+        lines += ["", "| side yaw | depth exaggeration (1 + intercept) | slope on the true depth scale | spread (cm RMS) |",
+                  "|---|---|---|---|"]
+        for yaw in [None, *sorted({y for y, _ in views})]:
+            chosen = [v for y, v in views if yaw is None or y == yaw]
+            slope, intercept = np.polyfit([v["true_depth_scale"] for v in chosen], [v["depth_scale"] for v in chosen], 1)
+            spread = np.sqrt(np.mean([v["spread_cm"] ** 2 for v in chosen]))
+            lines.append(f"| {'all' if yaw is None else f'{yaw:g}°'} | {1 + intercept:.3f} | {slope:.2f} | {spread:.3f} |")
+    return "\n".join(lines)
 
 
 def best_side_share(shapes: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, dict]:
@@ -514,7 +632,8 @@ def best_side_share(shapes: dict[str, np.ndarray], truth: np.ndarray) -> dict[st
 
 def fusion_table_markdown(rows: list[dict]) -> str:
     """``fusion_table``'s rows as a Markdown table: front-only / three-view RMS (mm) per region
-    (✗ where three views are not better), and with a ceiling, the oracle's best share and error."""
+    (✗ where three views are not better); with ``split``, the region's own-depth ratio
+    (``own_depth_ratios``); with a ceiling, the oracle's best share and error."""
     regions = ["rms_mm", *REGIONS]
     lines = ["| subject | yaw | " + " | ".join("all" if r == "rms_mm" else r for r in regions) + " |",
              "|---|---|" + "---|" * len(regions)]
@@ -524,6 +643,9 @@ def fusion_table_markdown(rows: list[dict]) -> str:
             before, after = (row[k]["rms_mm"] if region == "rms_mm" else row[k]["regions_rms_mm"][region]
                              for k in ("front_only", "three_views"))
             cell = f"{before:.2f} / {after:.2f}{'' if after < before else ' ✗'}"
+            if "own_depth" in row and region != "rms_mm":
+                own = row["own_depth"][region]
+                cell += f" [own {own:.3f}{'' if own < 1.0 else ' ✗'}]"
             if "ceiling" in row and region != "rms_mm":
                 best = row["ceiling"][region]
                 cell += f" (best {best['rms_mm']:.2f} at {best['share']:.1f})"
@@ -550,7 +672,8 @@ def comparison_sheet(subject: SyntheticSubject, meshes: Sequence[tuple[str, np.n
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.synthetic [OUT_DIR] [--sweep] [--subjects]``: the report as JSON on stdout."""
+    """``python -m bench.synthetic [OUT_DIR] [--sweep] [--subjects [--ceiling] [--split]] [--holdout]``:
+    the report as JSON on stdout (or the fusion tables as Markdown)."""
     import argparse
 
     from pipeline.models import FaceModels
@@ -565,11 +688,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceiling", action="store_true",
                         help="with --subjects: also each region's best error with the side views' "
                              "depth scaled by 0-2, chosen knowing the truth")
+    parser.add_argument("--split", action="store_true",
+                        help="with --subjects: also each region's three-view / front-only ratio "
+                             "with both aligned as the front-only shape is (its own depth change)")
+    parser.add_argument("--holdout", action="store_true",
+                        help="the fusion over the random faces of HOLDOUT_SEEDS at 30, 37.5 and 45°, "
+                             "in short, with the side views' measured depth exaggeration and spread")
     args = parser.parse_args(argv)
     models = FaceModels.load()
     texture = real_face_texture(models)
     if args.subjects:
-        print(fusion_table_markdown(fusion_table(models, texture, ceiling=args.ceiling)))
+        print(fusion_table_markdown(fusion_table(models, texture, ceiling=args.ceiling, split=args.split)))
+        return 0
+    if args.holdout:
+        faces = {f"random {seed}": random_face_cm(seed) for seed in HOLDOUT_SEEDS}
+        print(holdout_summary_markdown(fusion_table(models, texture, yaws=HOLDOUT_YAWS_DEG, faces=faces,
+                                                    side_depth=True)))
         return 0
     report = run_synthetic_check(models, args.out_dir, side_yaw_deg=args.yaw, face_texture=texture)
     if args.sweep:

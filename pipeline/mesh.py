@@ -77,11 +77,26 @@ def metric_vertices(landmarks_image: np.ndarray, topology: Topology | None = Non
 # -- multi-view fusion ---------------------------------------------------------------------------
 
 # How much the front view's own depth guess counts, on top of what its image measures (see
-# ``depth_weights``). Measured on rendered heads of known shape (bench/synthetic.py, five face
-# shapes, side views at 30-45°): with 0.5-1.5 three views beat the front alone on every subject;
-# 1.0 keeps the worst face region within 7% of front-only (0.5: 8%) and gains 13% on the nose
-# (0.5: 16%; 1.5 gives up a third of that for 5%).
+# ``depth_weights``). Measured on rendered heads of known shape (bench/synthetic.py; the bench's
+# five subjects, side views at 30° and 45°): with 0.5-1.5 three views beat the front alone on
+# every subject; 0.5 / 1.0 / 1.5 leave the worst face region 2.5 / 1.7 / 1.3% worse than
+# front-only (on the random faces of ``--holdout``: 6.0 / 4.5 / 3.7%) and gain 4.7 / 3.9 / 3.3% on
+# the nose: less gives the side views more say where they are right and where they are not.
 FRONT_PRIOR_WEIGHT = 1.0
+
+# The landmark model sees a turned face deeper than a frontal one: a side view's depth, fitted
+# onto the front view's shape, is (1 + 0.06) times the front's depth where the true face has the
+# front's depth profile (regression over 12 random face shapes rendered at 30-45°, ``python -m
+# bench.synthetic --holdout``: 1.065; 1.055 at 30°, 1.07 at 37-45°; 1.06 on the bench's five
+# subjects). Left in, it pushes every nose ~1.5 mm forward, whatever the face.
+SIDE_DEPTH_EXAGGERATION = 1.06
+# How far a side view's (corrected) depth usually lies from the front's: RMS 0.15 cm over the same
+# random faces (0.125 at 30°, 0.18 at 45°). A side view's landmark that departs from the front by
+# much more than that is more likely misplaced than measured (``agreement_weights``).
+SIDE_DEPTH_SPREAD_CM = 0.15
+# The Cauchy weight's scale in units of that spread: the textbook constant that keeps 95% of the
+# efficiency of a plain mean when the disagreements are Gaussian.
+CAUCHY_SCALE = 2.385
 
 
 @dataclass(frozen=True)
@@ -162,31 +177,62 @@ def depth_weights(cosines: np.ndarray, is_front: bool) -> np.ndarray:
     return np.where(cosines > 0.0, measured, 0.0)
 
 
-def fuse_views(landmarks_image: dict[str, np.ndarray], topology: Topology | None = None) -> FusedShape:
+def agreement_weights(side_depth_cm: np.ndarray, front_depth_cm: np.ndarray) -> np.ndarray:
+    """[468] in (0,1]: how much a side view's depth of each landmark is trusted, from how far it
+    lies from the front view's (canonical frame, cm): a Cauchy weight on the difference, scaled by
+    the difference side views usually show (``SIDE_DEPTH_SPREAD_CM``). A landmark that departs by
+    the usual spread keeps 85% of its weight, one that departs by 1.5 cm keeps 5%: a locally failed
+    fit (hair over a cheek, a hand) does not drag the shape, while the few millimetres a side view
+    really measures (a nose's projection) count.
+
+    Measured on the rendered heads: the disagreement does not tell which view is right (over face
+    regions, its rank correlation with how much worse the side view is there is -0.03 to -0.13:
+    where a side view departs most it is, if anything, the nearer one), so the weight only tempers
+    the tail; it is not a test that drops whatever disagrees.
+    """
+    scale = CAUCHY_SCALE * SIDE_DEPTH_SPREAD_CM
+    return 1.0 / (1.0 + ((side_depth_cm - front_depth_cm) / scale) ** 2)
+
+
+def side_view_depth(landmarks_image: np.ndarray, front_cm: np.ndarray,
+                    exaggeration: float = SIDE_DEPTH_EXAGGERATION) -> np.ndarray:
+    """[468] depth (canonical frame, cm) of a side view's landmarks (image px), re-posed onto the
+    front view's shape ``front_cm`` by a similarity over all landmarks (so the two agree on what
+    "forward" is), with the landmark model's depth exaggeration for turned faces taken out
+    (``SIDE_DEPTH_EXAGGERATION``; 1.0 for landmarks that carry no model bias)."""
+    points = image_to_camera(landmarks_image).astype(np.float64)
+    onto_front = fit_similarity(front_cm, points, np.ones(len(points)))
+    depth = to_canonical_frame(landmarks_image, onto_front)[:, 2]
+    return depth.mean() + (depth - depth.mean()) / exaggeration
+
+
+def fuse_views(landmarks_image: dict[str, np.ndarray], topology: Topology | None = None,
+               side_depth_exaggeration: float = SIDE_DEPTH_EXAGGERATION) -> FusedShape:
     """One face shape (canonical frame, cm) from the front view's landmarks and any side views'
     (image px).
 
     1. every view is posed against the canonical face (its head pose, reported in the GLB);
     2. the front view gives x and y: it measures them best (in a side photo the landmark model
        places points 1.5-2x less precisely and draws the lower face up by 1-3% of its height);
-    3. each side view is re-posed onto the front view's own shape (a similarity over all
-       landmarks), so the two agree on what "forward" is;
-    4. depth is a weighted mean per landmark over the views (``depth_weights``).
+    3. each side view is re-posed onto the front view's own shape and its depth corrected for the
+       landmark model's bias (``side_view_depth``);
+    4. depth is a weighted mean per landmark over the views: by the angle each view sees the
+       surface at (``depth_weights``), a side view's landmark tempered where it departs far from
+       the front's (``agreement_weights``).
     """
     topo = topology or load_topology()
     fits = [fit_view(v, pts, topo) for v, pts in landmarks_image.items()]
     front = next(f for f in fits if f.view == "front")
+    front_depth = front.canonical_cm[:, 2]
     cosines = facing(fits, surface_normals(topo))
-    depth = np.zeros(len(front.canonical_cm))
+    depth = np.zeros(len(front_depth))
     depth_weight = np.zeros(len(depth))
     for fit, cosines_here in zip(fits, cosines):
         if fit is front:
-            view_depth = front.canonical_cm[:, 2]
+            view_depth, weight = front_depth, depth_weights(cosines_here, True)
         else:
-            points = image_to_camera(landmarks_image[fit.view]).astype(np.float64)
-            onto_front = fit_similarity(front.canonical_cm, points, np.ones(len(points)))
-            view_depth = to_canonical_frame(landmarks_image[fit.view], onto_front)[:, 2]
-        weight = depth_weights(cosines_here, fit is front)
+            view_depth = side_view_depth(landmarks_image[fit.view], front.canonical_cm, side_depth_exaggeration)
+            weight = depth_weights(cosines_here, False) * agreement_weights(view_depth, front_depth)
         depth += weight * view_depth
         depth_weight += weight
     fused = front.canonical_cm.copy()
