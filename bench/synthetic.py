@@ -630,6 +630,25 @@ def best_side_share(shapes: dict[str, np.ndarray], truth: np.ndarray) -> dict[st
     return out
 
 
+def front_only_noise(models, face_texture: np.ndarray, sizes: Sequence[int] = (704, 736, 768, 800, 832),
+                     subjects: Sequence[str] = tuple(SUBJECTS)) -> dict[str, dict[str, float]]:
+    """How much a region's front-only error moves when nothing but the render size changes: per
+    subject and region (and ``"all"``), the largest |error / error at RENDER_SIZE - 1| over
+    ``sizes``. The landmark model's own noise: a three-view result within it is a tie."""
+    out = {}
+    for name in subjects:
+        subject = make_synthetic_subject(face_texture, subject_face_cm(name))
+        errors = []
+        for size in sizes:
+            front = subject.render(0.0, size)
+            shapes, _, _ = fused_landmark_shapes({"front": front, "left": front, "right": front}, models)
+            e = shape_error_mm(shapes["front_only"], subject.face_vertices)
+            errors.append({"all": e["rms_mm"], **e["regions_rms_mm"]})
+        reference = errors[list(sizes).index(RENDER_SIZE)]
+        out[name] = {k: round(max(abs(e[k] / reference[k] - 1.0) for e in errors), 3) for k in reference}
+    return out
+
+
 def fusion_table_markdown(rows: list[dict]) -> str:
     """``fusion_table``'s rows as a Markdown table: front-only / three-view RMS (mm) per region
     (✗ where three views are not better); with ``split``, the region's own-depth ratio
@@ -672,7 +691,7 @@ def comparison_sheet(subject: SyntheticSubject, meshes: Sequence[tuple[str, np.n
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.synthetic [OUT_DIR] [--sweep] [--subjects [--ceiling] [--split]] [--holdout]``:
+    """``python -m bench.synthetic [OUT_DIR] [--sweep] [--subjects [--ceiling] [--split]] [--holdout] [--noise]``:
     the report as JSON on stdout (or the fusion tables as Markdown)."""
     import argparse
 
@@ -691,6 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", action="store_true",
                         help="with --subjects: also each region's three-view / front-only ratio "
                              "with both aligned as the front-only shape is (its own depth change)")
+    parser.add_argument("--noise", action="store_true",
+                        help="how much each region's front-only error moves with the render size "
+                             "alone (704-832 px), per subject, as JSON")
     parser.add_argument("--holdout", action="store_true",
                         help="the fusion over the random faces of HOLDOUT_SEEDS at 30, 37.5 and 45°, "
                              "in short, with the side views' measured depth exaggeration and spread")
@@ -699,6 +721,10 @@ def main(argv: list[str] | None = None) -> int:
     texture = real_face_texture(models)
     if args.subjects:
         print(fusion_table_markdown(fusion_table(models, texture, ceiling=args.ceiling, split=args.split)))
+        return 0
+    if args.noise:
+        json.dump(front_only_noise(models, texture), sys.stdout, indent=2)
+        print()
         return 0
     if args.holdout:
         faces = {f"random {seed}": random_face_cm(seed) for seed in HOLDOUT_SEEDS}

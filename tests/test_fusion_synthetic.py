@@ -5,11 +5,13 @@ Measured on the 2-core dev machine (``python -m bench.synthetic --subjects``: fi
 views at 30° and 45°, 768 px): three views are better than the front alone overall on every
 subject (by 1.1-2.6%), on the nose by 1-6% (more at 45° than at 30°), and in 62 of the 70
 subject × yaw × region cells. The 8 others are ties: at most 1.7% worse (the chin of the
-deep-set-eyes face at 30°), inside the 2-4% by which a region's front-only error moves when the
-same face is rendered a few percent larger or smaller. Where they lose, no weighting of the side
-views' depth would win (``--ceiling``): the landmark model's side views repeat its own depth prior
-there, and a region's error is taken after aligning the whole face, so a region that gains
-elsewhere moves it. The plain canonical face is 2.9 mm from the base subject.
+deep-set-eyes face at 30°), each within the 0.6-4% by which that subject's region moves in
+front-only error when the same face is merely rendered a few percent larger or smaller
+(``--noise``). There, scaling the side views' depth change region by region, knowing the truth
+(``--ceiling``), would win 0.02 mm at most: the landmark model's side views repeat its own depth
+prior there, and a region's error is taken after aligning the whole face, so a gain elsewhere
+(the nose) moves it; six of the eight lose only to that re-alignment (``--split``). The plain
+canonical face is 2.9 mm from the base subject.
 """
 from __future__ import annotations
 
