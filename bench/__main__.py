@@ -82,8 +82,9 @@ def run_reconstruction_bench(out_dir: str) -> dict[str, Any]:
 
 def run_head_previews(models, out_dir: str) -> dict[str, Any]:
     """Whole-head avatars of the sample photos: preview PNGs, what each one holds, and the colour
-    step where its fill meets the photographed face (``fill_boundary_step``)."""
-    from bench.head_report import bake_head, fill_boundary_step, morph_target_report
+    step where its fill meets the photographed face (``fill_boundary_step``) and across the hair
+    cap's edge (``hairline_step``)."""
+    from bench.head_report import bake_head, fill_boundary_step, hairline_step, morph_target_report
     from bench.photos import avatar_views, encode_jpeg, grace_hopper_rgb
     from pipeline.preview import head_preview_sheets, write_png
     from pipeline.stages import run_pipeline
@@ -97,7 +98,8 @@ def run_head_previews(models, out_dir: str) -> dict[str, Any]:
                  for kind, sheet in head_preview_sheets(avatar).items()]
         fitted, atlas = bake_head(models, views)
         out[name] = {"meshInfo": avatar.mesh_info, "glbBytes": len(avatar.glb), "files": files,
-                     "fillBoundaryStep": fill_boundary_step(atlas.texture, atlas.coverage)}
+                     "fillBoundaryStep": fill_boundary_step(atlas.texture, atlas.coverage),
+                     "hairlineStep": hairline_step(atlas.texture)}
         if name == "grace_hopper":  # the ARKit targets on a neutral subject's fitted head
             report = morph_target_report(fitted)
             out[name]["morphTargets"] = {k: {"maxMm": v["maxMm"], "region": v["region"], "side": v["side"]}

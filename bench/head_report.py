@@ -149,3 +149,51 @@ def bake_head(models, views: dict[str, bytes], size: int | None = None):
     size = size or head_texture_size_for(landmarks.points[0][:, :2])
     return fitted, bake_head_atlas(fitted, fused.canonical_cm, prepared.images, list(landmarks.points),
                                    fused.visibility, size)
+
+
+# The hair cap's edge from the forehead (0°) toward the ears (±90°), by the angle around the head
+# seen from above, in sectors this wide, out to CAP_EDGE_TO_DEG (beyond, the cap meets the ear);
+# the temples are the sectors beyond TEMPLE_FROM_DEG.
+CAP_EDGE_SECTOR_DEG, CAP_EDGE_TO_DEG, TEMPLE_FROM_DEG = 15, 75, 45
+
+
+def hairline_step(texture: np.ndarray) -> dict:
+    """The colour step across the painted hair cap's edge in front of the ears (RGB distance).
+
+    The atlas's texels (on the template's coarse texel grid, each with its 3-D point and its
+    ``hair`` weight) either side of the cap's edge (``hair`` above and below one half, within
+    ``RING_WIDTH_M`` of the other side, in front of the ears and above their middle) are cut into
+    sectors by the angle around the head seen from above (to ``CAP_EDGE_TO_DEG`` either side); per sector the two rings' median colours
+    are compared, as ``fill_boundary_step`` compares the face's. Where the front photo shows hair
+    down to the ears, a step there is a seam: the cap's colour cut off, or bare skin left below
+    it. Returns ``sectors`` (the sector's middle angle in degrees, 0 the forehead, +90 the
+    subject's left ear -> step), ``templeStep`` (the largest step beyond ``TEMPLE_FROM_DEG``
+    either side) and ``maxStep``.
+    """
+    import cv2
+
+    from pipeline.head_texture import head_texel_map
+
+    head = head_template()
+    tmap = head_texel_map()
+    grid = tmap.grid
+    colour = cv2.resize(texture, (grid, grid), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float64)
+    skin = ((head.part == 0) & (head.fixed == 0)).astype(np.float32)
+    fields = tmap.coarse(np.column_stack([head.positions, head.hair, skin])).reshape(-1, 5)
+    p, hair, on_skin = fields[:, :3], fields[:, 3], fields[:, 4] > 0.999
+    ear_middle = head.positions[np.abs(head.ear) > 0.99].mean(0)
+    angle = np.degrees(np.arctan2(p[:, 0], p[:, 2] - ear_middle[2]))
+    scalp = on_skin & (np.abs(angle) < CAP_EDGE_TO_DEG) & (p[:, 1] > ear_middle[1])
+    cap, below = scalp & (hair >= 0.5), scalp & (hair < 0.5)
+    sector = np.floor(angle / CAP_EDGE_SECTOR_DEG).astype(int)
+    steps = {}
+    for k in range(-CAP_EDGE_TO_DEG // CAP_EDGE_SECTOR_DEG, CAP_EDGE_TO_DEG // CAP_EDGE_SECTOR_DEG):
+        a, b = cap & (sector == k), below & (sector == k)
+        if a.sum() < 3 or b.sum() < 3:
+            continue
+        gap = np.linalg.norm(p[a][:, None] - p[b][None], axis=2)
+        a_ring, b_ring = gap.min(1) < RING_WIDTH_M, gap.min(0) < RING_WIDTH_M
+        middle = int((k + 0.5) * CAP_EDGE_SECTOR_DEG)
+        steps[middle] = round(float(np.linalg.norm(np.median(colour[a][a_ring], 0) - np.median(colour[b][b_ring], 0))), 1)
+    temples = [v for k, v in steps.items() if abs(k) > TEMPLE_FROM_DEG]
+    return {"templeStep": max(temples), "maxStep": max(steps.values()), "sectors": steps}

@@ -954,9 +954,12 @@ def sparse_targets(targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # showed as a line at the temples and cheeks.)
 TRUST_FALLOFF_M = 0.02
 HAIRLINE_SOFTNESS_M = 0.012
-# The band where the photos show the hairline: this far beyond the face (along the surface),
-# above the eyes' level and in front of the ears' middle, each edge softened over HAIRLINE_BAND_EDGE_M.
-HAIRLINE_BAND_M, HAIRLINE_BAND_EDGE_M = 0.06, 0.02
+# The band where the photos show the hairline: up to the cap and this far beyond the face into it
+# (along the surface), above the eyes' level and in front of the ears' middle, those two edges
+# softened over HAIRLINE_BAND_EDGE_M (over 2 cm, its lower edge showed the mesh's steps where
+# dark hair comes down the temples).
+HAIRLINE_BAND_M, HAIRLINE_BAND_EDGE_M = 0.06, 0.03
+EAR_STANDS_OUT_M, EAR_ROOT_M = 0.005, 0.008
 EYE_CORNERS = (33, 263)  # MediaPipe's outer eye corners
 FIXED_COLOURS = {"teeth": (232, 226, 208), "tongue": (178, 86, 92), "mouth": (112, 44, 50),
                  "socket": (70, 40, 40), "sclera": (232, 228, 222)}
@@ -979,6 +982,17 @@ def surface_distance(tp: Template, seeds: np.ndarray, members: np.ndarray) -> np
     sources = np.unique(weld[seeds & members])
     dist = dijkstra(graph, directed=False, indices=sources, min_only=True)
     return dist[weld]
+
+
+def ear_proper(p: np.ndarray, ears: np.ndarray, head_skin: np.ndarray) -> np.ndarray:
+    """bool [V]: the ears themselves, without the side of the skull above them. (The ear vertices
+    are picked by how far out they lie in the source mesh, which takes in the widest part of the
+    skull too: the hair cap, stopped there, left a bare patch above each ear.) The ear is what
+    stands out of the skull by ``EAR_STANDS_OUT_M``, and the ear vertices up to
+    ``EAR_ROOT_M`` above its top (the helix's root)."""
+    skull_width = np.abs(p[head_skin & ~ears, 0]).max()
+    standing_out = ears & (np.abs(p[:, 0]) > skull_width + EAR_STANDS_OUT_M)
+    return ears & (p[:, 1] < p[standing_out, 1].max() + EAR_ROOT_M)
 
 
 def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.ndarray,
@@ -1005,6 +1019,7 @@ def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.nd
 
     # The hairline: at the top of the forehead in front, above the ears at the sides, at the
     # level of the ear lobes at the back; smooth in the angle around the head.
+    ears = ear_proper(p, ears, head_skin)
     ear_points = p[ears]
     ear_top, ear_bottom = ear_points[:, 1].max(), ear_points[:, 1].min()
     centre_z = ear_points[:, 2].mean()
@@ -1017,12 +1032,12 @@ def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.nd
     # The hair cap ends at the ears' rims too: fade it near the ear vertices.
     hair *= np.clip(surface_distance(tp, ears, skin) / 0.01, 0, 1)
 
-    # The hairline band: the front of the head above the eyes and in front of the ears, out to
-    # HAIRLINE_BAND_M beyond the face. Where the hair starts there (a fringe, a bob over the
-    # temples, a receding hairline) is each subject's own: the photos colour the band too, its
-    # weight fading smoothly toward its edges.
+    # The hairline band: the front of the head above the eyes and in front of the ears, up to the
+    # cap and HAIRLINE_BAND_M beyond the face into it. Where the hair starts there (a fringe, a
+    # bob over the temples, a receding hairline) is each subject's own: the photos colour the
+    # band too, its weight fading smoothly toward its edges.
     eye_level = lm[list(EYE_CORNERS), 1].mean()
-    band = np.clip(1 - dist / HAIRLINE_BAND_M, 0, 1)
+    band = np.maximum(np.clip(1 - dist / HAIRLINE_BAND_M, 0, 1), 1 - hair)
     band *= np.clip((p[:, 1] - eye_level) / HAIRLINE_BAND_EDGE_M + 0.5, 0, 1)
     band *= np.clip((p[:, 2] - centre_z) / HAIRLINE_BAND_EDGE_M, 0, 1)
     band = np.where(head_skin & ~ears, band * band * (3 - 2 * band), 0.0)
@@ -1341,9 +1356,10 @@ can be redistributed without conditions.
   {MIN_MORPH_OFFSET_M * 1000:.2f} mm); `eyeLook*` refitted as rotations of our eyeballs.
 - `texture_trust`, `hair`, `hairline`, `fixed` float16 [V] and `fixed_colour` uint8 [V,3]: where
   the photos may be used (the face and {TRUST_FALLOFF_M * 100:.1f} cm around it, fading), the
-  painted hair cap, the hairline band (the front of the head above the eyes and in front of the
-  ears, out to {HAIRLINE_BAND_M * 100:.0f} cm beyond the face, where the photos show where the hair
-  starts, so they colour it too), and the parts painted one colour (teeth, tongue, mouth,
+  painted hair cap (down to the ears' tops at the sides), the hairline band (the front of the
+  head above the eyes and in front of the ears, up to the cap and {HAIRLINE_BAND_M * 100:.0f} cm
+  beyond the face into it, where the front photo shows where the hair starts, so it colours it
+  too), and the parts painted one colour (teeth, tongue, mouth,
   sockets, sclera); `eye_disc`
   float32 [5]: the eye disc's centre (u, v), radius, iris and pupil radii in atlas units; `ear`
   float16 [V]: how rigidly each vertex moves with its ear in the fit (+ left ear, - right).

@@ -9,7 +9,9 @@ they see the surface; texels no photo sees well (grazing angles, the back of the
 chin, the neck), and everything away from the face where the fitted shape is a guess, are filled
 with the subject's skin tone, or with their hair colour on the hair cap, with smooth transitions:
 beside the photographed skin the fill takes that skin's own colour (a shaded temple, a ruddy
-cheek), fading to the overall tone a few centimetres away, so the two read as one skin.
+cheek), fading to the overall tone a few centimetres away, so the two read as one skin. Above
+the face, the front photo's own colours (blurred) show where the hair starts, and the cap's hair
+runs down the temples to the ears where the photo shows hair beside the face there.
 Eyes, teeth, tongue and the inside of the mouth are painted; the iris takes the subject's colour.
 
 Lighting: the photos' large-scale shading is taken out (a first-order spherical-harmonics fit
@@ -39,6 +41,9 @@ COARSE_GRID = 256
 FOREHEAD_TOP, CHIN = 10, 152
 SKIN_LANDMARKS = (50, 280, 101, 330, 205, 425, 117, 346, 151, 9, 108, 337, 6, 197, 195)  # cheeks, forehead, bridge
 HAIR_BAND_CORNERS = (109, 338)
+# The face's outline at the temples (subject's right, left), and the strip beside it where the
+# front photo shows whether hair comes down there (from, to: shares of the face's height outward).
+TEMPLE_OUTLINE, TEMPLE_STRIP = ((21, 162, 127), (251, 389, 356)), (0.02, 0.10)
 EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
                 (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
 # A photo is used where it sees the surface at least this squarely (cosine), fully from
@@ -58,6 +63,7 @@ CENTRE_SHARE = 0.35
 # colour (over about FILL_NODE_SPACING_M) of the nearest photographed skin, fading to the overall
 # skin tone at FILL_REACH_M from it.
 FILL_REACH_M, FILL_NODE_SPACING_M = 0.04, 0.01
+HAIRLINE_REACH_M = 0.025  # how far the band's photographed colour spreads over the band
 FILL_TONE_PRIOR = 0.03  # the overall tone's weight against a neighbourhood wholly photographed
 SKIN_HUE_DISTANCE = 0.04  # chromaticity off the skin tone's hue at which a colour counts e^-1 as skin
 SKIN_BRIGHTNESS = (0.35, 1.7)  # of the skin tone's, for a colour to count as skin
@@ -242,6 +248,23 @@ def hair_colour(image: np.ndarray, xy: np.ndarray, skin: np.ndarray) -> np.ndarr
     return np.median(band[not_skin], axis=0)
 
 
+def temple_hair(image: np.ndarray, xy: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """[2] in [0, 1], for the subject's right and left temple: how much the front photo shows hair
+    there (1 - ``skin_likeness`` of the median colour of a strip beside the face's outline, from
+    the temple down to the top of the ear: a bob or side hair, or skin)."""
+    face_h = float(np.linalg.norm(xy[CHIN] - xy[FOREHEAD_TOP]))
+    h, w = image.shape[:2]
+    colours = []
+    for ids, outward in ((TEMPLE_OUTLINE[0], -1), (TEMPLE_OUTLINE[1], 1)):
+        outline = xy[list(ids)]
+        edge = outline[:, 0].min() if outward < 0 else outline[:, 0].max()
+        x0, x1 = sorted(int(edge + outward * share * face_h) for share in TEMPLE_STRIP)
+        y0, y1 = int(outline[:, 1].min()), int(outline[:, 1].max()) + 1
+        strip = image[max(0, y0):max(0, min(h, y1)), max(0, x0):max(0, min(w, x1))].reshape(-1, 3)
+        colours.append(np.median(strip, axis=0) if len(strip) >= 20 else skin)
+    return 1 - skin_likeness(np.array(colours, np.float32), skin)
+
+
 def iris_colour(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """The iris's colour: inside both eye contours of the front photo, without the bright sclera
     and the darkest pixels (pupil, lashes)."""
@@ -340,7 +363,11 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     share = np.exp((score - np.where(np.isfinite(best), best, 0.0)) / BLEND_TEMPERATURE)
     share /= np.maximum(share.sum(0), 1e-12)
     seen = (share * fade).sum(0)
-    coverage = photo_trust() * seen
+    # The side photos colour the face and its margin; the hairline band beyond, the front photo
+    # alone (the side photos see the temples, but the shape there is a guess, and a side photo's
+    # hair or skin lands wherever the guess puts it).
+    trusted_share = share * np.where(np.arange(len(images))[:, None] == 0, photo_trust(), head.texture_trust)
+    coverage = trusted_share.sum(0) * seen
     face_coverage = head.texture_trust * seen
 
     # The skin tone the fill uses away from the face: the photos' colour, de-lit and blended as the
@@ -369,19 +396,25 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     # On the hairline band the fill is the front photo's own colour there, blurred (hair where it
     # shows hair, skin where it shows skin), out to steeper angles than the photos are sampled at
     # (a blurred colour needs less precision): the photo fades into its own colours, then into
-    # the painted cap and skin.
+    # the painted cap and skin. Where the front photo does not see the band (the temples, down to
+    # the ears), the band takes the colour the photo shows on the band nearby, and further off
+    # the cap's hair where the photo shows hair beside the face there (``temple_hair``), the
+    # painted skin where it shows skin: no bare wedge between the cap and the face.
     band = hairline_vertices()
     front_sees = np.clip((facing[0, band] - HAIRLINE_MIN_FACING) / (FULL_FACING - HAIRLINE_MIN_FACING), 0.0, 1.0)
-    band_weight = (head.hairline[band] * front_sees)[:, None]
     band_colour = photo_colours(images[:1], vertex_xy[:1], np.ones((1, len(head.part)), np.float32), gain[:1],
                                 gains[:1], band, blur_mm=HAIRLINE_BLUR_MM,
                                 pixels_per_mm=[face_pixels_per_mm(landmarks_xy[0])])
+    temple = temple_hair(images[0], landmarks_xy[0], skin)[(head.positions[band, 0] > 0).astype(int), None]
+    unseen = temple * hair + (1 - temple) * fill_colour[band]
+    band_colour += (1 - front_sees)[:, None] * (spread_band_colour(band_colour, front_sees, unseen) - band_colour)
+    band_weight = head.hairline[band, None]
     fill_colour[band] = (1 - band_weight) * fill_colour[band] + band_weight * band_colour
     fill = np.clip(tmap.coarse(fill_colour * (1 - coverage)[:, None]) + 0.5, 0, 255).astype(np.uint8)
     total = cv2.resize(fill, (size, size), interpolation=cv2.INTER_LINEAR)
     factor = size // tmap.grid
     for k in range(len(images)):
-        weight = coverage * share[k] * gain[k]  # in [0, MAX_SHADING_GAIN]
+        weight = seen * trusted_share[k] * gain[k]  # in [0, MAX_SHADING_GAIN]
         coarse = tmap.coarse(np.column_stack([vertex_xy[k], weight]), photographed_only=True)
         image = images[k]
         if np.any(np.abs(gains[k] - 1) > 0.01):  # on the photo: it has fewer pixels than its texels
@@ -454,7 +487,7 @@ def face_pixels_per_mm(landmarks_xy: np.ndarray) -> float:
 @lru_cache(maxsize=1)
 def photo_trust() -> np.ndarray:
     """[V] how much the photos may colour each vertex: the face and the margin around it
-    (``texture_trust``), and the hairline band."""
+    (``texture_trust``), and the hairline band (the front photo alone there)."""
     head = head_template()
     return np.maximum(head.texture_trust, head.hairline)
 
@@ -483,9 +516,23 @@ class FillSpread:
 def fill_spread() -> FillSpread:
     """The template's ``FillSpread`` (computed once per process, a few tenths of a second)."""
     head = head_template()
-    p = head.positions
-    sources = np.nonzero(head.texture_trust > 0)[0]
-    skin = np.nonzero((head.part == 0) & (head.fixed == 0))[0]
+    return node_spread(np.nonzero(head.texture_trust > 0)[0], np.nonzero((head.part == 0) & (head.fixed == 0))[0],
+                       FILL_REACH_M)
+
+
+@lru_cache(maxsize=1)
+def hairline_spread() -> FillSpread:
+    """How the front photo's colour on the hairline band spreads over the band where the photo
+    does not see it (the temples, turned away from the front camera): a ``FillSpread`` from the
+    band's vertices to the band, over ``HAIRLINE_REACH_M``."""
+    band = hairline_vertices()
+    return node_spread(band, band, HAIRLINE_REACH_M)
+
+
+def node_spread(sources: np.ndarray, spread_over: np.ndarray, reach: float) -> FillSpread:
+    """A ``FillSpread`` from the vertices ``sources`` to those of ``spread_over`` within ``reach``
+    of them (3-D distances on the template, metres), through nodes ``FILL_NODE_SPACING_M`` apart."""
+    p = head_template().positions
     # Nodes: farthest-point samples of the sources, until every source has one within the spacing.
     nodes, nearest = [0], None
     while True:
@@ -500,14 +547,15 @@ def fill_spread() -> FillSpread:
         return np.linalg.norm(points[:, None] - node_xyz[None], axis=2)
 
     local = 2 * FILL_NODE_SPACING_M
-    to_nodes = distance(p[skin])
-    # A node's colour is the mean of the photographed skin around it; its weight, the share of
-    # all skin around it that is photographed (so a node on the rim counts for less).
+    to_nodes = distance(p[spread_over])
+    # A node's colour is the mean of the sources around it (the photographed skin); its weight,
+    # the share of all it spreads over around it that is a source (so a node on the rim counts
+    # for less).
     mass = wendland(to_nodes, local).sum(0)
     gather = (wendland(distance(p[sources]), local) / mass).T
-    reached = to_nodes.min(1) < FILL_REACH_M
-    targets = skin[reached]
-    scatter = wendland(to_nodes[reached], FILL_REACH_M)
+    reached = to_nodes.min(1) < reach
+    targets = spread_over[reached]
+    scatter = wendland(to_nodes[reached], reach)
     prior = FILL_TONE_PRIOR * float(np.median(scatter.sum(1)))
     return FillSpread(sources, targets, np.ascontiguousarray(gather, np.float32),
                       np.ascontiguousarray(scatter, np.float32), prior)
@@ -545,6 +593,19 @@ def spread_skin_colour(spread: FillSpread, colours: np.ndarray, coverage: np.nda
     field[:] = tone
     field[spread.targets] = (near[:, :3] + spread.prior * tone) / (near[:, 3:] + spread.prior)
     return field
+
+
+def spread_band_colour(colours: np.ndarray, seen: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """[B,3] the hairline band's colour spread from where the front photo sees it: ``colours``
+    [B,3] on ``hairline_vertices()``, counted by ``seen`` [B]; ``fallback`` [B,3] where no seen
+    part of the band is within ``HAIRLINE_REACH_M``."""
+    spread = hairline_spread()
+    nodes = spread.gather @ np.column_stack([colours * seen[:, None], seen])
+    near = spread.scatter @ nodes
+    out = fallback.astype(np.float32).copy()
+    at = np.searchsorted(spread.sources, spread.targets)
+    out[at] = (near[:, :3] + spread.prior * fallback[at]) / (near[:, 3:] + spread.prior)
+    return out
 
 
 def fitted_residual_2d(corrections: np.ndarray) -> np.ndarray:

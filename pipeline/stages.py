@@ -605,10 +605,10 @@ def _build_head(fused: FusedShape, photos: list[np.ndarray], points: list[np.nda
 
 def warm_up() -> None:
     """Build the per-process caches (topology, texel maps, neutral measures, the head's fitting
-    operators and fill spread) before the first job."""
+    operators and fill spreads) before the first job."""
     from pipeline.features import expression_scores
     from pipeline.head import fitting_operators
-    from pipeline.head_texture import fill_spread, head_texel_map
+    from pipeline.head_texture import fill_spread, hairline_spread, head_texel_map
     from pipeline.texture import COARSE_GRID, texel_map
 
     topo = load_topology()
@@ -616,6 +616,7 @@ def warm_up() -> None:
         texel_map(grid)
     head_texel_map()
     fill_spread()
+    hairline_spread()
     expression_scores(topo.vertices.astype(np.float64))
     fitting_operators()
 
