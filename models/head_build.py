@@ -953,7 +953,9 @@ def sparse_targets(targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # the surface), fading out; beyond that the texture is painted. (Over 1.2 cm the photo's edge
 # showed as a line at the temples and cheeks.)
 TRUST_FALLOFF_M = 0.02
-HAIRLINE_SOFTNESS_M = 0.012
+# The hair cap's edge fades over this much across it (the mesh's edges there are 1-2 cm: over
+# 1.2 cm the edge went from cap to skin within one triangle, in teeth where it runs down the temples).
+HAIRLINE_SOFTNESS_M = 0.025
 # The band where the photos show the hairline: up to the cap and this far beyond the face into it
 # (along the surface), above the eyes' level and in front of the ears' middle, those two edges
 # softened over HAIRLINE_BAND_EDGE_M (over 2 cm, its lower edge showed the mesh's steps where
@@ -1025,9 +1027,18 @@ def texture_regions(tp: Template, tri: np.ndarray, bary: np.ndarray, ears: np.nd
     centre_z = ear_points[:, 2].mean()
     front_y = lm[FOREHEAD_TOP, 1] + 0.005
     angle = np.arctan2(p[:, 0], p[:, 2] - centre_z)
-    front, back = np.clip(np.cos(angle), 0, 1), np.clip(-np.cos(angle), 0, 1)
-    hairline = ear_top + 0.005 + front ** 0.7 * (front_y - ear_top - 0.005) - back * (ear_top - ear_bottom) * 0.6
-    level = np.clip((p[:, 1] - hairline) / HAIRLINE_SOFTNESS_M + 0.5, 0, 1)
+
+    def hairline_at(angle: np.ndarray) -> np.ndarray:
+        front, back = np.clip(np.cos(angle), 0, 1), np.clip(-np.cos(angle), 0, 1)
+        return ear_top + 0.005 + front ** 0.7 * (front_y - ear_top - 0.005) - back * (ear_top - ear_bottom) * 0.6
+
+    # Softened over HAIRLINE_SOFTNESS_M across the edge, not up the head: at the temples, where
+    # the hairline runs steeply down to the ears, a vertical softness is a few millimetres across
+    # the edge, under a triangle, and the mesh's triangles showed as teeth along it.
+    hairline = hairline_at(angle)
+    radius = np.maximum(np.hypot(p[:, 0], p[:, 2] - centre_z), 1e-3)
+    slope = (hairline_at(angle + 1e-3) - hairline_at(angle - 1e-3)) / 2e-3 / radius
+    level = np.clip((p[:, 1] - hairline) / (HAIRLINE_SOFTNESS_M * np.hypot(1, slope)) + 0.5, 0, 1)
     hair = np.where(head_skin & ~ears, level * level * (3 - 2 * level), 0.0)
     # The hair cap ends at the ears' rims too: fade it near the ear vertices.
     hair *= np.clip(surface_distance(tp, ears, skin) / 0.01, 0, 1)

@@ -44,6 +44,8 @@ HAIR_BAND_CORNERS = (109, 338)
 # The face's outline at the temples (subject's right, left), and the strip beside it where the
 # front photo shows whether hair comes down there (from, to: shares of the face's height outward).
 TEMPLE_OUTLINE, TEMPLE_STRIP = ((21, 162, 127), (251, 389, 356)), (0.02, 0.10)
+# The strip's brightness over the cap's at which it counts fully, and no longer, as the cap's hair.
+TEMPLE_HAIR_BRIGHTER = (1.2, 1.6)
 EYE_CONTOURS = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
                 (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
 # A photo is used where it sees the surface at least this squarely (cosine), fully from
@@ -248,10 +250,13 @@ def hair_colour(image: np.ndarray, xy: np.ndarray, skin: np.ndarray) -> np.ndarr
     return np.median(band[not_skin], axis=0)
 
 
-def temple_hair(image: np.ndarray, xy: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """[2] in [0, 1], for the subject's right and left temple: how much the front photo shows hair
-    there (1 - ``skin_likeness`` of the median colour of a strip beside the face's outline, from
-    the temple down to the top of the ear: a bob or side hair, or skin)."""
+def temple_hair(image: np.ndarray, xy: np.ndarray, skin: np.ndarray, hair: np.ndarray) -> np.ndarray:
+    """[2] in [0, 1], for the subject's right and left temple: how much the front photo shows the
+    cap's hair there, a bob or side hair, in a strip beside the face's outline from the temple
+    down to the top of the ear: not skin (1 - ``skin_likeness`` of the strip's median colour), and
+    no brighter than the cap's colour ``hair``. (Beside the face the hair is seen edge-on and in
+    the head's shade: as dark as on top or darker. A strip markedly brighter than the cap is
+    something else under a dark cap: grey hair or skin below a hat's rim, glasses' arms on skin.)"""
     face_h = float(np.linalg.norm(xy[CHIN] - xy[FOREHEAD_TOP]))
     h, w = image.shape[:2]
     colours = []
@@ -262,7 +267,10 @@ def temple_hair(image: np.ndarray, xy: np.ndarray, skin: np.ndarray) -> np.ndarr
         y0, y1 = int(outline[:, 1].min()), int(outline[:, 1].max()) + 1
         strip = image[max(0, y0):max(0, min(h, y1)), max(0, x0):max(0, min(w, x1))].reshape(-1, 3)
         colours.append(np.median(strip, axis=0) if len(strip) >= 20 else skin)
-    return 1 - skin_likeness(np.array(colours, np.float32), skin)
+    colours = np.array(colours, np.float32)
+    brighter = luminance(colours) / max(float(luminance(np.asarray(hair, np.float32))), 1.0)
+    as_dark = np.clip((TEMPLE_HAIR_BRIGHTER[1] - brighter) / (TEMPLE_HAIR_BRIGHTER[1] - TEMPLE_HAIR_BRIGHTER[0]), 0, 1)
+    return (1 - skin_likeness(colours, skin)) * as_dark
 
 
 def iris_colour(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -397,17 +405,20 @@ def bake_head_atlas(fitted: FittedHead, fused_cm: np.ndarray, images: list[np.nd
     # shows hair, skin where it shows skin), out to steeper angles than the photos are sampled at
     # (a blurred colour needs less precision): the photo fades into its own colours, then into
     # the painted cap and skin. Where the front photo does not see the band (the temples, down to
-    # the ears), the band takes the colour the photo shows on the band nearby, and further off
-    # the cap's hair where the photo shows hair beside the face there (``temple_hair``), the
-    # painted skin where it shows skin: no bare wedge between the cap and the face.
+    # the ears) and shows the cap's hair beside the face (``temple_hair``), the band takes the
+    # colour the photo shows on the band nearby, further off the cap's hair: no bare wedge
+    # between the cap and the face. Where it shows skin (or grey hair under a dark hat), the
+    # painted fill: spread there, the band's colour would carry a hat's rim or glasses' arms
+    # down the temples as dark streaks.
     band = hairline_vertices()
     front_sees = np.clip((facing[0, band] - HAIRLINE_MIN_FACING) / (FULL_FACING - HAIRLINE_MIN_FACING), 0.0, 1.0)
     band_colour = photo_colours(images[:1], vertex_xy[:1], np.ones((1, len(head.part)), np.float32), gain[:1],
                                 gains[:1], band, blur_mm=HAIRLINE_BLUR_MM,
                                 pixels_per_mm=[face_pixels_per_mm(landmarks_xy[0])])
-    temple = temple_hair(images[0], landmarks_xy[0], skin)[(head.positions[band, 0] > 0).astype(int), None]
-    unseen = temple * hair + (1 - temple) * fill_colour[band]
-    band_colour += (1 - front_sees)[:, None] * (spread_band_colour(band_colour, front_sees, unseen) - band_colour)
+    temple = temple_hair(images[0], landmarks_xy[0], skin, hair)[(head.positions[band, 0] > 0).astype(int), None]
+    hair_beside = spread_band_colour(band_colour, front_sees, np.broadcast_to(hair, band_colour.shape))
+    unseen = temple * hair_beside + (1 - temple) * fill_colour[band]
+    band_colour += (1 - front_sees)[:, None] * (unseen - band_colour)
     band_weight = head.hairline[band, None]
     fill_colour[band] = (1 - band_weight) * fill_colour[band] + band_weight * band_colour
     fill = np.clip(tmap.coarse(fill_colour * (1 - coverage)[:, None]) + 0.5, 0, 255).astype(np.uint8)

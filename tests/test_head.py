@@ -319,25 +319,57 @@ def test_the_fill_meets_the_photographed_face_without_a_colour_step(photo, model
     assert len(sides_and_chin) >= 5 and np.mean(sides_and_chin) < 21, sectors
 
 
-@pytest.mark.parametrize("photo, largest", [("astronaut", 30), ("grace", 100)])
-def test_the_hair_cap_meets_the_temples_without_a_seam(photo, largest, models):
-    """Both photos show hair (a bob; grey hair under a hat) beside the face down to the ears. The
-    painted cap's edge in front of the ears, at the temples, shows no colour step: the cap's hair
-    runs on down the temples instead of stopping above a bare skin wedge. Largest temple step
-    (``hairline_step``): astronaut 21, Grace Hopper 68 here; 52 and 167 when the cap stopped high
-    above the ears and the temples stayed skin (bounds 30 and 100)."""
+def test_the_hair_cap_meets_the_temples_without_a_seam(models):
+    """The astronaut's photo shows her bob beside the face down to the ears. The painted cap's
+    edge in front of the ears, at the temples, shows no colour step: the cap's hair runs on down
+    the temples instead of stopping above a bare skin wedge. Largest temple step
+    (``hairline_step``): 26 here; 52 when the cap stopped high above the ears and the temples
+    stayed skin."""
     from bench.head_report import bake_head, hairline_step
 
-    views = avatar_views(1024) if photo == "astronaut" else {v: encode_jpeg(grace_hopper_rgb()) for v in ("front", "left", "right")}
-    _, atlas = bake_head(models, views)
+    _, atlas = bake_head(models, avatar_views(1024))
     step = hairline_step(atlas.texture)
-    assert step["templeStep"] < largest, step
+    assert step["templeStep"] < 30, step
+
+
+def temple_vertices(head) -> np.ndarray:
+    """bool [V]: the hairline band's vertices at the temples, below the cap, off the face."""
+    p = head.positions
+    angle = np.degrees(np.arctan2(p[:, 0], p[:, 2] - p[np.abs(head.ear) > 0.99, 2].mean()))
+    return (head.hairline > 0.5) & (head.hair < 0.5) & (head.texture_trust < 0.1) & (np.abs(angle) > 50)
+
+
+def median_colour(atlas, vertices: np.ndarray) -> np.ndarray:
+    """The atlas's median colour at the texels of ``vertices`` (bool [V])."""
+    head = head_template()
+    size = atlas.texture.shape[0]
+    uv = np.clip((head.uvs[vertices] * size).astype(int), 0, size - 1)
+    return np.median(atlas.texture[uv[:, 1], uv[:, 0]].astype(np.float64), 0)
+
+
+def test_a_hat_is_not_hair_below_its_rim(models):
+    """Grace Hopper wears a dark navy hat over short grey hair. The cap's colour (the hat's,
+    measured above the forehead) stays on the cap: beside the face the photo shows grey hair, the
+    glasses' arms and skin, brighter than the hat, so the temples are painted skin (median temple
+    colour here (215, 138, 108), her skin tone (245, 158, 121); (79, 52, 48), near the hat's
+    (39, 26, 30), when the dark strip beside her face was taken for the cap's hair: a helmet
+    down to the ears), and the band's colour is not spread there from the hat's rim and the
+    glasses' arms (it ran down the temples as dark streaks beside the eyes). The fill meets the face's top as it did before the
+    cap came down to the ears (``fill_boundary_step``, top sectors 39.5 and 53.2 at 30° and 120°
+    then; 36.5 and 11.3 here; 88 and 77 with the streaks)."""
+    from bench.head_report import bake_head, fill_boundary_step
+
+    _, atlas = bake_head(models, {v: encode_jpeg(grace_hopper_rgb()) for v in ("front", "left", "right")})
+    temples = median_colour(atlas, temple_vertices(head_template()))
+    assert np.linalg.norm(temples - atlas.skin) < np.linalg.norm(temples - atlas.hair) / 4, (temples, atlas.skin)
+    sectors = fill_boundary_step(atlas.texture, atlas.coverage)["sectors"]
+    assert sectors[30] < 45 and sectors[120] < 60, sectors
 
 
 def test_the_temples_stay_skin_where_the_photo_shows_skin(models):
     """The astronaut's photo with skin painted beside her face at the temples (short hair there):
     the temples stay skin, where her own photo brings the cap's hair down them. (Median temple
-    colour here: (154, 132, 92) from her photo, her hair (154, 132, 90); (187, 158, 132) with the
+    colour here: (154, 132, 91) from her photo, her hair (154, 132, 90); (187, 158, 131) with the
     skin painted in, her skin tone (194, 163, 140).)"""
     from bench.head_report import bake_head
     from bench.photos import astronaut_rgb
@@ -348,16 +380,11 @@ def test_the_temples_stay_skin_where_the_photo_shows_skin(models):
     xy = (infer_landmarks(prepared, models).points[0][:, :2] + prepared.region_corners[0]) / prepared.photo_scales[0]
     face_height = np.linalg.norm(xy[152] - xy[10])
     skin = np.median(photo[int(xy[50, 1]) - 4:int(xy[50, 1]) + 5, int(xy[50, 0]) - 4:int(xy[50, 0]) + 5].reshape(-1, 3), 0)
-    head = head_template()
-    p = head.positions
-    angle = np.degrees(np.arctan2(p[:, 0], p[:, 2] - p[np.abs(head.ear) > 0.99, 2].mean()))
-    temples = (head.hairline > 0.5) & (head.hair < 0.5) & (head.texture_trust < 0.1) & (np.abs(angle) > 50)
+    temples = temple_vertices(head_template())
 
     def temple_colours(views):
         _, atlas = bake_head(models, views)
-        size = atlas.texture.shape[0]
-        uv = np.clip((head.uvs[temples] * size).astype(int), 0, size - 1)
-        return atlas, np.median(atlas.texture[uv[:, 1], uv[:, 0]].astype(np.float64), 0)
+        return atlas, median_colour(atlas, temples)
 
     hair_atlas, with_hair = temple_colours({v: encode_jpeg(photo) for v in ("front", "left", "right")})
     for ids in TEMPLE_OUTLINE:
