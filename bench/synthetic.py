@@ -582,6 +582,15 @@ def side_depth_calibration(fitted: dict[str, np.ndarray], truth: np.ndarray) -> 
     return out
 
 
+def region_ratios(row: dict) -> dict[str, float]:
+    """One ``fusion_table`` row's three-view / front-only RMS error ratios: ``"all"`` and each of
+    ``REGIONS`` (below 1: three views are better)."""
+    three, front = row["three_views"], row["front_only"]
+    ratios = {"all": three["rms_mm"] / front["rms_mm"]}
+    ratios.update({r: three["regions_rms_mm"][r] / front["regions_rms_mm"][r] for r in REGIONS})
+    return ratios
+
+
 def holdout_summary_markdown(rows: list[dict]) -> str:
     """``fusion_table``'s rows (with ``side_depth``) for many faces, in short: per region, how many
     subject × yaw cells three views do not beat the front alone in, the worst and the mean ratio;
@@ -589,10 +598,8 @@ def holdout_summary_markdown(rows: list[dict]) -> str:
     keys = ["all", *REGIONS]
     ratios = {k: [] for k in keys}
     for row in rows:
-        three, front = row["three_views"], row["front_only"]
-        ratios["all"].append((three["rms_mm"] / front["rms_mm"], row))
-        for region in REGIONS:
-            ratios[region].append((three["regions_rms_mm"][region] / front["regions_rms_mm"][region], row))
+        for key, ratio in region_ratios(row).items():
+            ratios[key].append((ratio, row))
     lines = ["| region | not better | worst (three / front) | mean |", "|---|---|---|---|"]
     for key in keys:
         values = [r for r, _ in ratios[key]]
