@@ -366,20 +366,28 @@ def test_a_hat_is_not_hair_below_its_rim(models):
     assert sectors[30] < 45 and sectors[120] < 60, sectors
 
 
+def astronaut_photo_landmarks(models) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """The astronaut's photo (a copy, to paint on), its landmarks (photo px), its face height
+    (forehead top to chin, px) and the skin colour on her cheek."""
+    from bench.photos import astronaut_rgb
+
+    photo = astronaut_rgb().copy()
+    prepared = prepare_views({v: encode_jpeg(photo) for v in ("front", "left", "right")}, models)
+    xy = (infer_landmarks(prepared, models).points[0][:, :2] + prepared.region_corners[0]) / prepared.photo_scales[0]
+    face_height = float(np.linalg.norm(xy[152] - xy[10]))
+    skin = np.median(photo[int(xy[50, 1]) - 4:int(xy[50, 1]) + 5, int(xy[50, 0]) - 4:int(xy[50, 0]) + 5].reshape(-1, 3), 0)
+    return photo, xy, face_height, skin
+
+
 def test_the_temples_stay_skin_where_the_photo_shows_skin(models):
     """The astronaut's photo with skin painted beside her face at the temples (short hair there):
     the temples stay skin, where her own photo brings the cap's hair down them. (Median temple
     colour here: (154, 132, 91) from her photo, her hair (154, 132, 90); (187, 158, 131) with the
     skin painted in, her skin tone (194, 163, 140).)"""
     from bench.head_report import bake_head
-    from bench.photos import astronaut_rgb
     from pipeline.head_texture import TEMPLE_OUTLINE
 
-    photo = astronaut_rgb().copy()
-    prepared = prepare_views({v: encode_jpeg(photo) for v in ("front", "left", "right")}, models)
-    xy = (infer_landmarks(prepared, models).points[0][:, :2] + prepared.region_corners[0]) / prepared.photo_scales[0]
-    face_height = np.linalg.norm(xy[152] - xy[10])
-    skin = np.median(photo[int(xy[50, 1]) - 4:int(xy[50, 1]) + 5, int(xy[50, 0]) - 4:int(xy[50, 0]) + 5].reshape(-1, 3), 0)
+    photo, xy, face_height, skin = astronaut_photo_landmarks(models)
     temples = temple_vertices(head_template())
 
     def temple_colours(views):
@@ -405,13 +413,8 @@ def test_the_hairline_follows_the_photo(models):
     corners of the forehead (her hair left in the middle, where the cap's colour is measured).
     The head shows skin there, where the painted cap alone would put hair."""
     from bench.head_report import bake_head
-    from bench.photos import astronaut_rgb
 
-    photo = astronaut_rgb().copy()
-    prepared = prepare_views({v: encode_jpeg(photo) for v in ("front", "left", "right")}, models)
-    xy = (infer_landmarks(prepared, models).points[0][:, :2] + prepared.region_corners[0]) / prepared.photo_scales[0]
-    face_height = np.linalg.norm(xy[152] - xy[10])
-    skin = np.median(photo[int(xy[50, 1]) - 4:int(xy[50, 1]) + 5, int(xy[50, 0]) - 4:int(xy[50, 0]) + 5].reshape(-1, 3), 0)
+    photo, xy, face_height, skin = astronaut_photo_landmarks(models)
     top, bottom = int(xy[10, 1] - 0.4 * face_height), int(xy[10, 1])
     for outer, inner in ((127, 109), (356, 338)):  # the face's side, the hair band's side
         x0, x1 = sorted((int(xy[outer, 0]), int(xy[inner, 0])))
